@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: (GPL-2.0 WITH Linux-syscall-note) OR MIT */
+/*
+ * /dev/hdp_flush user-space ABI, C view.
+ *
+ * The authoritative declaration is kmod/uapi.rs; this header states the same ABI for C users
+ * (ROCm runtimes, test programs). libflush's tests compile this header and compare every size,
+ * field offset and ioctl number with the Rust values, so the two cannot drift apart silently.
+ */
+#ifndef _UAPI_HDP_FLUSH_H
+#define _UAPI_HDP_FLUSH_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+#define HDP_FLUSH_API_MAJOR 1
+#define HDP_FLUSH_API_MINOR 0
+#define HDP_FLUSH_DEVICE_PATH "/dev/hdp_flush"
+#define HDP_FLUSH_IOC_MAGIC 'H'
+
+/* FLUSH flags */
+#define HDP_FLUSH_F_SYNC (1u << 0)        /* return after the flush has landed (readback) */
+#define HDP_FLUSH_F_NO_COALESCE (1u << 1) /* own hardware flush; for measurements */
+#define HDP_FLUSH_FLUSH_FLAGS (HDP_FLUSH_F_SYNC | HDP_FLUSH_F_NO_COALESCE)
+#define HDP_FLUSH_INVALIDATE_FLAGS 0u
+/* STATS flags */
+#define HDP_FLUSH_STATS_F_RESET (1u << 0)
+#define HDP_FLUSH_STATS_FLAGS HDP_FLUSH_STATS_F_RESET
+
+/* VERSION.features */
+#define HDP_FLUSH_FEAT_URING_CMD (1ull << 0)
+#define HDP_FLUSH_FEAT_COALESCE (1ull << 1)
+
+/* DEVICE_INFO.backend */
+#define HDP_FLUSH_BACKEND_SIM 0u
+#define HDP_FLUSH_BACKEND_PCITEST 1u
+#define HDP_FLUSH_BACKEND_AMDGPU 2u
+
+#define HDP_FLUSH_NAME_LEN 32
+
+struct hdp_flush_version {
+	__u32 api_major;
+	__u32 api_minor;
+	__u32 num_devices;
+	__u32 page_size;
+	__u64 features;
+	__u64 reserved[2];
+};
+
+struct hdp_flush_device_info {
+	__u32 index;      /* in */
+	__u32 backend;    /* out: HDP_FLUSH_BACKEND_* */
+	__u32 pci_domain; /* out */
+	__u32 pci_bdf;    /* out: bus << 8 | devfn */
+	__u16 vendor;     /* out */
+	__u16 device;     /* out */
+	__u32 flags;      /* in: 0 */
+	__u64 reserved[2];
+	char name[HDP_FLUSH_NAME_LEN]; /* out, NUL-padded */
+};
+
+/* FLUSH / INVALIDATE; 16 bytes so it fits an io_uring SQE command area (URING_CMD). */
+struct hdp_flush_request {
+	__u32 device;
+	__u32 flags;
+	__u64 reserved;
+};
+
+struct hdp_flush_stats {
+	__u32 device; /* in */
+	__u32 flags;  /* in: HDP_FLUSH_STATS_F_* */
+	__u64 flush_requests;
+	__u64 hw_flushes;
+	__u64 coalesced;
+	__u64 invalidates;
+	__u64 errors;
+	__u64 reserved[2];
+};
+
+#define HDP_FLUSH_IOC_VERSION _IOR(HDP_FLUSH_IOC_MAGIC, 0xA0, struct hdp_flush_version)
+#define HDP_FLUSH_IOC_NOP _IO(HDP_FLUSH_IOC_MAGIC, 0xA1)
+#define HDP_FLUSH_IOC_DEVICE_INFO _IOWR(HDP_FLUSH_IOC_MAGIC, 0xA2, struct hdp_flush_device_info)
+#define HDP_FLUSH_IOC_FLUSH _IOW(HDP_FLUSH_IOC_MAGIC, 0xA3, struct hdp_flush_request)
+#define HDP_FLUSH_IOC_INVALIDATE _IOW(HDP_FLUSH_IOC_MAGIC, 0xA4, struct hdp_flush_request)
+#define HDP_FLUSH_IOC_STATS _IOWR(HDP_FLUSH_IOC_MAGIC, 0xA5, struct hdp_flush_stats)
+
+#endif /* _UAPI_HDP_FLUSH_H */

@@ -1,0 +1,263 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+//! The `/dev/hdp_flush` user-space ABI, declared once.
+//!
+//! This file is compiled into the kernel module and into `libflush` (both include it with
+//! `#[path]`), so it must stay `no_std`-clean and free of dependencies: only `core` is used.
+//! `kmod/include/hdp_flush.h` states the same ABI for C; a test in libflush compiles that header
+//! and checks every size, offset and ioctl number against the values below.
+//!
+//! Rules every command follows:
+//! - unknown command -> `ENOTTY`; unknown flag bits or a nonzero `reserved` field -> `EINVAL`;
+//!   bad user pointer -> `EFAULT`; device index out of range -> `ENODEV`.
+//! - A request is at most 16 bytes when it may travel in an io_uring SQE's command area
+//!   (`IORING_OP_URING_CMD`, `cmd_op` = the ioctl number, the struct in `sqe->cmd`).
+//! - Fields are fixed-width and naturally aligned; reserved space is explicit and must be zero.
+
+#![allow(dead_code)]
+
+use core::mem::size_of;
+
+/// Major version: bumped on any incompatible change. User space refuses a different major.
+pub const HDP_FLUSH_API_MAJOR: u32 = 1;
+/// Minor version: bumped when commands or flags are added compatibly.
+pub const HDP_FLUSH_API_MINOR: u32 = 0;
+
+/// Where the misc device appears.
+pub const HDP_FLUSH_DEVICE_PATH: &str = "/dev/hdp_flush";
+
+/// ioctl type byte ('H' for HDP); our numbers use the range 0xA0-0xAF of it.
+pub const HDP_FLUSH_IOC_MAGIC: u32 = b'H' as u32;
+
+// ---------------------------------------------------------------------------------------------
+// ioctl number encoding (include/uapi/asm-generic/ioctl.h and the arch overrides).
+// Written out here because this file may not depend on anything; libflush's tests cross-check
+// every number against nix's `request_code_*` macros for the host architecture.
+// ---------------------------------------------------------------------------------------------
+
+#[cfg(any(
+    target_arch = "powerpc",
+    target_arch = "powerpc64",
+    target_arch = "mips",
+    target_arch = "mips64",
+    target_arch = "sparc",
+    target_arch = "sparc64"
+))]
+mod ioc_arch {
+    pub const SIZEBITS: u32 = 13;
+    pub const NONE: u32 = 1;
+    pub const READ: u32 = 2;
+    pub const WRITE: u32 = 4;
+}
+
+#[cfg(not(any(
+    target_arch = "powerpc",
+    target_arch = "powerpc64",
+    target_arch = "mips",
+    target_arch = "mips64",
+    target_arch = "sparc",
+    target_arch = "sparc64"
+)))]
+mod ioc_arch {
+    pub const SIZEBITS: u32 = 14;
+    pub const NONE: u32 = 0;
+    pub const READ: u32 = 2;
+    pub const WRITE: u32 = 1;
+}
+
+const IOC_NRBITS: u32 = 8;
+const IOC_TYPEBITS: u32 = 8;
+const IOC_NRSHIFT: u32 = 0;
+const IOC_TYPESHIFT: u32 = IOC_NRSHIFT + IOC_NRBITS;
+const IOC_SIZESHIFT: u32 = IOC_TYPESHIFT + IOC_TYPEBITS;
+const IOC_DIRSHIFT: u32 = IOC_SIZESHIFT + ioc_arch::SIZEBITS;
+
+const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
+    // A struct too large for the size field would silently alias another command.
+    assert!(size < (1 << ioc_arch::SIZEBITS));
+    (dir << IOC_DIRSHIFT)
+        | (HDP_FLUSH_IOC_MAGIC << IOC_TYPESHIFT)
+        | (nr << IOC_NRSHIFT)
+        | ((size as u32) << IOC_SIZESHIFT)
+}
+
+const fn io(nr: u32) -> u32 {
+    ioc(ioc_arch::NONE, nr, 0)
+}
+const fn ior<T>(nr: u32) -> u32 {
+    ioc(ioc_arch::READ, nr, size_of::<T>())
+}
+const fn iow<T>(nr: u32) -> u32 {
+    ioc(ioc_arch::WRITE, nr, size_of::<T>())
+}
+const fn iowr<T>(nr: u32) -> u32 {
+    ioc(ioc_arch::READ | ioc_arch::WRITE, nr, size_of::<T>())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------------------------
+
+/// Read the API version, device count and features. Call first; refuse a different major.
+pub const HDP_FLUSH_IOC_VERSION: u32 = ior::<HdpFlushVersion>(0xA0);
+/// Do nothing and return 0: the kernel-entry floor benchmarks compare against.
+pub const HDP_FLUSH_IOC_NOP: u32 = io(0xA1);
+/// Describe device `index` (backend, PCI location, name).
+pub const HDP_FLUSH_IOC_DEVICE_INFO: u32 = iowr::<HdpFlushDeviceInfo>(0xA2);
+/// Flush the HDP write FIFO of one device. Also accepted as a `URING_CMD` op.
+pub const HDP_FLUSH_IOC_FLUSH: u32 = iow::<HdpFlushRequest>(0xA3);
+/// Invalidate the HDP read cache of one device (always synchronous). Also a `URING_CMD` op.
+pub const HDP_FLUSH_IOC_INVALIDATE: u32 = iow::<HdpFlushRequest>(0xA4);
+/// Read one device's counters.
+pub const HDP_FLUSH_IOC_STATS: u32 = iowr::<HdpFlushStats>(0xA5);
+
+// ---------------------------------------------------------------------------------------------
+// Flags
+// ---------------------------------------------------------------------------------------------
+
+/// FLUSH: return only after the flush has landed (register store + posting read), instead of
+/// after the posted store, which is what a store to the 4K remap page gives.
+pub const HDP_FLUSH_F_SYNC: u32 = 1 << 0;
+/// FLUSH: issue a dedicated hardware flush instead of joining one in flight. For measurements.
+pub const HDP_FLUSH_F_NO_COALESCE: u32 = 1 << 1;
+/// Every flag FLUSH accepts.
+pub const HDP_FLUSH_FLUSH_FLAGS: u32 = HDP_FLUSH_F_SYNC | HDP_FLUSH_F_NO_COALESCE;
+/// Every flag INVALIDATE accepts (none: it always reads back).
+pub const HDP_FLUSH_INVALIDATE_FLAGS: u32 = 0;
+/// STATS: zero the counters after reading them.
+pub const HDP_FLUSH_STATS_F_RESET: u32 = 1 << 0;
+/// Every flag STATS accepts.
+pub const HDP_FLUSH_STATS_FLAGS: u32 = HDP_FLUSH_STATS_F_RESET;
+
+/// VERSION.features: the device serves `IORING_OP_URING_CMD`.
+pub const HDP_FLUSH_FEAT_URING_CMD: u64 = 1 << 0;
+/// VERSION.features: concurrent flushes are coalesced (group commit).
+pub const HDP_FLUSH_FEAT_COALESCE: u64 = 1 << 1;
+
+/// DEVICE_INFO.backend: in-kernel model with a modelled readback delay; no hardware.
+pub const HDP_FLUSH_BACKEND_SIM: u32 = 0;
+/// DEVICE_INFO.backend: a QEMU emulated PCI device; real MMIO store + readback in its BAR.
+pub const HDP_FLUSH_BACKEND_PCITEST: u32 = 1;
+/// DEVICE_INFO.backend: an AMD GPU's HDP flush register.
+pub const HDP_FLUSH_BACKEND_AMDGPU: u32 = 2;
+
+/// Length of `HdpFlushDeviceInfo::name`, NUL-padded.
+pub const HDP_FLUSH_NAME_LEN: usize = 32;
+
+// ---------------------------------------------------------------------------------------------
+// Structures
+// ---------------------------------------------------------------------------------------------
+
+/// VERSION reply.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HdpFlushVersion {
+    /// `HDP_FLUSH_API_MAJOR` of the module.
+    pub api_major: u32,
+    /// `HDP_FLUSH_API_MINOR` of the module.
+    pub api_minor: u32,
+    /// Devices served; valid indices are `0..num_devices`.
+    pub num_devices: u32,
+    /// The kernel's PAGE_SIZE (4096 or 65536 on the hosts we care about).
+    pub page_size: u32,
+    /// `HDP_FLUSH_FEAT_*` bits.
+    pub features: u64,
+    /// Zero.
+    pub reserved: [u64; 2],
+}
+
+/// DEVICE_INFO request (`index`) and reply (the rest).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HdpFlushDeviceInfo {
+    /// In: which device.
+    pub index: u32,
+    /// Out: `HDP_FLUSH_BACKEND_*`.
+    pub backend: u32,
+    /// Out: PCI segment (domain); 0 for the simulator.
+    pub pci_domain: u32,
+    /// Out: PCI bus << 8 | devfn; 0 for the simulator.
+    pub pci_bdf: u32,
+    /// Out: PCI vendor id; 0 for the simulator.
+    pub vendor: u16,
+    /// Out: PCI device id; 0 for the simulator.
+    pub device: u16,
+    /// In: must be zero. Out: zero.
+    pub flags: u32,
+    /// Zero, in and out.
+    pub reserved: [u64; 2],
+    /// Out: NUL-padded human-readable name, e.g. "sim0" or "0000:00:04.0".
+    pub name: [u8; HDP_FLUSH_NAME_LEN],
+}
+
+/// FLUSH / INVALIDATE request. 16 bytes, so it fits an io_uring SQE's command area.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HdpFlushRequest {
+    /// Device index.
+    pub device: u32,
+    /// `HDP_FLUSH_F_*` bits valid for the command.
+    pub flags: u32,
+    /// Zero.
+    pub reserved: u64,
+}
+
+/// STATS request (`device`, `flags`) and reply (the counters).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HdpFlushStats {
+    /// In: device index.
+    pub device: u32,
+    /// In: `HDP_FLUSH_STATS_F_*` bits.
+    pub flags: u32,
+    /// FLUSH requests received (ioctl and io_uring).
+    pub flush_requests: u64,
+    /// Hardware flushes issued; `<= flush_requests` thanks to coalescing.
+    pub hw_flushes: u64,
+    /// Requests satisfied by a flush another caller issued.
+    pub coalesced: u64,
+    /// INVALIDATE requests (each one is a hardware invalidate).
+    pub invalidates: u64,
+    /// Requests that failed after validation (hardware or backend errors).
+    pub errors: u64,
+    /// Zero.
+    pub reserved: [u64; 2],
+}
+
+/// Size of an io_uring SQE's command area with 64-byte SQEs.
+pub const URING_CMD16_AREA: usize = 16;
+
+const _: () = assert!(size_of::<HdpFlushRequest>() == URING_CMD16_AREA);
+const _: () = assert!(size_of::<HdpFlushVersion>() == 40);
+const _: () = assert!(size_of::<HdpFlushDeviceInfo>() == 72);
+const _: () = assert!(size_of::<HdpFlushStats>() == 64);
+
+impl HdpFlushRequest {
+    /// A request for `device` with `flags`, reserved zeroed.
+    pub const fn new(device: u32, flags: u32) -> Self {
+        Self {
+            device,
+            flags,
+            reserved: 0,
+        }
+    }
+
+    /// The bytes that go into an SQE's command area (native endianness, as the kernel reads it).
+    pub const fn to_cmd_bytes(&self) -> [u8; URING_CMD16_AREA] {
+        let d = self.device.to_ne_bytes();
+        let f = self.flags.to_ne_bytes();
+        let r = self.reserved.to_ne_bytes();
+        [
+            d[0], d[1], d[2], d[3], f[0], f[1], f[2], f[3], r[0], r[1], r[2], r[3], r[4], r[5],
+            r[6], r[7],
+        ]
+    }
+
+    /// The request read back from an SQE's command area.
+    pub const fn from_cmd_bytes(b: &[u8; URING_CMD16_AREA]) -> Self {
+        Self {
+            device: u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+            flags: u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+            reserved: u64::from_ne_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]),
+        }
+    }
+}
