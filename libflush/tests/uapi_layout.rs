@@ -1,0 +1,149 @@
+//! kmod/uapi.rs and kmod/include/hdp_flush.h describe one ABI: a C program compiled from the
+//! header prints every size, offset and ioctl number, and each must equal the Rust value.
+//! The ioctl encoding is also checked against nix's and ioctl-sys's encoders.
+
+use std::mem::{offset_of, size_of};
+use std::path::PathBuf;
+use std::process::Command;
+
+use libflush::uapi::*;
+
+/// (C expression, Rust value) pairs.
+fn expectations() -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = Vec::new();
+    macro_rules! layout {
+        ($rust:ty, $c:literal, [$($field:ident),* $(,)?]) => {
+            v.push((format!("sizeof(struct {})", $c), size_of::<$rust>() as u64));
+            v.push((format!("_Alignof(struct {})", $c), std::mem::align_of::<$rust>() as u64));
+            $(v.push((
+                format!("offsetof(struct {}, {})", $c, stringify!($field)),
+                offset_of!($rust, $field) as u64,
+            ));)*
+        };
+    }
+    macro_rules! constants {
+        ($($name:ident),* $(,)?) => { $(v.push((stringify!($name).to_owned(), $name as u64));)* };
+    }
+    layout!(HdpFlushVersion, "hdp_flush_version",
+        [api_major, api_minor, num_devices, page_size, features, reserved]);
+    layout!(HdpFlushDeviceInfo, "hdp_flush_device_info",
+        [index, backend, pci_domain, pci_bdf, vendor, device, flags, reserved, name]);
+    layout!(HdpFlushRequest, "hdp_flush_request", [device, flags, reserved]);
+    layout!(HdpFlushStats, "hdp_flush_stats",
+        [device, flags, flush_requests, hw_flushes, coalesced, invalidates, errors, reserved]);
+    constants!(
+        HDP_FLUSH_API_MAJOR, HDP_FLUSH_API_MINOR, HDP_FLUSH_IOC_MAGIC,
+        HDP_FLUSH_IOC_VERSION, HDP_FLUSH_IOC_NOP, HDP_FLUSH_IOC_DEVICE_INFO,
+        HDP_FLUSH_IOC_FLUSH, HDP_FLUSH_IOC_INVALIDATE, HDP_FLUSH_IOC_STATS,
+        HDP_FLUSH_F_SYNC, HDP_FLUSH_F_NO_COALESCE, HDP_FLUSH_FLUSH_FLAGS,
+        HDP_FLUSH_INVALIDATE_FLAGS, HDP_FLUSH_STATS_F_RESET, HDP_FLUSH_STATS_FLAGS,
+        HDP_FLUSH_FEAT_URING_CMD, HDP_FLUSH_FEAT_COALESCE,
+        HDP_FLUSH_BACKEND_SIM, HDP_FLUSH_BACKEND_PCITEST, HDP_FLUSH_BACKEND_AMDGPU,
+        HDP_FLUSH_NAME_LEN,
+    );
+    v
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn the_c_header_states_the_same_abi_as_uapi_rs() {
+    let checks = expectations();
+    let mut src = String::from(
+        "#include <stdio.h>\n#include <stddef.h>\n#include \"hdp_flush.h\"\nint main(void) {\n",
+    );
+    for (expr, _) in &checks {
+        src.push_str(&format!("  printf(\"%llu\\n\", (unsigned long long)({expr}));\n"));
+    }
+    src.push_str(&format!(
+        "  printf(\"%s\\n\", HDP_FLUSH_DEVICE_PATH);\n  return 0;\n}}\n"
+    ));
+
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("uapi_layout");
+    std::fs::create_dir_all(&dir).unwrap();
+    let c_file = dir.join("layout.c");
+    let exe = dir.join("layout");
+    std::fs::write(&c_file, src).unwrap();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args(["-std=c11", "-Wall", "-Werror", "-I"])
+        .arg(repo_root().join("kmod/include"))
+        .arg(&c_file)
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
+    assert!(status.success(), "compiling {} failed", c_file.display());
+
+    let out = Command::new(&exe).output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), checks.len() + 1, "one line per check:\n{stdout}");
+    let mismatches: Vec<String> = checks
+        .iter()
+        .zip(&lines)
+        .filter(|((_, rust), c)| c.parse::<u64>().ok() != Some(*rust))
+        .map(|((expr, rust), c)| format!("{expr}: C says {c}, Rust says {rust}"))
+        .collect();
+    assert!(mismatches.is_empty(), "ABI drift:\n{}", mismatches.join("\n"));
+    assert_eq!(lines[checks.len()], HDP_FLUSH_DEVICE_PATH);
+}
+
+#[test]
+fn ioctl_numbers_match_nix_and_ioctl_sys_encoders() {
+    let m = b'H';
+    let cases: [(u32, u64, u64); 6] = [
+        (
+            HDP_FLUSH_IOC_VERSION,
+            nix::request_code_read!(m, 0xA0, size_of::<HdpFlushVersion>()) as u64,
+            ioctl_sys::ior!(m as u32, 0xA0, size_of::<HdpFlushVersion>() as u32) as u64,
+        ),
+        (
+            HDP_FLUSH_IOC_NOP,
+            nix::request_code_none!(m, 0xA1) as u64,
+            ioctl_sys::io!(m as u32, 0xA1) as u64,
+        ),
+        (
+            HDP_FLUSH_IOC_DEVICE_INFO,
+            nix::request_code_readwrite!(m, 0xA2, size_of::<HdpFlushDeviceInfo>()) as u64,
+            ioctl_sys::iorw!(m as u32, 0xA2, size_of::<HdpFlushDeviceInfo>() as u32) as u64,
+        ),
+        (
+            HDP_FLUSH_IOC_FLUSH,
+            nix::request_code_write!(m, 0xA3, size_of::<HdpFlushRequest>()) as u64,
+            ioctl_sys::iow!(m as u32, 0xA3, size_of::<HdpFlushRequest>() as u32) as u64,
+        ),
+        (
+            HDP_FLUSH_IOC_INVALIDATE,
+            nix::request_code_write!(m, 0xA4, size_of::<HdpFlushRequest>()) as u64,
+            ioctl_sys::iow!(m as u32, 0xA4, size_of::<HdpFlushRequest>() as u32) as u64,
+        ),
+        (
+            HDP_FLUSH_IOC_STATS,
+            nix::request_code_readwrite!(m, 0xA5, size_of::<HdpFlushStats>()) as u64,
+            ioctl_sys::iorw!(m as u32, 0xA5, size_of::<HdpFlushStats>() as u32) as u64,
+        ),
+    ];
+    for (ours, nix_code, ioctl_sys_code) in cases {
+        assert_eq!(u64::from(ours), nix_code, "{ours:#x} vs nix");
+        assert_eq!(u64::from(ours), ioctl_sys_code, "{ours:#x} vs ioctl-sys");
+    }
+}
+
+#[test]
+fn a_request_round_trips_through_the_sqe_command_area() {
+    let req = HdpFlushRequest {
+        device: 3,
+        flags: HDP_FLUSH_F_SYNC,
+        reserved: 0x0102_0304_0506_0708,
+    };
+    let bytes = req.to_cmd_bytes();
+    assert_eq!(HdpFlushRequest::from_cmd_bytes(&bytes), req);
+    // Same bytes as the struct in memory: the kernel reads the area as the struct.
+    // SAFETY: HdpFlushRequest is repr(C), 16 bytes, no padding.
+    let raw: [u8; 16] = unsafe { std::mem::transmute(req) };
+    assert_eq!(bytes, raw);
+}
