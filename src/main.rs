@@ -1,0 +1,105 @@
+//! `hdpflush`: probe this host's HDP flush options, benchmark them side by side, report.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use libflush::StrategyKind;
+
+mod bench;
+mod error;
+mod plot;
+mod probe;
+mod report;
+
+
+/// Probe, benchmark and compare HDP flush strategies for AMD GPUs.
+#[derive(Parser, Debug)]
+#[command(name = "hdpflush", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Explain this host: page size, KFD, the hdp_flush module, what each strategy can do,
+    /// which one is selected and why.
+    Probe {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run strategies side by side and report ns per flush (table, JSON, SVG).
+    Bench(BenchArgs),
+    /// Print the table of a saved bench JSON, and optionally redraw its SVG.
+    Report {
+        /// A JSON file written by `hdpflush bench`.
+        json: PathBuf,
+        /// Write the plot here.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
+}
+
+/// Options of `hdpflush bench`.
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Strategies to run (repeat or comma-separate). Default: $HDPFLUSH_STRATEGY if set, else
+    /// every strategy usable on this host.
+    #[arg(long = "strategy", short = 's', value_delimiter = ',')]
+    pub strategies: Vec<StrategyKind>,
+    /// Measured flushes per case.
+    #[arg(long, short = 'n', default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub iterations: u64,
+    /// Unmeasured flushes before each case.
+    #[arg(long, default_value_t = 10_000)]
+    pub warmup: u64,
+    /// io_uring batch sizes (flushes per submission).
+    #[arg(long = "batch", value_delimiter = ',', default_values_t = [1, 8, 32, 128], value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub batches: Vec<u32>,
+    /// Also run io_uring with a kernel SQ polling thread.
+    #[arg(long)]
+    pub sqpoll: bool,
+    /// Directory for bench.json and bench.svg.
+    #[arg(long, default_value = "hdpflush-bench")]
+    pub out_dir: PathBuf,
+    /// Write JSON here instead of <out-dir>/bench.json.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the plot here instead of <out-dir>/bench.svg.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// No progress bar on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Write `text` to stdout. A closed pipe (`hdpflush bench | head`) means the reader is done,
+/// not that the command failed.
+pub fn emit(text: &str) -> Result<(), error::CliError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(error::CliError::io("<stdout>", e))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Probe { json } => probe::run(json),
+        Command::Bench(args) => bench::run(&args),
+        Command::Report { json, svg } => report::run(&json, svg.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hdpflush: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
@@ -54,7 +54,7 @@ pub trait Flush: Send + Sync {
 }
 
 /// The strategies, by name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StrategyKind {
     /// One store to the 4K MMIO remap page.
@@ -120,12 +120,12 @@ impl fmt::Display for StrategyKind {
 impl FromStr for StrategyKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        Self::parse(s, "argument")
+        Self::parse(s, "the command line")
     }
 }
 
 /// What a flush acts on, so that reports never pass a stand-in off as hardware.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackingKind {
     /// Real device registers or VRAM.
@@ -139,7 +139,7 @@ pub enum BackingKind {
 }
 
 /// [`BackingKind`] plus a human-readable description.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Backing {
     /// The class.
     pub kind: BackingKind,

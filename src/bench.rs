@@ -1,0 +1,345 @@
+//! `hdpflush bench`: every requested strategy, side by side, in one run.
+//!
+//! Each case runs its warm-up, then its measured flushes in samples of `ops_per_sample`
+//! operations (calibrated so a sample lasts about 2 us, long enough for the clock and short
+//! enough to see the tail). p50/p99 are over the samples' ns per flush; mean is the whole
+//! run's time over its flushes.
+
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use libflush::select::STRATEGY_ENV;
+use libflush::strategy::Backing;
+use libflush::uapi::HDP_FLUSH_F_SYNC;
+use libflush::{Error, Flush, Ioctl, StrategyKind, Uring, UringConfig};
+
+use crate::error::CliError;
+use crate::report::{self, BenchReport, CaseResult, HostInfo, Skipped};
+use crate::BenchArgs;
+
+/// How long one sample should last.
+const SAMPLE_NS: f64 = 2_000.0;
+/// Upper bound on operations per sample, so slow clocks still give many samples.
+const MAX_OPS_PER_SAMPLE: u64 = 4096;
+/// SQPOLL thread idle time before it sleeps.
+const SQPOLL_IDLE_MS: u32 = 50;
+
+/// One thing to time: an operation doing `batch` flushes.
+struct Case {
+    strategy: String,
+    variant: String,
+    backing: Backing,
+    batch: usize,
+    op: Box<dyn FnMut() -> libflush::Result<()>>,
+}
+
+impl Case {
+    fn flush(f: Box<dyn Flush>, variant: &str) -> Self {
+        Self {
+            strategy: f.kind().name().to_owned(),
+            variant: variant.to_owned(),
+            backing: f.backing(),
+            batch: 1,
+            op: Box::new(move || f.flush()),
+        }
+    }
+
+    fn label(&self) -> String {
+        if self.variant.is_empty() {
+            self.strategy.clone()
+        } else {
+            format!("{} ({})", self.strategy, self.variant)
+        }
+    }
+}
+
+/// The strategies to run, and whether the user named them (then failure to open is an error).
+fn requested(args: &BenchArgs) -> Result<(Vec<StrategyKind>, bool), CliError> {
+    if !args.strategies.is_empty() {
+        return Ok((args.strategies.clone(), true));
+    }
+    match std::env::var(STRATEGY_ENV) {
+        Ok(name) if !name.trim().is_empty() => {
+            Ok((vec![StrategyKind::parse(&name, STRATEGY_ENV)?], true))
+        }
+        _ => Ok((StrategyKind::ALL.to_vec(), false)),
+    }
+}
+
+/// The cases one strategy contributes.
+fn cases_for(kind: StrategyKind, args: &BenchArgs) -> libflush::Result<Vec<Case>> {
+    let unavailable = |e: Error| match e {
+        Error::DeviceMissing { .. } | Error::PermissionDenied { .. } => Error::Unavailable {
+            strategy: kind,
+            reason: e.to_string(),
+        },
+        other => other,
+    };
+    match kind {
+        StrategyKind::Ioctl => {
+            let posted = Ioctl::open(0, 0).map_err(unavailable)?;
+            let backing = posted.backing();
+            let floor = Ioctl::open(0, 0)?;
+            let sync = Ioctl::open(0, HDP_FLUSH_F_SYNC)?;
+            Ok(vec![
+                Case {
+                    strategy: "reference".into(),
+                    variant: "ioctl NOP, kernel-entry floor".into(),
+                    backing,
+                    batch: 1,
+                    op: Box::new(move || floor.device().nop()),
+                },
+                Case::flush(Box::new(posted), "posted"),
+                Case::flush(Box::new(sync), "sync"),
+            ])
+        }
+        StrategyKind::Uring => {
+            let mut cases = Vec::new();
+            let sqpoll: &[Option<u32>] = if args.sqpoll {
+                &[None, Some(SQPOLL_IDLE_MS)]
+            } else {
+                &[None]
+            };
+            for &sq in sqpoll {
+                for &batch in &args.batches {
+                    let ring = Uring::open(UringConfig {
+                        entries: batch.next_power_of_two(),
+                        sqpoll_idle_ms: sq,
+                        ..UringConfig::default()
+                    })
+                    .map_err(unavailable)?;
+                    let variant = match sq {
+                        Some(_) => format!("batch {batch}, sqpoll"),
+                        None => format!("batch {batch}"),
+                    };
+                    let backing = ring.backing();
+                    let n = batch as usize;
+                    cases.push(Case {
+                        strategy: kind.name().into(),
+                        variant,
+                        backing,
+                        batch: n,
+                        op: Box::new(move || ring.flush_batch(n)),
+                    });
+                }
+            }
+            Ok(cases)
+        }
+        _ => Ok(vec![Case::flush(libflush::open_for_bench(kind)?, "")]),
+    }
+}
+
+/// Timings of one case, before the baseline is known.
+struct Timing {
+    flushes: u64,
+    mean_ns: f64,
+    p50_ns: f64,
+    p99_ns: f64,
+    samples: usize,
+    ops_per_sample: u64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn measure(case: &mut Case, args: &BenchArgs, bar: &ProgressBar) -> libflush::Result<Timing> {
+    let batch = case.batch as u64;
+    for _ in 0..args.warmup.div_ceil(batch) {
+        (case.op)()?;
+    }
+    // Calibrate the sample length.
+    let probe_ops = 16;
+    let t = Instant::now();
+    for _ in 0..probe_ops {
+        (case.op)()?;
+    }
+    let per_op = t.elapsed().as_nanos() as f64 / probe_ops as f64;
+    let ops_per_sample = ((SAMPLE_NS / per_op.max(1.0)).ceil() as u64).clamp(1, MAX_OPS_PER_SAMPLE);
+
+    let total_ops = args.iterations.div_ceil(batch);
+    let mut samples = Vec::with_capacity((total_ops / ops_per_sample + 1) as usize);
+    let mut total_ns = 0u128;
+    let mut done = 0;
+    while done < total_ops {
+        let k = ops_per_sample.min(total_ops - done);
+        let t = Instant::now();
+        for _ in 0..k {
+            (case.op)()?;
+        }
+        let ns = t.elapsed().as_nanos();
+        total_ns += ns;
+        samples.push(ns as f64 / (k * batch) as f64);
+        done += k;
+        bar.inc(k);
+    }
+    samples.sort_by(f64::total_cmp);
+    let flushes = total_ops * batch;
+    Ok(Timing {
+        flushes,
+        mean_ns: total_ns as f64 / flushes as f64,
+        p50_ns: percentile(&samples, 50.0),
+        p99_ns: percentile(&samples, 99.0),
+        samples: samples.len(),
+        ops_per_sample,
+    })
+}
+
+fn host_info() -> HostInfo {
+    HostInfo {
+        arch: std::env::consts::ARCH.into(),
+        page_size: libflush::select::page_size(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into()),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
+}
+
+/// The label results are compared against: ROCm's fast path if it ran, else the fastest case.
+fn baseline(results: &[CaseResult]) -> Option<(String, f64)> {
+    results
+        .iter()
+        .find(|c| c.strategy == StrategyKind::MmioRemap.name())
+        .or_else(|| results.iter().min_by(|a, b| a.mean_ns.total_cmp(&b.mean_ns)))
+        .map(|c| (c.label(), c.mean_ns))
+}
+
+/// Measure, print the table, write JSON and SVG.
+pub fn run(args: &BenchArgs) -> Result<(), CliError> {
+    let started_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (kinds, explicit) = requested(args)?;
+    let mut cases = Vec::new();
+    let mut skipped = Vec::new();
+    for kind in kinds {
+        match cases_for(kind, args) {
+            Ok(c) => cases.extend(c),
+            Err(e) if explicit => return Err(e.into()),
+            Err(e) => skipped.push(Skipped {
+                strategy: kind.name().into(),
+                reason: match e {
+                    Error::Unavailable { reason, .. } => reason,
+                    other => other.to_string(),
+                },
+            }),
+        }
+    }
+    if cases.is_empty() {
+        let why = skipped.iter().map(|s| format!("{}: {}", s.strategy, s.reason));
+        return Err(CliError::NothingToRun(why.collect::<Vec<_>>().join("; ")));
+    }
+
+    let total: u64 = cases
+        .iter()
+        .map(|c| args.iterations.div_ceil(c.batch as u64))
+        .sum();
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {percent:>3}% {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let lines = !args.quiet && bar.is_hidden();
+
+    let mut results = Vec::new();
+    let n_cases = cases.len();
+    for (i, case) in cases.iter_mut().enumerate() {
+        let label = case.label();
+        bar.set_message(label.clone());
+        if lines {
+            eprintln!("bench [{}/{n_cases}] {label}", i + 1);
+        }
+        let t = measure(case, args, &bar)?;
+        results.push(CaseResult {
+            strategy: case.strategy.clone(),
+            variant: case.variant.clone(),
+            backing: case.backing.clone(),
+            batch: case.batch,
+            flushes: t.flushes,
+            mean_ns: t.mean_ns,
+            p50_ns: t.p50_ns,
+            p99_ns: t.p99_ns,
+            flushes_per_sec: 1e9 / t.mean_ns.max(f64::MIN_POSITIVE),
+            samples: t.samples,
+            ops_per_sample: t.ops_per_sample,
+            relative: 0.0,
+        });
+    }
+    bar.finish_and_clear();
+
+    let (baseline_label, baseline_ns) = baseline(&results).unwrap_or_default();
+    for r in &mut results {
+        r.relative = r.mean_ns / baseline_ns.max(f64::MIN_POSITIVE);
+    }
+    let report = BenchReport {
+        tool: "hdpflush".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_unix,
+        host: host_info(),
+        iterations: args.iterations,
+        warmup: args.warmup,
+        baseline: baseline_label,
+        results,
+        skipped,
+    };
+    crate::emit(&report::table(&report))?;
+
+    let json = args
+        .json
+        .clone()
+        .unwrap_or_else(|| args.out_dir.join("bench.json"));
+    let svg = args
+        .svg
+        .clone()
+        .unwrap_or_else(|| args.out_dir.join("bench.svg"));
+    for path in [&json, &svg] {
+        create_parent(path)?;
+    }
+    report::write_json(&report, &json)?;
+    crate::plot::write_svg(&report, &svg)?;
+    crate::emit(&format!("wrote {} and {}\n", json.display(), svg.display()))?;
+    Ok(())
+}
+
+fn create_parent(path: &PathBuf) -> Result<(), CliError> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir, e))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libflush::strategy::BackingKind;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 50.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&[7.0], 99.0), 7.0);
+        assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+
+    #[test]
+    fn a_stand_in_case_keeps_its_label() {
+        let f = libflush::open_for_bench(StrategyKind::DummyPage).unwrap();
+        let case = Case::flush(f, "");
+        assert_eq!(case.label(), "dummy-page");
+        assert_eq!(case.backing.kind, BackingKind::StandIn);
+    }
+}

@@ -1,0 +1,217 @@
+//! The bench report: what is saved as JSON, printed as a table, and plotted.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use libflush::strategy::{Backing, BackingKind};
+use serde::{Deserialize, Serialize};
+
+use crate::error::CliError;
+
+/// Where the numbers were measured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// CPU architecture.
+    pub arch: String,
+    /// CPU page size.
+    pub page_size: usize,
+    /// Kernel release.
+    pub kernel: String,
+    /// Online CPUs.
+    pub cpus: usize,
+}
+
+/// One measured case.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CaseResult {
+    /// Strategy name (or "reference" for floors that flush nothing).
+    pub strategy: String,
+    /// Variant, e.g. "batch 32" or "sync".
+    pub variant: String,
+    /// What the flush acted on.
+    pub backing: Backing,
+    /// Flushes per operation (the io_uring batch size; 1 elsewhere).
+    pub batch: usize,
+    /// Flushes measured.
+    pub flushes: u64,
+    /// Mean ns per flush over the whole measured run.
+    pub mean_ns: f64,
+    /// Median of the per-sample ns per flush.
+    pub p50_ns: f64,
+    /// 99th percentile of the per-sample ns per flush.
+    pub p99_ns: f64,
+    /// Flushes per second at the mean.
+    pub flushes_per_sec: f64,
+    /// Samples taken (each a run of `ops_per_sample` operations).
+    pub samples: usize,
+    /// Operations per sample, chosen so a sample lasts about 2 us.
+    pub ops_per_sample: u64,
+    /// mean_ns / the baseline's mean_ns.
+    pub relative: f64,
+}
+
+impl CaseResult {
+    /// "strategy (variant)".
+    pub fn label(&self) -> String {
+        if self.variant.is_empty() {
+            self.strategy.clone()
+        } else {
+            format!("{} ({})", self.strategy, self.variant)
+        }
+    }
+}
+
+/// A strategy that was not run, and why.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Skipped {
+    /// Strategy name.
+    pub strategy: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A whole `hdpflush bench` run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BenchReport {
+    /// "hdpflush".
+    pub tool: String,
+    /// hdpflush version.
+    pub version: String,
+    /// Seconds since the Unix epoch at the start.
+    pub started_unix: u64,
+    /// The host.
+    pub host: HostInfo,
+    /// Measured flushes per case.
+    pub iterations: u64,
+    /// Warm-up flushes per case.
+    pub warmup: u64,
+    /// The label `relative` is computed against.
+    pub baseline: String,
+    /// Measured cases, in run order.
+    pub results: Vec<CaseResult>,
+    /// Requested or default strategies that could not run.
+    pub skipped: Vec<Skipped>,
+}
+
+fn backing_tag(b: &Backing) -> &'static str {
+    match b.kind {
+        BackingKind::Hardware => "hardware",
+        BackingKind::KernelModel => "kernel model",
+        BackingKind::StandIn => "stand-in",
+        BackingKind::Simulator => "simulator",
+    }
+}
+
+/// The report as a text table, with a legend of what was not hardware.
+pub fn table(r: &BenchReport) -> String {
+    let mut out = String::new();
+    let h = &r.host;
+    let _ = writeln!(
+        out,
+        "hdpflush bench: {} {}, PAGE_SIZE {}, {} CPUs, {} flushes per case",
+        h.arch, h.kernel, h.page_size, h.cpus, r.iterations
+    );
+    let label_w = r.results.iter().map(|c| c.label().len()).max().unwrap_or(8).max(8);
+    let _ = writeln!(
+        out,
+        "{:<label_w$}  {:<12}  {:>10}  {:>10}  {:>10}  {:>12}  {:>9}",
+        "strategy",
+        "backing",
+        "p50 ns",
+        "p99 ns",
+        "mean ns",
+        "flushes/s",
+        format!("vs {}", short(&r.baseline)),
+    );
+    for c in &r.results {
+        let _ = writeln!(
+            out,
+            "{:<label_w$}  {:<12}  {:>10.1}  {:>10.1}  {:>10.1}  {:>12}  {:>8.2}x",
+            c.label(),
+            backing_tag(&c.backing),
+            c.p50_ns,
+            c.p99_ns,
+            c.mean_ns,
+            si(c.flushes_per_sec),
+            c.relative
+        );
+    }
+    for s in &r.skipped {
+        let _ = writeln!(out, "skipped {}: {}", s.strategy, s.reason);
+    }
+    let mut legend: Vec<String> = Vec::new();
+    for c in &r.results {
+        if c.backing.kind != BackingKind::Hardware {
+            let l = format!("  {}: {}", backing_tag(&c.backing), c.backing.detail);
+            if !legend.contains(&l) {
+                legend.push(l);
+            }
+        }
+    }
+    if !legend.is_empty() {
+        let _ = writeln!(out, "not hardware (CPU-side or model cost only):");
+        for l in legend {
+            let _ = writeln!(out, "{l}");
+        }
+    }
+    out
+}
+
+fn short(label: &str) -> &str {
+    label.split(" (").next().unwrap_or(label)
+}
+
+/// 1234567.0 -> "1.23 M".
+pub fn si(v: f64) -> String {
+    let (scaled, unit) = if v >= 1e9 {
+        (v / 1e9, " G")
+    } else if v >= 1e6 {
+        (v / 1e6, " M")
+    } else if v >= 1e3 {
+        (v / 1e3, " k")
+    } else {
+        (v, "")
+    };
+    format!("{scaled:.2}{unit}")
+}
+
+/// Write `report` as pretty JSON.
+pub fn write_json(report: &BenchReport, path: &Path) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(report).map_err(|source| CliError::Json {
+        path: path.to_owned(),
+        source,
+    })?;
+    std::fs::write(path, text + "\n").map_err(|e| CliError::io(path, e))
+}
+
+/// Read a report written by [`write_json`].
+pub fn read_json(path: &Path) -> Result<BenchReport, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|source| CliError::Json {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// `hdpflush report`.
+pub fn run(json: &Path, svg: Option<&Path>) -> Result<(), CliError> {
+    let report = read_json(json)?;
+    crate::emit(&table(&report))?;
+    if let Some(svg) = svg {
+        crate::plot::write_svg(&report, svg)?;
+        crate::emit(&format!("wrote {}\n", svg.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn si_prefixes() {
+        assert_eq!(si(950.0), "950.00");
+        assert_eq!(si(1_234_567.0), "1.23 M");
+        assert_eq!(si(2.5e9), "2.50 G");
+    }
+}
