@@ -1,1 +1,68 @@
-fn main() {}
+//! criterion: one group per strategy usable here (stand-in mappings included, labelled as
+//! such in the group name), flush and, where the strategy has one, invalidate.
+//!
+//! `hdpflush bench` is the side-by-side comparison; these give criterion's statistics and
+//! change detection across commits for each strategy on its own.
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use libflush::strategy::BackingKind;
+use libflush::{Flush, StrategyKind, Uring, UringConfig};
+
+fn group_name(kind: StrategyKind, f: &dyn Flush) -> String {
+    match f.backing().kind {
+        BackingKind::StandIn => format!("{kind}/stand-in"),
+        _ => kind.to_string(),
+    }
+}
+
+fn strategies(c: &mut Criterion) {
+    for kind in StrategyKind::ALL {
+        let f = match libflush::open_for_bench(kind) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("skipping {kind}: {e}");
+                continue;
+            }
+        };
+        let mut g = c.benchmark_group(group_name(kind, f.as_ref()));
+        g.bench_function("flush", |b| b.iter(|| f.flush()));
+        if f.invalidate().is_ok() {
+            g.bench_function("invalidate", |b| b.iter(|| f.invalidate()));
+        }
+        g.finish();
+    }
+}
+
+/// io_uring batches: what one flush costs when many share a submission.
+fn uring_batches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("uring/batch");
+    for batch in [1usize, 8, 32, 128] {
+        let ring = match Uring::open(UringConfig {
+            entries: batch as u32,
+            ..UringConfig::default()
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("skipping uring batches: {e}");
+                return;
+            }
+        };
+        g.throughput(criterion::Throughput::Elements(batch as u64));
+        g.bench_function(batch.to_string(), |b| {
+            b.iter_batched(|| (), |()| ring.flush_batch(batch), BatchSize::SmallInput)
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(50);
+    targets = strategies, uring_batches
+}
+criterion_main!(benches);

@@ -77,7 +77,10 @@ fn draw(report: &BenchReport, path: &Path) -> Result<(), String> {
         })
         .y_labels(n)
         .y_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(row) => labels.get(n - 1 - *row).cloned().unwrap_or_default(),
+            SegmentValue::CenterOf(row) => (n - 1)
+                .checked_sub(*row)
+                .and_then(|i| labels.get(i).cloned())
+                .unwrap_or_default(),
             _ => String::new(),
         })
         .x_desc("ns per flush (log scale)")

@@ -1,0 +1,213 @@
+//! The `hdpflush` binary as a user runs it: output, files written, exit codes, error lines.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn hdpflush(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hdpflush"));
+    cmd.args(args).env_remove("HDPFLUSH_STRATEGY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run hdpflush")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The device only exists inside our QEMU guests; on a host it must be reported missing.
+fn device_present() -> bool {
+    Path::new("/dev/hdp_flush").exists()
+}
+
+#[test]
+fn probe_explains_page_size_strategies_and_the_choice() {
+    let out = hdpflush(&["probe"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    let page = nix_page_size();
+    assert!(s.contains(&format!("page size        {page} bytes")), "{s}");
+    for name in ["mmio-remap", "ioctl", "uring", "dummy-page", "legacy", "sim"] {
+        assert!(s.contains(&format!("  {name} ")), "{name} missing:\n{s}");
+    }
+    assert!(s.contains("selected: "), "{s}");
+    if !device_present() {
+        assert!(s.contains("selected: sim"), "{s}");
+        assert!(s.contains("module is not loaded"), "{s}");
+    }
+}
+
+fn nix_page_size() -> usize {
+    // Same source the library uses, read independently.
+    let out = Command::new("getconf").arg("PAGESIZE").output().unwrap();
+    text(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn probe_json_is_machine_readable() {
+    let out = hdpflush(&["probe", "--json"], &[]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["page_size"].as_u64().unwrap() as usize, nix_page_size());
+    assert_eq!(v["strategies"].as_array().unwrap().len(), 6);
+    assert!(v["selected"]["Ok"]["kind"].is_string(), "{v}");
+}
+
+#[test]
+fn bench_prints_a_table_and_writes_json_and_svg() {
+    let dir = scratch("bench_default");
+    let out_dir = dir.join("out");
+    let out = hdpflush(
+        &["bench", "-n", "2000", "--warmup", "100", "--out-dir", out_dir.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.contains("p50 ns") && table.contains("flushes/s"), "{table}");
+    for name in ["mmio-remap", "dummy-page", "legacy", "sim"] {
+        assert!(table.lines().any(|l| l.starts_with(name)), "{name} row missing:\n{table}");
+    }
+    assert!(table.contains("stand-in: anonymous memory"), "stand-ins labelled:\n{table}");
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("bench.json")).unwrap())
+            .unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert!(results.len() >= 4);
+    for r in results {
+        let mean = r["mean_ns"].as_f64().unwrap();
+        assert!(mean > 0.0 && r["p99_ns"].as_f64().unwrap() >= r["p50_ns"].as_f64().unwrap());
+        assert_eq!(r["flushes"].as_u64().unwrap() % r["batch"].as_u64().unwrap(), 0);
+        assert!(r["flushes"].as_u64().unwrap() >= 2000);
+    }
+    let stand_in = results.iter().find(|r| r["strategy"] == "dummy-page").unwrap();
+    assert_eq!(stand_in["backing"]["kind"], "stand-in");
+    if !device_present() {
+        let skipped = report["skipped"].as_array().unwrap();
+        assert!(skipped.iter().any(|s| s["strategy"] == "ioctl"), "{report}");
+    }
+    let svg = std::fs::read_to_string(out_dir.join("bench.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("dummy-page"), "{svg:.200}");
+
+    // `report` re-reads what `bench` wrote.
+    let again_svg = dir.join("again.svg");
+    let out = hdpflush(
+        &[
+            "report",
+            out_dir.join("bench.json").to_str().unwrap(),
+            "--svg",
+            again_svg.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("dummy-page"));
+    assert!(again_svg.exists());
+}
+
+#[test]
+fn bench_honours_explicit_paths_and_one_strategy() {
+    let dir = scratch("bench_paths");
+    let json = dir.join("r.json");
+    let svg = dir.join("nested/r.svg");
+    let out = hdpflush(
+        &[
+            "bench", "-s", "sim", "-n", "500", "--quiet",
+            "--json", json.to_str().unwrap(), "--svg", svg.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(json.exists() && svg.exists());
+    let table = text(&out.stdout);
+    assert!(!table.contains("legacy"), "only the requested strategy runs:\n{table}");
+    assert!(text(&out.stderr).is_empty(), "--quiet: {}", text(&out.stderr));
+}
+
+/// One line on stderr, starting `hdpflush: `, nonzero exit.
+fn assert_one_line_error(out: &Output, needles: &[&str]) {
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("hdpflush: "), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "`{n}` missing from: {err}");
+    }
+}
+
+#[test]
+fn an_unknown_strategy_in_the_environment_is_a_one_line_error() {
+    for cmd in [&["probe"][..], &["bench", "-n", "10"][..]] {
+        let out = hdpflush(cmd, &[("HDPFLUSH_STRATEGY", "turbo")]);
+        assert_one_line_error(
+            &out,
+            &["unknown strategy `turbo`", "HDPFLUSH_STRATEGY", "dummy-page", "sim"],
+        );
+    }
+}
+
+#[test]
+fn an_unusable_strategy_on_the_command_line_is_a_one_line_error() {
+    if device_present() {
+        let out = hdpflush(&["bench", "-s", "ioctl", "-n", "10", "--quiet"], &[]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        return;
+    }
+    for s in ["ioctl", "uring"] {
+        let out = hdpflush(&["bench", "-s", s, "-n", "10"], &[]);
+        assert_one_line_error(
+            &out,
+            &[&format!("strategy `{s}` is not usable here"), "not loaded", "insmod"],
+        );
+    }
+}
+
+#[test]
+fn an_env_override_to_a_strategy_without_hardware_fails_probe_with_the_reason() {
+    let out = hdpflush(&["probe"], &[("HDPFLUSH_STRATEGY", "legacy")]);
+    if Path::new("/dev/kfd").exists() {
+        return assert!(out.status.code().is_some());
+    }
+    assert_one_line_error(&out, &["strategy `legacy` is not usable here", "/dev/kfd"]);
+}
+
+#[test]
+fn an_unknown_strategy_on_the_command_line_is_rejected_by_the_parser() {
+    let out = hdpflush(&["bench", "-s", "nope"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("unknown strategy `nope`") && err.contains("valid strategies"), "{err}");
+}
+
+#[test]
+fn report_on_a_file_that_is_not_a_report_says_so() {
+    let dir = scratch("bad_report");
+    let f = dir.join("x.json");
+    std::fs::write(&f, "{}").unwrap();
+    let out = hdpflush(&["report", f.to_str().unwrap()], &[]);
+    assert_one_line_error(&out, &["not a hdpflush bench report"]);
+    let out = hdpflush(&["report", "/nonexistent/bench.json"], &[]);
+    assert_one_line_error(&out, &["/nonexistent/bench.json", "No such file"]);
+}
+
+#[test]
+fn a_closed_stdout_is_not_a_crash() {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hdpflush"))
+        .args(["probe"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+}
