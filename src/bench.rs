@@ -5,7 +5,7 @@
 //! enough to see the tail). p50/p99 are over the samples' ns per flush; mean is the whole
 //! run's time over its flushes.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -206,7 +206,11 @@ fn baseline(results: &[CaseResult]) -> Option<(String, f64)> {
     results
         .iter()
         .find(|c| c.strategy == StrategyKind::MmioRemap.name())
-        .or_else(|| results.iter().min_by(|a, b| a.mean_ns.total_cmp(&b.mean_ns)))
+        .or_else(|| {
+            results
+                .iter()
+                .min_by(|a, b| a.mean_ns.total_cmp(&b.mean_ns))
+        })
         .map(|c| (c.label(), c.mean_ns))
 }
 
@@ -232,7 +236,9 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         }
     }
     if cases.is_empty() {
-        let why = skipped.iter().map(|s| format!("{}: {}", s.strategy, s.reason));
+        let why = skipped
+            .iter()
+            .map(|s| format!("{}: {}", s.strategy, s.reason));
         return Err(CliError::NothingToRun(why.collect::<Vec<_>>().join("; ")));
     }
 
@@ -312,7 +318,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn create_parent(path: &PathBuf) -> Result<(), CliError> {
+fn create_parent(path: &Path) -> Result<(), CliError> {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => {
             std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir, e))

@@ -12,7 +12,6 @@ mod plot;
 mod probe;
 mod report;
 
-
 /// Probe, benchmark and compare HDP flush strategies for AMD GPUs.
 #[derive(Parser, Debug)]
 #[command(name = "hdpflush", version, about, long_about = None)]

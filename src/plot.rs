@@ -12,8 +12,16 @@ use crate::report::BenchReport;
 
 const KINDS: [(BackingKind, &str, RGBColor); 4] = [
     (BackingKind::Hardware, "hardware", RGBColor(196, 58, 40)),
-    (BackingKind::KernelModel, "kernel model", RGBColor(230, 140, 30)),
-    (BackingKind::StandIn, "stand-in mapping", RGBColor(128, 128, 128)),
+    (
+        BackingKind::KernelModel,
+        "kernel model",
+        RGBColor(230, 140, 30),
+    ),
+    (
+        BackingKind::StandIn,
+        "stand-in mapping",
+        RGBColor(128, 128, 128),
+    ),
     (BackingKind::Simulator, "simulator", RGBColor(56, 108, 196)),
 ];
 
@@ -100,7 +108,10 @@ fn draw(report: &BenchReport, path: &Path) -> Result<(), String> {
         chart
             .draw_series(rows.into_iter().map(|(row, mean)| {
                 let mut bar = Rectangle::new(
-                    [(lo, SegmentValue::Exact(row)), (mean, SegmentValue::Exact(row + 1))],
+                    [
+                        (lo, SegmentValue::Exact(row)),
+                        (mean, SegmentValue::Exact(row + 1)),
+                    ],
                     color.filled(),
                 );
                 bar.set_margin(5, 5, 0, 0);

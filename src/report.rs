@@ -111,7 +111,13 @@ pub fn table(r: &BenchReport) -> String {
         "hdpflush bench: {} {}, PAGE_SIZE {}, {} CPUs, {} flushes per case",
         h.arch, h.kernel, h.page_size, h.cpus, r.iterations
     );
-    let label_w = r.results.iter().map(|c| c.label().len()).max().unwrap_or(8).max(8);
+    let label_w = r
+        .results
+        .iter()
+        .map(|c| c.label().len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
     let _ = writeln!(
         out,
         "{:<label_w$}  {:<12}  {:>10}  {:>10}  {:>10}  {:>12}  {:>9}",

@@ -35,7 +35,14 @@ fn probe_explains_page_size_strategies_and_the_choice() {
     let s = text(&out.stdout);
     let page = nix_page_size();
     assert!(s.contains(&format!("page size        {page} bytes")), "{s}");
-    for name in ["mmio-remap", "ioctl", "uring", "dummy-page", "legacy", "sim"] {
+    for name in [
+        "mmio-remap",
+        "ioctl",
+        "uring",
+        "dummy-page",
+        "legacy",
+        "sim",
+    ] {
         assert!(s.contains(&format!("  {name} ")), "{name} missing:\n{s}");
     }
     assert!(s.contains("selected: "), "{s}");
@@ -66,16 +73,33 @@ fn bench_prints_a_table_and_writes_json_and_svg() {
     let dir = scratch("bench_default");
     let out_dir = dir.join("out");
     let out = hdpflush(
-        &["bench", "-n", "2000", "--warmup", "100", "--out-dir", out_dir.to_str().unwrap()],
+        &[
+            "bench",
+            "-n",
+            "2000",
+            "--warmup",
+            "100",
+            "--out-dir",
+            out_dir.to_str().unwrap(),
+        ],
         &[],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let table = text(&out.stdout);
-    assert!(table.contains("p50 ns") && table.contains("flushes/s"), "{table}");
+    assert!(
+        table.contains("p50 ns") && table.contains("flushes/s"),
+        "{table}"
+    );
     for name in ["mmio-remap", "dummy-page", "legacy", "sim"] {
-        assert!(table.lines().any(|l| l.starts_with(name)), "{name} row missing:\n{table}");
+        assert!(
+            table.lines().any(|l| l.starts_with(name)),
+            "{name} row missing:\n{table}"
+        );
     }
-    assert!(table.contains("stand-in: anonymous memory"), "stand-ins labelled:\n{table}");
+    assert!(
+        table.contains("stand-in: anonymous memory"),
+        "stand-ins labelled:\n{table}"
+    );
 
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("bench.json")).unwrap())
@@ -85,17 +109,26 @@ fn bench_prints_a_table_and_writes_json_and_svg() {
     for r in results {
         let mean = r["mean_ns"].as_f64().unwrap();
         assert!(mean > 0.0 && r["p99_ns"].as_f64().unwrap() >= r["p50_ns"].as_f64().unwrap());
-        assert_eq!(r["flushes"].as_u64().unwrap() % r["batch"].as_u64().unwrap(), 0);
+        assert_eq!(
+            r["flushes"].as_u64().unwrap() % r["batch"].as_u64().unwrap(),
+            0
+        );
         assert!(r["flushes"].as_u64().unwrap() >= 2000);
     }
-    let stand_in = results.iter().find(|r| r["strategy"] == "dummy-page").unwrap();
+    let stand_in = results
+        .iter()
+        .find(|r| r["strategy"] == "dummy-page")
+        .unwrap();
     assert_eq!(stand_in["backing"]["kind"], "stand-in");
     if !device_present() {
         let skipped = report["skipped"].as_array().unwrap();
         assert!(skipped.iter().any(|s| s["strategy"] == "ioctl"), "{report}");
     }
     let svg = std::fs::read_to_string(out_dir.join("bench.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("dummy-page"), "{svg:.200}");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("dummy-page"),
+        "{svg:.200}"
+    );
 
     // `report` re-reads what `bench` wrote.
     let again_svg = dir.join("again.svg");
@@ -120,16 +153,31 @@ fn bench_honours_explicit_paths_and_one_strategy() {
     let svg = dir.join("nested/r.svg");
     let out = hdpflush(
         &[
-            "bench", "-s", "sim", "-n", "500", "--quiet",
-            "--json", json.to_str().unwrap(), "--svg", svg.to_str().unwrap(),
+            "bench",
+            "-s",
+            "sim",
+            "-n",
+            "500",
+            "--quiet",
+            "--json",
+            json.to_str().unwrap(),
+            "--svg",
+            svg.to_str().unwrap(),
         ],
         &[],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(json.exists() && svg.exists());
     let table = text(&out.stdout);
-    assert!(!table.contains("legacy"), "only the requested strategy runs:\n{table}");
-    assert!(text(&out.stderr).is_empty(), "--quiet: {}", text(&out.stderr));
+    assert!(
+        !table.contains("legacy"),
+        "only the requested strategy runs:\n{table}"
+    );
+    assert!(
+        text(&out.stderr).is_empty(),
+        "--quiet: {}",
+        text(&out.stderr)
+    );
 }
 
 /// One line on stderr, starting `hdpflush: `, nonzero exit.
@@ -149,7 +197,12 @@ fn an_unknown_strategy_in_the_environment_is_a_one_line_error() {
         let out = hdpflush(cmd, &[("HDPFLUSH_STRATEGY", "turbo")]);
         assert_one_line_error(
             &out,
-            &["unknown strategy `turbo`", "HDPFLUSH_STRATEGY", "dummy-page", "sim"],
+            &[
+                "unknown strategy `turbo`",
+                "HDPFLUSH_STRATEGY",
+                "dummy-page",
+                "sim",
+            ],
         );
     }
 }
@@ -165,7 +218,11 @@ fn an_unusable_strategy_on_the_command_line_is_a_one_line_error() {
         let out = hdpflush(&["bench", "-s", s, "-n", "10"], &[]);
         assert_one_line_error(
             &out,
-            &[&format!("strategy `{s}` is not usable here"), "not loaded", "insmod"],
+            &[
+                &format!("strategy `{s}` is not usable here"),
+                "not loaded",
+                "insmod",
+            ],
         );
     }
 }
@@ -184,7 +241,10 @@ fn an_unknown_strategy_on_the_command_line_is_rejected_by_the_parser() {
     let out = hdpflush(&["bench", "-s", "nope"], &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
-    assert!(err.contains("unknown strategy `nope`") && err.contains("valid strategies"), "{err}");
+    assert!(
+        err.contains("unknown strategy `nope`") && err.contains("valid strategies"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -209,5 +269,9 @@ fn a_closed_stdout_is_not_a_crash() {
         .unwrap();
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
-    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
 }

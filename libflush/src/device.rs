@@ -162,7 +162,11 @@ fn open_error(path: &str, e: &io::Error) -> Error {
 
 /// The device name as text (NUL padding stripped).
 pub fn device_name(info: &HdpFlushDeviceInfo) -> String {
-    let end = info.name.iter().position(|&b| b == 0).unwrap_or(info.name.len());
+    let end = info
+        .name
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(info.name.len());
     String::from_utf8_lossy(&info.name[..end]).into_owned()
 }
 

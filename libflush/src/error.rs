@@ -11,7 +11,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// A strategy name that is not one of [`StrategyKind::ALL`].
-    #[error("unknown strategy `{name}` (from {origin}); valid strategies: {}", StrategyKind::names())]
+    #[error(
+        "unknown strategy `{name}` (from {origin}); valid strategies: {}",
+        StrategyKind::names()
+    )]
     UnknownStrategy {
         /// What was given.
         name: String,

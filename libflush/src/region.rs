@@ -228,6 +228,9 @@ mod tests {
     fn mapping_a_missing_file_names_the_path() {
         let err = MappedRegion::map_file(Path::new("/nonexistent/resource0"), 0, 4096).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("/nonexistent/resource0") && msg.contains("open"), "{msg}");
+        assert!(
+            msg.contains("/nonexistent/resource0") && msg.contains("open"),
+            "{msg}"
+        );
     }
 }

@@ -201,11 +201,17 @@ fn decide(facts: HostFacts, override_env: Option<String>) -> Probe {
                 (Err(reason), _) | (_, Err(reason)) => Availability::Unavailable {
                     reason: reason.clone(),
                 },
-                (Ok((KmodStatus::Loaded { uring_cmd: false, .. }, _)), _) => {
-                    Availability::Unavailable {
-                        reason: "the loaded hdp_flush module does not serve URING_CMD".into(),
-                    }
-                }
+                (
+                    Ok((
+                        KmodStatus::Loaded {
+                            uring_cmd: false, ..
+                        },
+                        _,
+                    )),
+                    _,
+                ) => Availability::Unavailable {
+                    reason: "the loaded hdp_flush module does not serve URING_CMD".into(),
+                },
                 (Ok((_, backing)), Ok(())) => Availability::Ready {
                     backing: backing.clone(),
                 },
@@ -252,7 +258,10 @@ fn choose(probe: &Probe, override_env: Option<&str>) -> Result<Selection> {
     }
     let ready = |k| probe.availability(k).is_ready();
     let (kind, reason) = if ready(StrategyKind::MmioRemap) {
-        (StrategyKind::MmioRemap, "4K pages and KFD: one posted store to the MMIO remap page".to_owned())
+        (
+            StrategyKind::MmioRemap,
+            "4K pages and KFD: one posted store to the MMIO remap page".to_owned(),
+        )
     } else if ready(StrategyKind::Ioctl) {
         (StrategyKind::Ioctl, "the hdp_flush module is loaded: the kernel writes the HDP flush register; safe on any page size".to_owned())
     } else {
@@ -355,8 +364,14 @@ mod tests {
         let sel = p.selected.clone().unwrap();
         assert_eq!(sel.kind, StrategyKind::Sim);
         assert!(sel.reason.contains("simulator"), "{}", sel.reason);
-        assert!(matches!(p.availability(StrategyKind::Ioctl), Availability::Unavailable { .. }));
-        assert!(matches!(p.availability(StrategyKind::DummyPage), Availability::StandIn { .. }));
+        assert!(matches!(
+            p.availability(StrategyKind::Ioctl),
+            Availability::Unavailable { .. }
+        ));
+        assert!(matches!(
+            p.availability(StrategyKind::DummyPage),
+            Availability::StandIn { .. }
+        ));
     }
 
     #[test]
@@ -381,7 +396,10 @@ mod tests {
     fn an_override_to_an_unusable_strategy_is_an_error_with_the_reason() {
         let p = decide(host(4096, false, false), Some("ioctl".into()));
         let err = p.selected.unwrap_err();
-        assert!(err.contains("not usable here") && err.contains("not found"), "{err}");
+        assert!(
+            err.contains("not usable here") && err.contains("not found"),
+            "{err}"
+        );
         let p = decide(host(4096, false, false), Some("legacy".into()));
         assert!(p.selected.unwrap_err().contains("no /dev/kfd"));
     }

@@ -59,11 +59,18 @@ fn run(name: &str, policy: ReadPolicy, seed: u64) -> libflush::sim::oracle::Orac
 
 #[test]
 fn the_oracle_catches_a_missing_flush_under_every_read_policy() {
-    for policy in [ReadPolicy::Ordered, ReadPolicy::Forwarding, ReadPolicy::Unordered] {
+    for policy in [
+        ReadPolicy::Ordered,
+        ReadPolicy::Forwarding,
+        ReadPolicy::Unordered,
+    ] {
         let report = run("no-flush", policy, 1);
         assert!(!report.passed(), "{policy:?}: no-op not caught: {report:?}");
         // Not a fluke: most rounds are stale, and the first stale word is reported.
-        assert!(report.stale_rounds > report.rounds / 2, "{policy:?}: {report:?}");
+        assert!(
+            report.stale_rounds > report.rounds / 2,
+            "{policy:?}: {report:?}"
+        );
         let first = report.first_stale.expect("a stale read is reported");
         assert_ne!(first.expected, first.seen);
     }
@@ -72,7 +79,11 @@ fn the_oracle_catches_a_missing_flush_under_every_read_policy() {
 #[test]
 fn register_flushes_pass_under_every_read_policy() {
     for name in ["sim", "mmio-remap"] {
-        for policy in [ReadPolicy::Ordered, ReadPolicy::Forwarding, ReadPolicy::Unordered] {
+        for policy in [
+            ReadPolicy::Ordered,
+            ReadPolicy::Forwarding,
+            ReadPolicy::Unordered,
+        ] {
             for seed in 1..=3 {
                 let report = run(name, policy, seed);
                 assert!(report.passed(), "{name} {policy:?} seed {seed}: {report:?}");
@@ -87,13 +98,22 @@ fn readback_flushes_pass_exactly_when_a_read_drains_the_fifo() {
     for name in ["legacy", "dummy-page"] {
         for seed in 1..=3 {
             let ordered = run(name, ReadPolicy::Ordered, seed);
-            assert!(ordered.passed(), "{name} must flush when reads drain: {ordered:?}");
+            assert!(
+                ordered.passed(),
+                "{name} must flush when reads drain: {ordered:?}"
+            );
         }
         // They read back an address they just wrote: a forwarding HDP answers from the FIFO.
         let forwarding = run(name, ReadPolicy::Forwarding, 1);
-        assert!(!forwarding.passed(), "{name} cannot flush a forwarding HDP: {forwarding:?}");
+        assert!(
+            !forwarding.passed(),
+            "{name} cannot flush a forwarding HDP: {forwarding:?}"
+        );
         let unordered = run(name, ReadPolicy::Unordered, 1);
-        assert!(!unordered.passed(), "{name} cannot flush an unordered HDP: {unordered:?}");
+        assert!(
+            !unordered.passed(),
+            "{name} cannot flush an unordered HDP: {unordered:?}"
+        );
     }
 }
 
@@ -104,12 +124,19 @@ fn the_readback_strategies_really_read_back_through_the_bar() {
         strategy(name, &hdp).flush().unwrap();
         let stats = hdp.stats();
         assert_eq!(stats.bar_reads, 1, "{name}: one readback per flush");
-        assert_eq!(stats.flush_register_writes, 0, "{name} must not touch the flush register");
+        assert_eq!(
+            stats.flush_register_writes, 0,
+            "{name} must not touch the flush register"
+        );
     }
     let hdp = model(ReadPolicy::Ordered, 1);
     let dummy = strategy("dummy-page", &hdp);
     dummy.flush().unwrap();
-    assert_eq!(hdp.stats().bar_writes, 2, "dummy page: two stores per flush");
+    assert_eq!(
+        hdp.stats().bar_writes,
+        2,
+        "dummy page: two stores per flush"
+    );
 }
 
 #[test]
@@ -133,7 +160,16 @@ fn strategies_without_an_invalidate_register_say_so() {
     for name in ["mmio-remap", "legacy", "dummy-page"] {
         let s = strategy(name, &hdp);
         let err = read_after_gpu_write(&hdp, &result, s.as_ref(), 1).unwrap_err();
-        assert!(matches!(err, Error::Unsupported { op: "invalidate", .. }), "{name}: {err}");
+        assert!(
+            matches!(
+                err,
+                Error::Unsupported {
+                    op: "invalidate",
+                    ..
+                }
+            ),
+            "{name}: {err}"
+        );
     }
 }
 

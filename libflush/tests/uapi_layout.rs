@@ -24,21 +24,63 @@ fn expectations() -> Vec<(String, u64)> {
     macro_rules! constants {
         ($($name:ident),* $(,)?) => { $(v.push((stringify!($name).to_owned(), $name as u64));)* };
     }
-    layout!(HdpFlushVersion, "hdp_flush_version",
-        [api_major, api_minor, num_devices, page_size, features, reserved]);
-    layout!(HdpFlushDeviceInfo, "hdp_flush_device_info",
-        [index, backend, pci_domain, pci_bdf, vendor, device, flags, reserved, name]);
-    layout!(HdpFlushRequest, "hdp_flush_request", [device, flags, reserved]);
-    layout!(HdpFlushStats, "hdp_flush_stats",
-        [device, flags, flush_requests, hw_flushes, coalesced, invalidates, errors, reserved]);
+    layout!(
+        HdpFlushVersion,
+        "hdp_flush_version",
+        [
+            api_major,
+            api_minor,
+            num_devices,
+            page_size,
+            features,
+            reserved
+        ]
+    );
+    layout!(
+        HdpFlushDeviceInfo,
+        "hdp_flush_device_info",
+        [index, backend, pci_domain, pci_bdf, vendor, device, flags, reserved, name]
+    );
+    layout!(
+        HdpFlushRequest,
+        "hdp_flush_request",
+        [device, flags, reserved]
+    );
+    layout!(
+        HdpFlushStats,
+        "hdp_flush_stats",
+        [
+            device,
+            flags,
+            flush_requests,
+            hw_flushes,
+            coalesced,
+            invalidates,
+            errors,
+            reserved
+        ]
+    );
     constants!(
-        HDP_FLUSH_API_MAJOR, HDP_FLUSH_API_MINOR, HDP_FLUSH_IOC_MAGIC,
-        HDP_FLUSH_IOC_VERSION, HDP_FLUSH_IOC_NOP, HDP_FLUSH_IOC_DEVICE_INFO,
-        HDP_FLUSH_IOC_FLUSH, HDP_FLUSH_IOC_INVALIDATE, HDP_FLUSH_IOC_STATS,
-        HDP_FLUSH_F_SYNC, HDP_FLUSH_F_NO_COALESCE, HDP_FLUSH_FLUSH_FLAGS,
-        HDP_FLUSH_INVALIDATE_FLAGS, HDP_FLUSH_STATS_F_RESET, HDP_FLUSH_STATS_FLAGS,
-        HDP_FLUSH_FEAT_URING_CMD, HDP_FLUSH_FEAT_COALESCE,
-        HDP_FLUSH_BACKEND_SIM, HDP_FLUSH_BACKEND_PCITEST, HDP_FLUSH_BACKEND_AMDGPU,
+        HDP_FLUSH_API_MAJOR,
+        HDP_FLUSH_API_MINOR,
+        HDP_FLUSH_IOC_MAGIC,
+        HDP_FLUSH_IOC_VERSION,
+        HDP_FLUSH_IOC_NOP,
+        HDP_FLUSH_IOC_DEVICE_INFO,
+        HDP_FLUSH_IOC_FLUSH,
+        HDP_FLUSH_IOC_INVALIDATE,
+        HDP_FLUSH_IOC_STATS,
+        HDP_FLUSH_F_SYNC,
+        HDP_FLUSH_F_NO_COALESCE,
+        HDP_FLUSH_FLUSH_FLAGS,
+        HDP_FLUSH_INVALIDATE_FLAGS,
+        HDP_FLUSH_STATS_F_RESET,
+        HDP_FLUSH_STATS_FLAGS,
+        HDP_FLUSH_FEAT_URING_CMD,
+        HDP_FLUSH_FEAT_COALESCE,
+        HDP_FLUSH_BACKEND_SIM,
+        HDP_FLUSH_BACKEND_PCITEST,
+        HDP_FLUSH_BACKEND_AMDGPU,
         HDP_FLUSH_NAME_LEN,
     );
     v
@@ -55,11 +97,11 @@ fn the_c_header_states_the_same_abi_as_uapi_rs() {
         "#include <stdio.h>\n#include <stddef.h>\n#include \"hdp_flush.h\"\nint main(void) {\n",
     );
     for (expr, _) in &checks {
-        src.push_str(&format!("  printf(\"%llu\\n\", (unsigned long long)({expr}));\n"));
+        src.push_str(&format!(
+            "  printf(\"%llu\\n\", (unsigned long long)({expr}));\n"
+        ));
     }
-    src.push_str(&format!(
-        "  printf(\"%s\\n\", HDP_FLUSH_DEVICE_PATH);\n  return 0;\n}}\n"
-    ));
+    src.push_str("  printf(\"%s\\n\", HDP_FLUSH_DEVICE_PATH);\n  return 0;\n}\n");
 
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("uapi_layout");
     std::fs::create_dir_all(&dir).unwrap();
@@ -81,18 +123,29 @@ fn the_c_header_states_the_same_abi_as_uapi_rs() {
     assert!(out.status.success());
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), checks.len() + 1, "one line per check:\n{stdout}");
+    assert_eq!(
+        lines.len(),
+        checks.len() + 1,
+        "one line per check:\n{stdout}"
+    );
     let mismatches: Vec<String> = checks
         .iter()
         .zip(&lines)
         .filter(|((_, rust), c)| c.parse::<u64>().ok() != Some(*rust))
         .map(|((expr, rust), c)| format!("{expr}: C says {c}, Rust says {rust}"))
         .collect();
-    assert!(mismatches.is_empty(), "ABI drift:\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "ABI drift:\n{}",
+        mismatches.join("\n")
+    );
     assert_eq!(lines[checks.len()], HDP_FLUSH_DEVICE_PATH);
 }
 
 #[test]
+// The encoders' integer types vary with libc and architecture (c_ulong on glibc, c_int on
+// musl); widening every value to u64 keeps one comparison for all of them.
+#[allow(clippy::unnecessary_cast)]
 fn ioctl_numbers_match_nix_and_ioctl_sys_encoders() {
     let m = b'H';
     let cases: [(u32, u64, u64); 6] = [

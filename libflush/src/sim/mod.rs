@@ -155,7 +155,10 @@ impl Hdp {
     /// A CPU store of 1 to 4 bytes through the BAR: queued in the FIFO.
     pub fn bar_write(&self, offset: usize, bytes: &[u8]) {
         self.check(offset, bytes.len());
-        assert!((1..=4).contains(&bytes.len()), "BAR stores are 1 to 4 bytes");
+        assert!(
+            (1..=4).contains(&bytes.len()),
+            "BAR stores are 1 to 4 bytes"
+        );
         let mut st = self.lock();
         let st = &mut *st;
         st.stats.bar_writes += 1;
@@ -179,7 +182,11 @@ impl Hdp {
                 0
             };
             let e = st.fifo[pick];
-            let blocked = st.fifo.iter().take(pick).any(|o| o.overlaps(e.offset, e.len));
+            let blocked = st
+                .fifo
+                .iter()
+                .take(pick)
+                .any(|o| o.overlaps(e.offset, e.len));
             Self::commit_at(st, if blocked { 0 } else { pick });
             st.stats.spontaneous_drains += 1;
         }
@@ -444,13 +451,25 @@ mod tests {
             let hdp = quiet(policy);
             let bar = hdp.vram_window(0, 4096);
             bar.write_u32(0, 5);
-            assert_eq!(bar.read_u32(0), 5, "{policy:?}: the CPU reads its own store");
-            assert_eq!(hdp.gpu_read_u32(0) == 5, drains_same, "{policy:?} same address");
+            assert_eq!(
+                bar.read_u32(0),
+                5,
+                "{policy:?}: the CPU reads its own store"
+            );
+            assert_eq!(
+                hdp.gpu_read_u32(0) == 5,
+                drains_same,
+                "{policy:?} same address"
+            );
             let hdp = quiet(policy);
             let bar = hdp.vram_window(0, 4096);
             bar.write_u32(0, 5);
             bar.read_u32(2048);
-            assert_eq!(hdp.gpu_read_u32(0) == 5, drains_other, "{policy:?} other address");
+            assert_eq!(
+                hdp.gpu_read_u32(0) == 5,
+                drains_other,
+                "{policy:?} other address"
+            );
         }
     }
 

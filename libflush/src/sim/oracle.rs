@@ -80,8 +80,14 @@ pub fn producer_consumer(
     flusher: &dyn Flush,
     cfg: OracleConfig,
 ) -> Result<OracleReport> {
-    assert!(Arc::ptr_eq(hdp, payload.hdp()), "payload must be a window of this model");
-    assert!(payload.len() >= cfg.payload_words * 4, "payload window too small");
+    assert!(
+        Arc::ptr_eq(hdp, payload.hdp()),
+        "payload must be a window of this model"
+    );
+    assert!(
+        payload.len() >= cfg.payload_words * 4,
+        "payload window too small"
+    );
     let doorbell = AtomicU64::new(0);
     let ack = AtomicU64::new(0);
     let base = payload.base;
@@ -144,7 +150,10 @@ pub fn read_after_gpu_write(
     flusher: &dyn Flush,
     rounds: u32,
 ) -> Result<OracleReport> {
-    assert!(Arc::ptr_eq(hdp, result.hdp()), "result must be a window of this model");
+    assert!(
+        Arc::ptr_eq(hdp, result.hdp()),
+        "result must be a window of this model"
+    );
     let mut report = OracleReport {
         rounds,
         stale_rounds: 0,
