@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use libflush::reference::{IoctlFloor, UringNopFloor};
 use libflush::select::STRATEGY_ENV;
 use libflush::strategy::Backing;
 use libflush::uapi::HDP_FLUSH_F_SYNC;
@@ -130,6 +131,47 @@ fn cases_for(kind: StrategyKind, args: &BenchArgs) -> libflush::Result<Vec<Case>
     }
 }
 
+/// This host's kernel-entry floors: what the ioctl and io_uring strategies cost at least.
+fn reference_cases(args: &BenchArgs) -> (Vec<Case>, Vec<Skipped>) {
+    let mut cases = Vec::new();
+    let mut skipped = Vec::new();
+    match IoctlFloor::open() {
+        Ok(floor) => cases.push(Case {
+            strategy: "reference".into(),
+            variant: "ioctl ENOTTY on /dev/null".into(),
+            backing: floor.backing(),
+            batch: 1,
+            op: Box::new(move || floor.enter()),
+        }),
+        Err(e) => skipped.push(Skipped {
+            strategy: "reference ioctl".into(),
+            reason: e.to_string(),
+        }),
+    }
+    for &batch in &args.batches {
+        match UringNopFloor::new(batch.next_power_of_two()) {
+            Ok(floor) => {
+                let n = batch as usize;
+                cases.push(Case {
+                    strategy: "reference".into(),
+                    variant: format!("io_uring NOP batch {batch}"),
+                    backing: floor.backing(),
+                    batch: n,
+                    op: Box::new(move || floor.submit(n)),
+                });
+            }
+            Err(e) => {
+                skipped.push(Skipped {
+                    strategy: "reference io_uring".into(),
+                    reason: e.to_string(),
+                });
+                break;
+            }
+        }
+    }
+    (cases, skipped)
+}
+
 /// Timings of one case, before the baseline is known.
 struct Timing {
     flushes: u64,
@@ -234,6 +276,11 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
                 },
             }),
         }
+    }
+    if args.reference || !explicit {
+        let (c, s) = reference_cases(args);
+        cases.extend(c);
+        skipped.extend(s);
     }
     if cases.is_empty() {
         let why = skipped

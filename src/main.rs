@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// io_uring batch sizes (flushes per submission).
     #[arg(long = "batch", value_delimiter = ',', default_values_t = [1, 8, 32, 128], value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batches: Vec<u32>,
+    /// Also measure this host's kernel-entry floors (an ioctl /dev/null rejects, io_uring NOP
+    /// per batch size) when strategies are named; they run by default otherwise.
+    #[arg(long)]
+    pub reference: bool,
     /// Also run io_uring with a kernel SQ polling thread.
     #[arg(long)]
     pub sqpoll: bool,

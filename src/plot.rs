@@ -10,7 +10,7 @@ use plotters::prelude::*;
 use crate::error::CliError;
 use crate::report::BenchReport;
 
-const KINDS: [(BackingKind, &str, RGBColor); 4] = [
+const KINDS: [(BackingKind, &str, RGBColor); 5] = [
     (BackingKind::Hardware, "hardware", RGBColor(196, 58, 40)),
     (
         BackingKind::KernelModel,
@@ -23,6 +23,11 @@ const KINDS: [(BackingKind, &str, RGBColor); 4] = [
         RGBColor(128, 128, 128),
     ),
     (BackingKind::Simulator, "simulator", RGBColor(56, 108, 196)),
+    (
+        BackingKind::HostKernel,
+        "host kernel floor",
+        RGBColor(46, 139, 87),
+    ),
 ];
 
 /// Draw `report` into an SVG file at `path`.

@@ -99,6 +99,7 @@ fn backing_tag(b: &Backing) -> &'static str {
         BackingKind::KernelModel => "kernel model",
         BackingKind::StandIn => "stand-in",
         BackingKind::Simulator => "simulator",
+        BackingKind::HostKernel => "host kernel",
     }
 }
 
@@ -155,7 +156,10 @@ pub fn table(r: &BenchReport) -> String {
         }
     }
     if !legend.is_empty() {
-        let _ = writeln!(out, "not hardware (CPU-side or model cost only):");
+        let _ = writeln!(
+            out,
+            "not GPU hardware (CPU-side, model or kernel-entry cost only):"
+        );
         for l in legend {
             let _ = writeln!(out, "{l}");
         }

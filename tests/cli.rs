@@ -180,6 +180,50 @@ fn bench_honours_explicit_paths_and_one_strategy() {
     );
 }
 
+#[test]
+fn bench_reference_adds_the_floors_to_named_strategies() {
+    let dir = scratch("bench_reference");
+    let out = hdpflush(
+        &[
+            "bench",
+            "-s",
+            "sim",
+            "--reference",
+            "--batch",
+            "4",
+            "-n",
+            "400",
+            "--quiet",
+            "--out-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(
+        table.contains("reference (ioctl ENOTTY on /dev/null)"),
+        "{table}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("bench.json")).unwrap()).unwrap();
+    let uring_floor = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["variant"] == "io_uring NOP batch 4");
+    let skipped_uring = report["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["strategy"] == "reference io_uring");
+    // Either io_uring works here and the floor ran in batches of 4, or it was skipped with a reason.
+    match uring_floor {
+        Some(r) => assert_eq!(r["batch"], 4),
+        None => assert!(skipped_uring, "{report}"),
+    }
+}
+
 /// One line on stderr, starting `hdpflush: `, nonzero exit.
 fn assert_one_line_error(out: &Output, needles: &[&str]) {
     assert!(!out.status.success());

@@ -136,6 +136,8 @@ pub enum BackingKind {
     StandIn,
     /// The in-process HDP simulator.
     Simulator,
+    /// Only this host's kernel: a floor that flushes nothing.
+    HostKernel,
 }
 
 /// [`BackingKind`] plus a human-readable description.

@@ -5,14 +5,13 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
-use io_uring::{opcode, types, IoUring};
-use nix::errno::Errno;
-
 use super::ioctl::device_backing;
 use super::{Backing, Flush, StrategyKind};
 use crate::device::HdpFlushDevice;
+use crate::ring::{errno_of, submit_copies};
 use crate::uapi::{self, HdpFlushRequest};
 use crate::{Error, Result};
+use io_uring::{opcode, types, IoUring};
 
 /// How to set the ring up.
 #[derive(Clone, Copy, Debug)]
@@ -82,49 +81,19 @@ impl Uring {
         self.config
     }
 
-    /// Submit `count` copies of one command, `entries` per `io_uring_enter`, and reap them all.
+    /// Submit `count` copies of one command and reap them all.
     fn submit(&self, cmd_op: u32, op: &'static str, flags: u32, count: usize) -> Result<()> {
         let cmd = HdpFlushRequest::new(self.config.device, flags).to_cmd_bytes();
+        // The request travels inside the SQE's command area: the entry points at no buffer.
         let entry = opcode::UringCmd16::new(types::Fd(self.dev.as_fd().as_raw_fd()), cmd_op)
             .cmd(cmd)
             .build();
-        let what = || self.dev.path().display().to_string();
         let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut left = count;
-        while left > 0 {
-            let n = left.min(self.config.entries as usize);
-            {
-                let mut sq = ring.submission();
-                for _ in 0..n {
-                    // SAFETY: the SQE carries its request inline (cmd area) and points at no
-                    // buffer, so nothing must outlive the submission.
-                    unsafe { sq.push(&entry) }
-                        .map_err(|_| Error::os("io_uring", "queue SQE", Errno::EBUSY))?;
-                }
-            }
-            let mut reaped = 0;
-            let mut failed = None;
-            while reaped < n {
-                ring.submit_and_wait(n - reaped)
-                    .map_err(|e| Error::os("io_uring", "submit", errno_of(&e)))?;
-                for cqe in ring.completion() {
-                    reaped += 1;
-                    if cqe.result() < 0 {
-                        failed.get_or_insert(Errno::from_raw(-cqe.result()));
-                    }
-                }
-            }
-            if let Some(errno) = failed {
-                return Err(Error::os(what(), op, errno));
-            }
-            left -= n;
+        match submit_copies(&mut ring, &entry, count)? {
+            None => Ok(()),
+            Some(errno) => Err(Error::os(self.dev.path().display().to_string(), op, errno)),
         }
-        Ok(())
     }
-}
-
-fn errno_of(e: &std::io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(0))
 }
 
 impl Flush for Uring {

@@ -1,0 +1,51 @@
+//! Submitting many copies of one SQE and reaping them: shared by the `Uring` strategy and the
+//! io_uring NOP floor, so both measure the same submission path.
+
+use io_uring::{squeue, IoUring};
+use nix::errno::Errno;
+
+use crate::{Error, Result};
+
+/// Submit `count` copies of `entry`, at most `ring`'s SQ size per `io_uring_enter`, wait for
+/// all completions. Returns the first failed completion's errno, after reaping everything.
+///
+/// `entry` must not point at any buffer (its payload travels inside the SQE), so nothing has
+/// to outlive the submission.
+pub(crate) fn submit_copies(
+    ring: &mut IoUring,
+    entry: &squeue::Entry,
+    count: usize,
+) -> Result<Option<Errno>> {
+    let per_enter = ring.params().sq_entries() as usize;
+    let mut failed = None;
+    let mut left = count;
+    while left > 0 {
+        let n = left.min(per_enter);
+        {
+            let mut sq = ring.submission();
+            for _ in 0..n {
+                // SAFETY: per this function's contract the SQE references no memory.
+                unsafe { sq.push(entry) }
+                    .map_err(|_| Error::os("io_uring", "queue SQE", Errno::EBUSY))?;
+            }
+        }
+        let mut reaped = 0;
+        while reaped < n {
+            ring.submit_and_wait(n - reaped)
+                .map_err(|e| Error::os("io_uring", "submit", errno_of(&e)))?;
+            for cqe in ring.completion() {
+                reaped += 1;
+                if cqe.result() < 0 {
+                    failed.get_or_insert(Errno::from_raw(-cqe.result()));
+                }
+            }
+        }
+        left -= n;
+    }
+    Ok(failed)
+}
+
+/// The errno inside an io::Error from the io-uring crate.
+pub(crate) fn errno_of(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(0))
+}
