@@ -34,34 +34,23 @@ pub const HDP_FLUSH_IOC_MAGIC: u32 = b'H' as u32;
 // every number against nix's `request_code_*` macros for the host architecture.
 // ---------------------------------------------------------------------------------------------
 
-#[cfg(any(
+/// powerpc, mips and sparc encode `_IOC` with 13 size bits and 3 direction bits, and with
+/// different direction values; every other Linux architecture uses the asm-generic layout.
+const IOC_ALT_LAYOUT: bool = cfg!(any(
     target_arch = "powerpc",
     target_arch = "powerpc64",
     target_arch = "mips",
     target_arch = "mips64",
     target_arch = "sparc",
     target_arch = "sparc64"
-))]
-mod ioc_arch {
-    pub const SIZEBITS: u32 = 13;
-    pub const NONE: u32 = 1;
-    pub const READ: u32 = 2;
-    pub const WRITE: u32 = 4;
-}
+));
 
-#[cfg(not(any(
-    target_arch = "powerpc",
-    target_arch = "powerpc64",
-    target_arch = "mips",
-    target_arch = "mips64",
-    target_arch = "sparc",
-    target_arch = "sparc64"
-)))]
 mod ioc_arch {
-    pub const SIZEBITS: u32 = 14;
-    pub const NONE: u32 = 0;
+    use super::IOC_ALT_LAYOUT as ALT;
+    pub const SIZEBITS: u32 = if ALT { 13 } else { 14 };
+    pub const NONE: u32 = if ALT { 1 } else { 0 };
     pub const READ: u32 = 2;
-    pub const WRITE: u32 = 1;
+    pub const WRITE: u32 = if ALT { 4 } else { 1 };
 }
 
 const IOC_NRBITS: u32 = 8;
