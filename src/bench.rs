@@ -5,7 +5,7 @@
 //! enough to see the tail). p50/p99 are over the samples' ns per flush; mean is the whole
 //! run's time over its flushes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -25,6 +25,50 @@ const SAMPLE_NS: f64 = 2_000.0;
 const MAX_OPS_PER_SAMPLE: u64 = 4096;
 /// SQPOLL thread idle time before it sleeps.
 const SQPOLL_IDLE_MS: u32 = 50;
+
+/// `--map STRATEGY=PATH[@OFFSET]`: run a mapping strategy over `len` bytes of a file.
+#[derive(Clone, Debug)]
+pub struct MapSpec {
+    kind: StrategyKind,
+    path: PathBuf,
+    offset: u64,
+}
+
+impl std::str::FromStr for MapSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let usage = "expected STRATEGY=PATH[@OFFSET], e.g. dummy-page=/sys/bus/pci/devices/0000:00:04.0/resource0@0x1000";
+        let (name, rest) = s.split_once('=').ok_or_else(|| usage.to_owned())?;
+        let kind = StrategyKind::parse(name, "--map").map_err(|e| e.to_string())?;
+        if !matches!(
+            kind,
+            StrategyKind::MmioRemap | StrategyKind::DummyPage | StrategyKind::Legacy
+        ) {
+            return Err(format!(
+                "`{kind}` maps nothing; --map takes mmio-remap, dummy-page or legacy"
+            ));
+        }
+        let (path, offset) = match rest.rsplit_once('@') {
+            Some((p, o)) => {
+                let parsed = match o.strip_prefix("0x") {
+                    Some(hex) => u64::from_str_radix(hex, 16),
+                    None => o.parse(),
+                };
+                (p, parsed.map_err(|_| format!("bad offset `{o}`: {usage}"))?)
+            }
+            None => (rest, 0),
+        };
+        if path.is_empty() {
+            return Err(usage.to_owned());
+        }
+        Ok(Self {
+            kind,
+            path: PathBuf::from(path),
+            offset,
+        })
+    }
+}
 
 /// One thing to time: an operation doing `batch` flushes.
 struct Case {
@@ -127,7 +171,16 @@ fn cases_for(kind: StrategyKind, args: &BenchArgs) -> libflush::Result<Vec<Case>
             }
             Ok(cases)
         }
-        _ => Ok(vec![Case::flush(libflush::open_for_bench(kind)?, "")]),
+        _ => match args.maps.iter().find(|m| m.kind == kind) {
+            Some(m) => {
+                let f = libflush::open_mapped(kind, &m.path, m.offset)?;
+                Ok(vec![Case::flush(
+                    f,
+                    &format!("{}@{:#x}", m.path.display(), m.offset),
+                )])
+            }
+            None => Ok(vec![Case::flush(libflush::open_for_bench(kind)?, "")]),
+        },
     }
 }
 
@@ -265,9 +318,10 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let mut cases = Vec::new();
     let mut skipped = Vec::new();
     for kind in kinds {
+        let mapped = args.maps.iter().any(|m| m.kind == kind);
         match cases_for(kind, args) {
             Ok(c) => cases.extend(c),
-            Err(e) if explicit => return Err(e.into()),
+            Err(e) if explicit || mapped => return Err(e.into()),
             Err(e) => skipped.push(Skipped {
                 strategy: kind.name().into(),
                 reason: match e {
@@ -378,6 +432,29 @@ fn create_parent(path: &Path) -> Result<(), CliError> {
 mod tests {
     use super::*;
     use libflush::strategy::BackingKind;
+
+    #[test]
+    fn map_specs_parse_paths_and_offsets() {
+        let m: MapSpec = "dummy-page=/sys/x/resource0@0x1000".parse().unwrap();
+        assert_eq!((m.kind, m.offset), (StrategyKind::DummyPage, 0x1000));
+        assert_eq!(m.path, PathBuf::from("/sys/x/resource0"));
+        let m: MapSpec = "legacy=/tmp/f".parse().unwrap();
+        assert_eq!((m.kind, m.offset), (StrategyKind::Legacy, 0));
+        let m: MapSpec = "legacy=/tmp/a@b@64".parse().unwrap();
+        assert_eq!((m.path, m.offset), (PathBuf::from("/tmp/a@b"), 64));
+        assert!("dummy-page"
+            .parse::<MapSpec>()
+            .unwrap_err()
+            .contains("STRATEGY=PATH"));
+        assert!("fast=/x"
+            .parse::<MapSpec>()
+            .unwrap_err()
+            .contains("unknown strategy"));
+        assert!("legacy=/x@zz"
+            .parse::<MapSpec>()
+            .unwrap_err()
+            .contains("bad offset"));
+    }
 
     #[test]
     fn percentiles_use_nearest_rank() {

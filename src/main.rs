@@ -61,6 +61,10 @@ pub struct BenchArgs {
     /// per batch size) when strategies are named; they run by default otherwise.
     #[arg(long)]
     pub reference: bool,
+    /// Run a mapping strategy over a file instead of a stand-in: STRATEGY=PATH[@OFFSET], e.g.
+    /// dummy-page=/sys/bus/pci/devices/0000:00:04.0/resource0@0x1000 (repeatable).
+    #[arg(long = "map", value_name = "STRATEGY=PATH[@OFFSET]")]
+    pub maps: Vec<bench::MapSpec>,
     /// Also run io_uring with a kernel SQ polling thread.
     #[arg(long)]
     pub sqpoll: bool,

@@ -224,6 +224,62 @@ fn bench_reference_adds_the_floors_to_named_strategies() {
     }
 }
 
+#[test]
+fn bench_map_runs_a_mapping_strategy_over_a_file() {
+    let dir = scratch("bench_map");
+    let file = dir.join("vram");
+    std::fs::write(&file, vec![0u8; 8192]).unwrap();
+    let spec = format!("dummy-page={}@4096", file.display());
+    let out = hdpflush(
+        &[
+            "bench",
+            "-s",
+            "dummy-page",
+            "--map",
+            &spec,
+            "-n",
+            "300",
+            "--quiet",
+            "--out-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(
+        table.contains(&format!("dummy-page ({}@0x1000)", file.display())),
+        "{table}"
+    );
+    assert!(
+        table.contains("standing in for a device mapping"),
+        "{table}"
+    );
+    // The flush really stored into the file: two words, half a page apart.
+    let bytes = std::fs::read(&file).unwrap();
+    assert_ne!(bytes[4096..4100], [0; 4]);
+    assert_eq!(bytes[4096..4100], bytes[4096 + 2048..4096 + 2052]);
+
+    let out = hdpflush(
+        &[
+            "bench",
+            "--map",
+            "dummy-page=/nonexistent/resource0",
+            "-n",
+            "10",
+        ],
+        &[],
+    );
+    assert_one_line_error(&out, &["/nonexistent/resource0", "open failed"]);
+    let out = hdpflush(&["bench", "--map", "ioctl=/dev/null", "-n", "10"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("`ioctl` maps nothing"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// One line on stderr, starting `hdpflush: `, nonzero exit.
 fn assert_one_line_error(out: &Output, needles: &[&str]) {
     assert!(!out.status.success());

@@ -34,7 +34,7 @@ pub mod strategy;
 
 pub use error::{Error, Result};
 pub use region::{Bar, MappedRegion};
-pub use select::{global, open, open_for_bench, probe, select, Availability, Probe};
+pub use select::{global, open, open_for_bench, open_mapped, probe, select, Availability, Probe};
 pub use strategy::{
     Backing, BackingKind, DummyPage, Flush, Ioctl, Legacy, MmioRemap, Sim, StrategyKind, Uring,
     UringConfig,

@@ -170,7 +170,14 @@ impl Bar for MappedRegion {
                 BackingKind::StandIn,
                 "anonymous memory standing in for a device mapping",
             ),
-            Origin::File(path) => Backing::new(BackingKind::Hardware, path.clone()),
+            // Device nodes and sysfs PCI resources are hardware; any other file only stands in.
+            Origin::File(path) if path.starts_with("/dev/") || path.starts_with("/sys/") => {
+                Backing::new(BackingKind::Hardware, path.clone())
+            }
+            Origin::File(path) => Backing::new(
+                BackingKind::StandIn,
+                format!("file {path} standing in for a device mapping"),
+            ),
         }
     }
 
@@ -222,6 +229,24 @@ mod tests {
     fn out_of_bounds_access_panics_instead_of_touching_memory() {
         let r = MappedRegion::anonymous(4096).unwrap();
         r.write_u32(4096, 1);
+    }
+
+    #[test]
+    fn a_file_mapping_is_shared_and_labelled_by_what_it_maps() {
+        let path = std::env::temp_dir().join(format!("libflush-map-{}", std::process::id()));
+        std::fs::write(&path, vec![0u8; 8192]).unwrap();
+        let r = MappedRegion::map_file(&path, 4096, 4096).unwrap();
+        r.write_u32(0, 0x0102_0304);
+        drop(r);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            bytes[4096..4100],
+            0x0102_0304u32.to_ne_bytes(),
+            "MAP_SHARED at the offset"
+        );
+        let null = MappedRegion::map_file(Path::new("/dev/zero"), 0, 4096).unwrap();
+        assert_eq!(null.backing().kind, BackingKind::Hardware);
     }
 
     #[test]

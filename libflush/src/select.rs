@@ -15,8 +15,8 @@ use crate::device::HdpFlushDevice;
 use crate::strategy::{Backing, BackingKind};
 use crate::uapi;
 use crate::{
-    DummyPage, Error, Flush, Ioctl, Legacy, MmioRemap, Result, Sim, StrategyKind, Uring,
-    UringConfig,
+    DummyPage, Error, Flush, Ioctl, Legacy, MappedRegion, MmioRemap, Result, Sim, StrategyKind,
+    Uring, UringConfig,
 };
 
 /// The environment variable that overrides automatic selection.
@@ -310,6 +310,23 @@ pub fn open_for_bench(kind: StrategyKind) -> Result<Box<dyn Flush>> {
                 reason: e.to_string(),
             },
             other => other,
+        }),
+    }
+}
+
+/// Open a mapping strategy (`mmio-remap`, `dummy-page`, `legacy`) over `len` bytes of `path`
+/// at `offset`: a PCI BAR through sysfs (`/sys/bus/pci/devices/*/resourceN`), a KFD mapping,
+/// or any file for testing. Other strategies map nothing and are refused.
+pub fn open_mapped(kind: StrategyKind, path: &Path, offset: u64) -> Result<Box<dyn Flush>> {
+    const LEN: usize = 4096;
+    let region = || MappedRegion::map_file(path, offset, LEN);
+    match kind {
+        StrategyKind::MmioRemap => Ok(Box::new(MmioRemap::new(region()?)?)),
+        StrategyKind::DummyPage => Ok(Box::new(DummyPage::new(region()?)?)),
+        StrategyKind::Legacy => Ok(Box::new(Legacy::new(region()?)?)),
+        _ => Err(Error::Unsupported {
+            strategy: kind,
+            op: "running over a mapped file",
         }),
     }
 }
