@@ -70,6 +70,10 @@ impl Flush for Ioctl {
     }
 
     fn flush(&self) -> Result<()> {
+        // Entering the kernel does not drain write-combining buffers or order device stores on
+        // every architecture: the payload must be on its way before the kernel writes the
+        // flush register, possibly from another CPU that coalesced our request.
+        crate::barrier::store_fence();
         self.dev.flush(self.index, self.flags)
     }
 

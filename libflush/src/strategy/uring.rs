@@ -89,6 +89,9 @@ impl Uring {
             .cmd(cmd)
             .build();
         let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        // As for the ioctl: the payload stores must be ordered before the kernel (or its
+        // SQ polling thread, on another CPU) writes the flush register.
+        crate::barrier::store_fence();
         match submit_copies(&mut ring, &entry, count)? {
             None => Ok(()),
             Some(errno) => Err(Error::os(self.dev.path().display().to_string(), op, errno)),
