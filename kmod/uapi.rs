@@ -47,10 +47,10 @@ const IOC_ALT_LAYOUT: bool = cfg!(any(
 
 mod ioc_arch {
     use super::IOC_ALT_LAYOUT as ALT;
-    pub const SIZEBITS: u32 = if ALT { 13 } else { 14 };
-    pub const NONE: u32 = if ALT { 1 } else { 0 };
-    pub const READ: u32 = 2;
-    pub const WRITE: u32 = if ALT { 4 } else { 1 };
+    pub(super) const SIZEBITS: u32 = if ALT { 13 } else { 14 };
+    pub(super) const NONE: u32 = if ALT { 1 } else { 0 };
+    pub(super) const READ: u32 = 2;
+    pub(super) const WRITE: u32 = if ALT { 4 } else { 1 };
 }
 
 const IOC_NRBITS: u32 = 8;

@@ -1,0 +1,364 @@
+// SPDX-License-Identifier: GPL-2.0
+//! `/dev/hdp_flush`: flush an AMD GPU's HDP write FIFO on behalf of user space.
+//!
+//! On 64K-page kernels KFD cannot map the 4K HDP "MMIO remap" page into a process, so user
+//! space has no way to flush the HDP before ringing a doorbell. This module does it for them:
+//! FLUSH (ioctl, or io_uring `URING_CMD` for batches) writes the HDP flush register, with
+//! concurrent requests coalesced into one hardware flush (group commit).
+//!
+//! The uAPI is `uapi.rs`, shared with user space (libflush) and stated for C in
+//! `include/hdp_flush.h`; docs/uapi.md and docs/kernel-module.md describe it. In C:
+//!
+//! ```c
+//! int fd = open("/dev/hdp_flush", O_RDWR);
+//! struct hdp_flush_version v;
+//! ioctl(fd, HDP_FLUSH_IOC_VERSION, &v);           /* v.api_major must be 1 */
+//! struct hdp_flush_request r = { .device = 0, .flags = HDP_FLUSH_F_SYNC };
+//! /* ... payload stores through the VRAM BAR, then a store fence ... */
+//! ioctl(fd, HDP_FLUSH_IOC_FLUSH, &r);             /* flushed; now ring the doorbell */
+//! ```
+//!
+//! Layout: this file holds the uAPI dispatch; `sys.rs` is the only place with `unsafe`;
+//! `backend.rs` has the hardware; `coalesce.rs` the group commit.
+
+use core::mem::size_of;
+
+use kernel::prelude::*;
+use kernel::sync::SpinLock;
+use kernel::types::{AsBytes, FromBytes};
+use kernel::{c_str, new_spinlock};
+
+pub mod backend;
+pub mod coalesce;
+pub mod sys;
+pub mod uapi;
+
+use backend::{Amdgpu, AmdgpuOffsets, AnyBackend, Backend, PciTest, Sim};
+use coalesce::{Coalescer, FlushLock};
+use sys::{MiscDevice, MiscHandler, PciDev, UserSlicer};
+use uapi::*;
+
+module! {
+    type: HdpFlushModule,
+    name: "hdp_flush",
+    author: "hdpflush developers",
+    description: "Flush AMD GPU HDP write FIFOs from user space on any page size",
+    license: "GPL",
+}
+
+module_param!(sim_devices: u32 = 1, param_ops_uint, "uint",
+    "Simulated devices to create, 0-8 (default 1)");
+module_param!(sim_delay_ns: u32 = 1000, param_ops_uint, "uint",
+    "Modelled PCIe round trip of a synchronous sim flush in ns, 0-1000000 (default 1000)");
+module_param!(pcitest: bool = true, param_ops_bool, "bool",
+    "Serve QEMU edu devices (1234:11e8) as test hardware (default Y)");
+module_param!(amdgpu: bool = true, param_ops_bool, "bool",
+    "Serve AMD GPUs bound to amdgpu (default Y)");
+module_param!(amdgpu_flush_offset: u64 = u64::MAX, param_ops_ullong, "ullong",
+    "Byte offset of HDP_MEM_COHERENCY_FLUSH_CNTL (or its remap) in the register BAR; default on 4K pages: the remap hole 0x7f000; required on 64K pages");
+module_param!(amdgpu_post_offset: u64 = 0, param_ops_ullong, "ullong",
+    "Byte offset of a register that is harmless to read, to post a flush (default 0, MM_INDEX)");
+module_param!(amdgpu_invalidate_offset: u64 = u64::MAX, param_ops_ullong, "ullong",
+    "Byte offset of HDP_READ_CACHE_INVALIDATE; unset: INVALIDATE returns EOPNOTSUPP on amdgpu devices");
+
+/// Largest accepted `sim_devices`.
+const MAX_SIM_DEVICES: u32 = 8;
+/// Largest accepted `sim_delay_ns` (1 ms: anything longer is a configuration mistake).
+const MAX_SIM_DELAY_NS: u32 = 1_000_000;
+
+// SAFETY: plain-old-data `repr(C)` structs of integers with explicit reserved fields and no
+// padding (asserted in uapi.rs by size): every bit pattern is valid and no byte is
+// uninitialised.
+unsafe impl FromBytes for HdpFlushRequest {}
+// SAFETY: as above.
+unsafe impl FromBytes for HdpFlushDeviceInfo {}
+// SAFETY: as above.
+unsafe impl AsBytes for HdpFlushDeviceInfo {}
+// SAFETY: as above.
+unsafe impl FromBytes for HdpFlushStats {}
+// SAFETY: as above.
+unsafe impl AsBytes for HdpFlushStats {}
+// SAFETY: as above.
+unsafe impl AsBytes for HdpFlushVersion {}
+
+/// A kernel spinlock around the last completed flush number. Spinning, not sleeping: a flush
+/// takes about one PCIe round trip, and io_uring may issue from a context that must not sleep.
+struct KernelLock(Pin<KBox<SpinLock<u64>>>);
+
+impl FlushLock for KernelLock {
+    fn with<R>(&self, f: impl FnOnce(&mut u64) -> R) -> R {
+        let mut guard = self.0.lock();
+        f(&mut guard)
+    }
+}
+
+/// One served device.
+struct Device {
+    backend: AnyBackend,
+    coalescer: Coalescer<KernelLock>,
+}
+
+impl Device {
+    fn new(backend: AnyBackend) -> Result<Self> {
+        let lock = KBox::pin_init(new_spinlock!(0u64, "hdp_flush_device"), GFP_KERNEL)?;
+        Ok(Self {
+            backend,
+            coalescer: Coalescer::new(KernelLock(lock)),
+        })
+    }
+
+    fn flush(&self, flags: u32) -> Result {
+        let sync = flags & HDP_FLUSH_F_SYNC != 0;
+        let coalesce = flags & HDP_FLUSH_F_NO_COALESCE == 0;
+        self.coalescer
+            .flush(coalesce, || self.backend.flush(sync))
+            .map(drop)
+    }
+
+    fn invalidate(&self) -> Result {
+        self.coalescer.invalidate(|| self.backend.invalidate())
+    }
+}
+
+/// The device list behind `/dev/hdp_flush`; fixed after module init.
+struct HdpFlush {
+    devices: KVec<Device>,
+}
+
+/// `name` up to its first NUL, for messages.
+pub(crate) fn name_str(name: &[u8]) -> &str {
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    core::str::from_utf8(&name[..end]).unwrap_or("?")
+}
+
+impl HdpFlush {
+    fn device(&self, index: u32) -> Result<&Device> {
+        self.devices.get(index as usize).ok_or(ENODEV)
+    }
+
+    fn version(&self) -> HdpFlushVersion {
+        HdpFlushVersion {
+            api_major: HDP_FLUSH_API_MAJOR,
+            api_minor: HDP_FLUSH_API_MINOR,
+            num_devices: self.devices.len() as u32,
+            page_size: kernel::page::PAGE_SIZE as u32,
+            features: HDP_FLUSH_FEAT_URING_CMD | HDP_FLUSH_FEAT_COALESCE,
+            reserved: [0; 2],
+        }
+    }
+
+    /// Validate a FLUSH/INVALIDATE request and find its device.
+    fn request(&self, req: &HdpFlushRequest, valid_flags: u32) -> Result<&Device> {
+        if req.flags & !valid_flags != 0 || req.reserved != 0 {
+            return Err(EINVAL);
+        }
+        self.device(req.device)
+    }
+
+    fn device_info(&self, req: &HdpFlushDeviceInfo) -> Result<HdpFlushDeviceInfo> {
+        if req.flags != 0 || req.reserved != [0; 2] {
+            return Err(EINVAL);
+        }
+        let ident = self.device(req.index)?.backend.ident();
+        let pci = ident.pci;
+        Ok(HdpFlushDeviceInfo {
+            index: req.index,
+            backend: ident.backend,
+            pci_domain: pci.map_or(0, |p| p.domain),
+            pci_bdf: pci.map_or(0, |p| (u32::from(p.bus) << 8) | u32::from(p.devfn)),
+            vendor: pci.map_or(0, |p| p.vendor),
+            device: pci.map_or(0, |p| p.device),
+            flags: 0,
+            reserved: [0; 2],
+            name: ident.name,
+        })
+    }
+
+    fn stats(&self, req: &HdpFlushStats) -> Result<HdpFlushStats> {
+        if req.flags & !HDP_FLUSH_STATS_FLAGS != 0 || req.reserved != [0; 2] {
+            return Err(EINVAL);
+        }
+        let reset = req.flags & HDP_FLUSH_STATS_F_RESET != 0;
+        let v = self.device(req.device)?.coalescer.counters.read(reset);
+        Ok(HdpFlushStats {
+            device: req.device,
+            flags: req.flags,
+            flush_requests: v.flush_requests,
+            hw_flushes: v.hw_flushes,
+            coalesced: v.coalesced,
+            invalidates: v.invalidates,
+            errors: v.errors,
+            reserved: [0; 2],
+        })
+    }
+}
+
+/// Read a `T` from the ioctl argument.
+fn read_arg<T: FromBytes>(arg: &UserSlicer) -> Result<T> {
+    arg.slice(size_of::<T>()).reader().read::<T>()
+}
+
+/// Write a `T` to the ioctl argument.
+fn write_arg<T: AsBytes>(arg: &UserSlicer, value: &T) -> Result {
+    arg.slice(size_of::<T>()).writer().write(value)
+}
+
+impl MiscHandler for HdpFlush {
+    fn ioctl(&self, cmd: u32, arg: UserSlicer) -> Result<i64> {
+        match cmd {
+            HDP_FLUSH_IOC_VERSION => write_arg(&arg, &self.version())?,
+            HDP_FLUSH_IOC_NOP => {}
+            HDP_FLUSH_IOC_DEVICE_INFO => {
+                let reply = self.device_info(&read_arg(&arg)?)?;
+                write_arg(&arg, &reply)?;
+            }
+            HDP_FLUSH_IOC_FLUSH => {
+                let req = read_arg(&arg)?;
+                self.request(&req, HDP_FLUSH_FLUSH_FLAGS)?.flush(req.flags)?;
+            }
+            HDP_FLUSH_IOC_INVALIDATE => {
+                let req = read_arg(&arg)?;
+                self.request(&req, HDP_FLUSH_INVALIDATE_FLAGS)?.invalidate()?;
+            }
+            HDP_FLUSH_IOC_STATS => {
+                let reply = self.stats(&read_arg(&arg)?)?;
+                write_arg(&arg, &reply)?;
+            }
+            _ => return Err(ENOTTY),
+        }
+        Ok(0)
+    }
+
+    fn uring_cmd(&self, cmd_op: u32, req: HdpFlushRequest, _nonblock: bool) -> Result<i32> {
+        // Completed inline: a flush never sleeps (spinlock, busy-wait), so the non-blocking
+        // issue path can finish it too.
+        match cmd_op {
+            HDP_FLUSH_IOC_FLUSH => self.request(&req, HDP_FLUSH_FLUSH_FLAGS)?.flush(req.flags)?,
+            HDP_FLUSH_IOC_INVALIDATE => {
+                self.request(&req, HDP_FLUSH_INVALIDATE_FLAGS)?.invalidate()?
+            }
+            _ => return Err(ENOTTY),
+        }
+        Ok(0)
+    }
+}
+
+/// Check the parameters before touching any hardware.
+fn check_params() -> Result {
+    if sim_devices.get() > MAX_SIM_DEVICES {
+        pr_err!(
+            "hdp_flush: sim_devices={} is out of range 0-{}\n",
+            sim_devices.get(),
+            MAX_SIM_DEVICES
+        );
+        return Err(EINVAL);
+    }
+    if sim_delay_ns.get() > MAX_SIM_DELAY_NS {
+        pr_err!(
+            "hdp_flush: sim_delay_ns={} is out of range 0-{}\n",
+            sim_delay_ns.get(),
+            MAX_SIM_DELAY_NS
+        );
+        return Err(EINVAL);
+    }
+    for (name, v) in [
+        ("amdgpu_flush_offset", amdgpu_flush_offset.get()),
+        ("amdgpu_post_offset", amdgpu_post_offset.get()),
+        ("amdgpu_invalidate_offset", amdgpu_invalidate_offset.get()),
+    ] {
+        if v != u64::MAX && v % 4 != 0 {
+            pr_err!("hdp_flush: {}={:#x} is not 4-byte aligned\n", name, v);
+            return Err(EINVAL);
+        }
+    }
+    Ok(())
+}
+
+/// The amdgpu offsets from the parameters, or why there are none.
+fn amdgpu_offsets() -> core::result::Result<AmdgpuOffsets, &'static str> {
+    let flush = match amdgpu_flush_offset.get() {
+        u64::MAX => Amdgpu::default_flush_offset(kernel::page::PAGE_SIZE)
+            .ok_or("PAGE_SIZE is not 4K, so amdgpu has no remap hole: set amdgpu_flush_offset (see docs/kernel-module.md)")?,
+        v => v,
+    };
+    let invalidate = match amdgpu_invalidate_offset.get() {
+        u64::MAX => None,
+        v => Some(v),
+    };
+    Ok(AmdgpuOffsets {
+        flush,
+        post: amdgpu_post_offset.get(),
+        invalidate,
+    })
+}
+
+/// Find and set up every device the parameters ask for.
+fn discover() -> Result<KVec<Device>> {
+    let mut devices = KVec::new();
+    for i in 0..sim_devices.get() {
+        devices.push(Device::new(AnyBackend::Sim(Sim::new(i, sim_delay_ns.get())))?, GFP_KERNEL)?;
+        pr_info!("hdp_flush: device {}: sim{} (round trip {} ns)\n", devices.len() - 1, i, sim_delay_ns.get());
+    }
+    if pcitest.get() {
+        for dev in PciDev::find_all(backend::EDU_VENDOR, backend::EDU_DEVICE)? {
+            let name = dev.ident().name;
+            match PciTest::probe(dev) {
+                Ok(b) => {
+                    devices.push(Device::new(AnyBackend::PciTest(b))?, GFP_KERNEL)?;
+                    pr_info!("hdp_flush: device {}: pcitest {} (QEMU edu, BAR0 liveness register)\n", devices.len() - 1, name_str(&name));
+                }
+                Err(e) => pr_warn!("hdp_flush: pcitest {}: not used ({:?})\n", name_str(&name), e),
+            }
+        }
+    }
+    if amdgpu.get() {
+        let gpus = Amdgpu::find()?;
+        if !gpus.is_empty() {
+            match amdgpu_offsets() {
+                Err(why) => pr_warn!("hdp_flush: {} AMD GPU(s) not served: {}\n", gpus.len(), why),
+                Ok(offsets) => {
+                    for dev in gpus {
+                        let name = dev.ident().name;
+                        match Amdgpu::probe(dev, offsets) {
+                            Ok(b) => {
+                                devices.push(Device::new(AnyBackend::Amdgpu(b))?, GFP_KERNEL)?;
+                                pr_info!("hdp_flush: device {}: amdgpu {} (flush register at {:#x}, post read at {:#x}, invalidate {})\n",
+                                    devices.len() - 1, name_str(&name), offsets.flush, offsets.post,
+                                    if offsets.invalidate.is_some() { "set" } else { "unset" });
+                            }
+                            Err(e) => pr_warn!("hdp_flush: amdgpu {}: not used ({:?})\n", name_str(&name), e),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(devices)
+}
+
+struct HdpFlushModule {
+    _dev: Pin<KBox<MiscDevice<HdpFlush>>>,
+}
+
+impl kernel::Module for HdpFlushModule {
+    fn init(module: &'static ThisModule) -> Result<Self> {
+        check_params()?;
+        let devices = discover()?;
+        let count = devices.len();
+        let dev = MiscDevice::register(c_str!("hdp_flush"), 0o660, module, HdpFlush { devices })?;
+        pr_info!(
+            "hdp_flush: /dev/hdp_flush ready: uAPI {}.{}, {} device(s), PAGE_SIZE {}\n",
+            HDP_FLUSH_API_MAJOR,
+            HDP_FLUSH_API_MINOR,
+            count,
+            kernel::page::PAGE_SIZE
+        );
+        Ok(Self { _dev: dev })
+    }
+}
+
+impl Drop for HdpFlushModule {
+    fn drop(&mut self) {
+        pr_info!("hdp_flush: unloaded\n");
+    }
+}

@@ -1,0 +1,522 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The binding layer: every `unsafe` of the module lives here, each with its SAFETY argument.
+//!
+//! Linux 6.12 has no Rust abstractions for misc devices, PCI, I/O memory, io_uring commands or
+//! module parameters, so this file wraps the few C interfaces the module needs into safe types:
+//! [`MiscDevice`], [`IoPage`], [`PciDev`], the `module_param!` macro, [`ndelay`]. Upstream grows
+//! such abstractions from 6.13 on; keeping this layer small lets the module move to them.
+
+use core::cell::UnsafeCell;
+use core::marker::PhantomPinned;
+use core::pin::Pin;
+
+use kernel::bindings;
+use kernel::error::to_result;
+use kernel::ffi::{c_int, c_long, c_uint, c_ulong};
+use kernel::prelude::*;
+use kernel::types::Opaque;
+use kernel::ThisModule;
+use kernel::uaccess::{UserPtr, UserSlice};
+
+use crate::uapi::HdpFlushRequest;
+
+// ---------------------------------------------------------------------------------------------
+// Misc device
+// ---------------------------------------------------------------------------------------------
+
+/// What a misc device does with the calls user space makes; implemented by the module.
+pub trait MiscHandler: Sync + Sized {
+    /// An ioctl: `cmd` as given, `arg` the user pointer (or value).
+    fn ioctl(&self, cmd: u32, arg: UserSlicer) -> Result<i64>;
+    /// An io_uring `URING_CMD` with `cmd_op` and the request from the SQE's command area.
+    fn uring_cmd(&self, cmd_op: u32, req: HdpFlushRequest, nonblock: bool) -> Result<i32>;
+}
+
+/// Builds `UserSlice`s for an ioctl's argument, sized by the caller.
+pub struct UserSlicer(UserPtr);
+
+impl UserSlicer {
+    /// The argument as a user buffer of `len` bytes. Access faults are reported as EFAULT by
+    /// the reader and writer.
+    pub fn slice(&self, len: usize) -> UserSlice {
+        UserSlice::new(self.0, len)
+    }
+}
+
+/// A registered misc device whose calls go to `T`. Pinned: the kernel holds pointers to the
+/// embedded `miscdevice` and `file_operations` until `Drop` deregisters it.
+#[pin_data(PinnedDrop)]
+pub struct MiscDevice<T: MiscHandler> {
+    #[pin]
+    misc: Opaque<bindings::miscdevice>,
+    #[pin]
+    fops: Opaque<bindings::file_operations>,
+    handler: T,
+    registered: bool,
+    #[pin]
+    _pin: PhantomPinned,
+}
+
+// SAFETY: the C structures are only touched by the kernel after registration (which
+// synchronises internally) and the handler is `Sync`.
+unsafe impl<T: MiscHandler> Sync for MiscDevice<T> {}
+// SAFETY: as above; nothing is tied to the creating thread.
+unsafe impl<T: MiscHandler> Send for MiscDevice<T> {}
+
+impl<T: MiscHandler> MiscDevice<T> {
+    /// Register `/dev/<name>` with `mode`, owned by `module` (so an open file pins the module
+    /// and `rmmod` is refused while any file, or an io_uring holding one, is open).
+    pub fn register(
+        name: &'static CStr,
+        mode: u16,
+        module: &'static ThisModule,
+        handler: T,
+    ) -> Result<Pin<KBox<Self>>> {
+        let mut dev = KBox::pin_init(
+            pin_init!(Self {
+                misc <- Opaque::ffi_init(|_| {}),
+                fops <- Opaque::ffi_init(|_| {}),
+                handler,
+                registered: false,
+                _pin: PhantomPinned,
+            }),
+            GFP_KERNEL,
+        )?;
+        // SAFETY: we do not move out of `dev`; we only fill its C structures in place and set
+        // a flag.
+        let this = unsafe { dev.as_mut().get_unchecked_mut() };
+        let fops = this.fops.get();
+        let misc = this.misc.get();
+        // SAFETY: `fops` and `misc` point at our own, pinned, not yet registered structures;
+        // zero is a valid value for every field of both C structs.
+        unsafe {
+            fops.write_bytes(0, 1);
+            misc.write_bytes(0, 1);
+            (*fops).owner = module.as_ptr();
+            (*fops).unlocked_ioctl = Some(Self::ioctl_trampoline);
+            (*fops).compat_ioctl = Some(Self::ioctl_trampoline);
+            (*fops).uring_cmd = Some(Self::uring_cmd_trampoline);
+            (*misc).minor = bindings::MISC_DYNAMIC_MINOR as c_int;
+            (*misc).name = name.as_char_ptr();
+            (*misc).fops = fops;
+            (*misc).mode = mode;
+        }
+        // SAFETY: `misc` is fully initialised and pinned for as long as it is registered
+        // (until Drop, which deregisters it).
+        to_result(unsafe { bindings::misc_register(misc) })?;
+        this.registered = true;
+        Ok(dev)
+    }
+
+    /// The `MiscDevice` a file of ours was opened on.
+    ///
+    /// # Safety
+    /// `file` must be a file opened on a device registered by [`MiscDevice::register`] with
+    /// this `T`; misc_open stored its `miscdevice` in `private_data`, and the module (so the
+    /// device) stays alive while the file is open because `fops.owner` is this module.
+    unsafe fn from_file<'a>(file: *mut bindings::file) -> &'a Self {
+        // SAFETY: per the contract, `private_data` is the `misc` field of a live Self.
+        unsafe {
+            let misc = (*file).private_data.cast::<bindings::miscdevice>();
+            &*kernel::container_of!(misc, Self, misc)
+        }
+    }
+
+    unsafe extern "C" fn ioctl_trampoline(
+        file: *mut bindings::file,
+        cmd: c_uint,
+        arg: c_ulong,
+    ) -> c_long {
+        // SAFETY: the kernel calls this only for files of our registered device.
+        let dev = unsafe { Self::from_file(file) };
+        let user = UserSlicer(arg as UserPtr);
+        match dev.handler.ioctl(cmd, user) {
+            Ok(v) => v as c_long,
+            Err(e) => e.to_errno() as c_long,
+        }
+    }
+
+    unsafe extern "C" fn uring_cmd_trampoline(
+        ioucmd: *mut bindings::io_uring_cmd,
+        issue_flags: c_uint,
+    ) -> c_int {
+        // SAFETY: io_uring passes a valid command whose file is one of ours; the SQE stays
+        // readable for the duration of this call, and its command area is 16 bytes with
+        // 64-byte SQEs (the only size that carries our 16-byte request).
+        let (dev, cmd_op, bytes) = unsafe {
+            let dev = Self::from_file((*ioucmd).file);
+            let sqe = (*ioucmd).sqe;
+            let area = core::ptr::addr_of!((*sqe).__bindgen_anon_6).cast::<[u8; 16]>();
+            (dev, (*ioucmd).cmd_op, core::ptr::read_unaligned(area))
+        };
+        let nonblock = issue_flags & bindings::io_uring_cmd_flags_IO_URING_F_NONBLOCK as c_uint != 0;
+        let req = HdpFlushRequest::from_cmd_bytes(&bytes);
+        match dev.handler.uring_cmd(cmd_op, req, nonblock) {
+            Ok(v) => v,
+            Err(e) => e.to_errno(),
+        }
+    }
+}
+
+#[pinned_drop]
+impl<T: MiscHandler> PinnedDrop for MiscDevice<T> {
+    fn drop(self: Pin<&mut Self>) {
+        if self.registered {
+            // SAFETY: registered in `register` and not yet deregistered. No file can be open:
+            // each open file holds a reference to this module, so the module (and this drop)
+            // cannot run while one exists.
+            unsafe { bindings::misc_deregister(self.misc.get()) };
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// I/O memory: one page of a PCI BAR
+// ---------------------------------------------------------------------------------------------
+
+/// One mapped page of a device's register or memory BAR. Offsets are checked against the page
+/// and never come from user space.
+pub struct IoPage {
+    base: *mut u8,
+    len: usize,
+    pdev: *mut bindings::pci_dev,
+}
+
+// SAFETY: MMIO through `base` is valid from any CPU; the mapping lives until Drop.
+unsafe impl Send for IoPage {}
+// SAFETY: single aligned 32-bit MMIO accesses are atomic with respect to each other.
+unsafe impl Sync for IoPage {}
+
+impl IoPage {
+    fn at(&self, offset: usize) -> Result<*mut u32> {
+        if offset % 4 != 0 || offset + 4 > self.len {
+            return Err(EINVAL);
+        }
+        // SAFETY: offset + 4 <= len, so the pointer stays inside the mapping.
+        Ok(unsafe { self.base.add(offset) }.cast())
+    }
+
+    /// `writel`: order earlier stores, then one 32-bit store.
+    pub fn writel(&self, offset: usize, value: u32) -> Result {
+        let p = self.at(offset)?;
+        io_write_barrier();
+        // SAFETY: `p` is an aligned address inside our live mapping of device memory.
+        unsafe { core::ptr::write_volatile(p, value) };
+        Ok(())
+    }
+
+    /// `readl`: one 32-bit load, ordered before later loads.
+    pub fn readl(&self, offset: usize) -> Result<u32> {
+        let p = self.at(offset)?;
+        // SAFETY: as for `writel`.
+        let v = unsafe { core::ptr::read_volatile(p) };
+        io_read_barrier();
+        Ok(v)
+    }
+}
+
+impl Drop for IoPage {
+    fn drop(&mut self) {
+        // SAFETY: `base` came from pci_iomap_range on `pdev`, whose reference we hold until
+        // after the unmap.
+        unsafe {
+            bindings::pci_iounmap(self.pdev, self.base.cast());
+            bindings::pci_dev_put(self.pdev);
+        }
+    }
+}
+
+/// The barrier `writel` puts before its store (arm64: `dma_wmb` = `dmb oshst`).
+#[inline(always)]
+fn io_write_barrier() {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: a barrier instruction; touches no memory or registers.
+    unsafe {
+        core::arch::asm!("dmb oshst", options(nostack, preserves_flags))
+    };
+    #[cfg(not(target_arch = "aarch64"))]
+    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+}
+
+/// The barrier `readl` puts after its load (arm64: `dma_rmb` = `dmb oshld`).
+#[inline(always)]
+fn io_read_barrier() {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: a barrier instruction; touches no memory or registers.
+    unsafe {
+        core::arch::asm!("dmb oshld", options(nostack, preserves_flags))
+    };
+    #[cfg(not(target_arch = "aarch64"))]
+    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+}
+
+// ---------------------------------------------------------------------------------------------
+// PCI devices
+// ---------------------------------------------------------------------------------------------
+
+/// A reference to a PCI device found by id or class. With [`PciDev::claim`], also enabled and
+/// owning one BAR region, all released on drop.
+pub struct PciDev {
+    pdev: *mut bindings::pci_dev,
+    claimed_bar: Option<u32>,
+}
+
+// SAFETY: a counted reference to a pci_dev may be used and dropped from any thread.
+unsafe impl Send for PciDev {}
+// SAFETY: the methods only read immutable identification fields or call thread-safe PCI API.
+unsafe impl Sync for PciDev {}
+
+/// Where a device sits and what it is.
+#[derive(Clone, Copy)]
+pub struct PciIdent {
+    /// PCI segment.
+    pub domain: u32,
+    /// Bus number.
+    pub bus: u8,
+    /// Device and function.
+    pub devfn: u8,
+    /// Vendor id.
+    pub vendor: u16,
+    /// Device id.
+    pub device: u16,
+    /// Class code (class << 16 | subclass << 8 | prog-if).
+    pub class: u32,
+    /// "dddd:bb:dd.f", NUL-padded.
+    pub name: [u8; 32],
+}
+
+impl PciDev {
+    /// Every device with `vendor` (and `device`, unless `PCI_ANY_ID`), in bus order.
+    pub fn find_all(vendor: u32, device: u32) -> Result<KVec<PciDev>> {
+        let mut found = KVec::new();
+        let mut prev: *mut bindings::pci_dev = core::ptr::null_mut();
+        loop {
+            // SAFETY: pci_get_device drops the reference on `prev` (null at first) and returns
+            // the next matching device with a new reference, or null at the end.
+            let next = unsafe { bindings::pci_get_device(vendor, device, prev) };
+            if next.is_null() {
+                break;
+            }
+            // SAFETY: `next` is a valid device; take an extra reference for our list, since
+            // the next iteration drops the one the iterator holds.
+            unsafe { bindings::pci_dev_get(next) };
+            found.push(
+                PciDev {
+                    pdev: next,
+                    claimed_bar: None,
+                },
+                GFP_KERNEL,
+            )?;
+            prev = next;
+        }
+        Ok(found)
+    }
+
+    /// Identification.
+    pub fn ident(&self) -> PciIdent {
+        let mut name = [0u8; 32];
+        // SAFETY: we hold a reference; these fields are set at enumeration and never change,
+        // and the kobject name ("dddd:bb:dd.f", what pci_name() returns) is a C string.
+        let (d, bus) = unsafe {
+            let d = &*self.pdev;
+            let kname = CStr::from_char_ptr(d.dev.kobj.name);
+            let bytes = kname.as_bytes();
+            let n = bytes.len().min(name.len() - 1);
+            name[..n].copy_from_slice(&bytes[..n]);
+            (d, (*d.bus).number)
+        };
+        // pci_domain_nr() is inline on x86; the name starts with the domain in hex.
+        let domain = name
+            .iter()
+            .take_while(|&&b| b != b':')
+            .try_fold(0u32, |acc, &b| (b as char).to_digit(16).map(|v| acc * 16 + v))
+            .unwrap_or(0);
+        PciIdent {
+            domain,
+            bus,
+            devfn: d.devfn as u8,
+            vendor: d.vendor,
+            device: d.device,
+            class: d.class,
+            name,
+        }
+    }
+
+    /// `bar`'s start and length, if it is a memory BAR.
+    pub fn mem_bar(&self, bar: u32) -> Option<(u64, u64)> {
+        if bar as usize >= bindings::PCI_STD_NUM_BARS as usize {
+            return None;
+        }
+        // SAFETY: we hold a reference; `resource` has PCI_STD_NUM_BARS+ entries.
+        let r = unsafe { &(*self.pdev).resource[bar as usize] };
+        let is_mem = r.flags & (bindings::IORESOURCE_MEM as c_ulong) != 0;
+        (is_mem && r.end > r.start).then(|| (r.start, r.end - r.start + 1))
+    }
+
+    /// Whether the driver bound to the device is `driver`.
+    pub fn is_bound_to(&self, driver: &CStr) -> bool {
+        // SAFETY: we hold a reference; `dev.driver` is null or a registered driver whose name
+        // is a static C string.
+        unsafe {
+            let drv = (*self.pdev).dev.driver;
+            !drv.is_null() && CStr::from_char_ptr((*drv).name).as_bytes() == driver.as_bytes()
+        }
+    }
+
+    /// Enable the device and take ownership of `bar`'s region (fails with EBUSY if a driver
+    /// owns it). Undone on drop.
+    pub fn claim(&mut self, bar: u32, owner: &'static CStr) -> Result {
+        // SAFETY: we hold a reference to the device.
+        to_result(unsafe { bindings::pci_enable_device(self.pdev) })?;
+        // SAFETY: as above; `owner` is a static string the resource tree may keep.
+        let r = unsafe { bindings::pci_request_region(self.pdev, bar as c_int, owner.as_char_ptr()) };
+        if r != 0 {
+            // SAFETY: enabled just above.
+            unsafe { bindings::pci_disable_device(self.pdev) };
+            return Err(EBUSY);
+        }
+        self.claimed_bar = Some(bar);
+        Ok(())
+    }
+
+    /// Map `len` bytes of memory BAR `bar` at `offset`.
+    pub fn map(&self, bar: u32, offset: u64, len: usize) -> Result<IoPage> {
+        let (_, size) = self.mem_bar(bar).ok_or(ENODEV)?;
+        if offset % 4 != 0 || offset.checked_add(len as u64).map_or(true, |end| end > size) {
+            return Err(EINVAL);
+        }
+        // SAFETY: we hold a reference; offset + len lies inside the memory BAR.
+        let base = unsafe {
+            bindings::pci_iomap_range(self.pdev, bar as c_int, offset as c_ulong, len as c_ulong)
+        };
+        if base.is_null() {
+            return Err(ENOMEM);
+        }
+        // The mapping holds its own device reference, so it may outlive `self`.
+        // SAFETY: `pdev` is valid; IoPage::drop puts this reference.
+        unsafe { bindings::pci_dev_get(self.pdev) };
+        Ok(IoPage {
+            base: base.cast(),
+            len,
+            pdev: self.pdev,
+        })
+    }
+}
+
+impl Drop for PciDev {
+    fn drop(&mut self) {
+        if let Some(bar) = self.claimed_bar {
+            // SAFETY: claimed in `claim`, released exactly once here.
+            unsafe {
+                bindings::pci_release_region(self.pdev, bar as c_int);
+                bindings::pci_disable_device(self.pdev);
+            }
+        }
+        // SAFETY: drops the reference taken in `find_all`.
+        unsafe { bindings::pci_dev_put(self.pdev) };
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delays
+// ---------------------------------------------------------------------------------------------
+
+/// Busy-wait `ns` nanoseconds (never sleeps: callable under a spinlock and from io_uring's
+/// non-blocking issue path).
+pub fn ndelay(ns: u32) {
+    if ns > 0 {
+        // SAFETY: __ndelay only spins.
+        unsafe { bindings::__ndelay(ns as c_ulong) };
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Module parameters (6.12's `module!` has none)
+// ---------------------------------------------------------------------------------------------
+
+/// Storage for one parameter: written by the kernel while loading the module, before `init`,
+/// read-only afterwards (the sysfs mode is 0444).
+#[repr(transparent)]
+pub struct ParamCell<T>(UnsafeCell<T>);
+
+// SAFETY: the only write happens while the module loads, before any reader can exist.
+unsafe impl<T> Sync for ParamCell<T> {}
+
+impl<T: Copy> ParamCell<T> {
+    /// A parameter with default `v`.
+    pub const fn new(v: T) -> Self {
+        Self(UnsafeCell::new(v))
+    }
+    /// The value given at load time (or the default).
+    pub fn get(&self) -> T {
+        // SAFETY: see the Sync impl: no writer exists once code can call this.
+        unsafe { *self.0.get() }
+    }
+    /// For the `kernel_param` entry.
+    pub const fn as_arg(&self) -> *mut core::ffi::c_void {
+        self.0.get().cast()
+    }
+}
+
+/// A `struct kernel_param` in the `__param` section, as `module_param()` emits it in C.
+#[repr(transparent)]
+pub struct KernelParam(pub bindings::kernel_param);
+
+// SAFETY: the entry is immutable; its pointers refer to statics.
+unsafe impl Sync for KernelParam {}
+
+// The module object is opaque to Rust and only ever used by address, as `module!` does.
+#[allow(improper_ctypes)]
+extern "C" {
+    /// The module object the loader fills in (`THIS_MODULE` in C).
+    pub static __this_module: Opaque<bindings::module>;
+}
+
+/// `module_param!(NAME: type = default, ops, "typename", "description")`: a 0444 parameter.
+#[macro_export]
+macro_rules! module_param {
+    ($name:ident : $ty:ty = $default:expr, $ops:ident, $typename:literal, $desc:literal) => {
+        #[allow(non_upper_case_globals)]
+        #[doc = $desc]
+        pub static $name: $crate::sys::ParamCell<$ty> = $crate::sys::ParamCell::new($default);
+        const _: () = {
+            #[link_section = "__param"]
+            #[used]
+            static PARAM: $crate::sys::KernelParam = $crate::sys::KernelParam(
+                kernel::bindings::kernel_param {
+                    name: kernel::c_str!(stringify!($name)).as_char_ptr(),
+                    // SAFETY: only the address of the loader-provided module object is taken.
+                    mod_: unsafe { $crate::sys::__this_module.get() },
+                    ops: core::ptr::addr_of!(kernel::bindings::$ops),
+                    perm: 0o444,
+                    level: -1,
+                    flags: 0,
+                    __bindgen_anon_1: kernel::bindings::kernel_param__bindgen_ty_1 {
+                        arg: $name.as_arg(),
+                    },
+                },
+            );
+            #[link_section = ".modinfo"]
+            #[used]
+            static PARM: [u8; concat!("parm=", stringify!($name), ":", $desc, "\0").len()] =
+                *$crate::sys::bytes(concat!("parm=", stringify!($name), ":", $desc, "\0"));
+            #[link_section = ".modinfo"]
+            #[used]
+            static PARMTYPE: [u8; concat!("parmtype=", stringify!($name), ":", $typename, "\0")
+                .len()] = *$crate::sys::bytes(concat!(
+                "parmtype=",
+                stringify!($name),
+                ":",
+                $typename,
+                "\0"
+            ));
+        };
+    };
+}
+
+/// A `&str` as a byte array reference of its exact length (for `.modinfo` entries).
+pub const fn bytes<const N: usize>(s: &str) -> &[u8; N] {
+    assert!(s.len() == N);
+    // SAFETY: the length was just checked; [u8; N] has the layout of N bytes.
+    unsafe { &*s.as_ptr().cast::<[u8; N]>() }
+}
