@@ -112,7 +112,7 @@ impl PciTest {
         let regs = dev.map(EDU_BAR, 0, 4096)?;
         let id = regs.readl(EDU_IDENT)?;
         if id & 0xff != 0xed {
-            pr_err!("hdp_flush: device 1234:11e8 is not an edu device (ident {:#x})\n", id);
+            pr_err!("device 1234:11e8 is not an edu device (ident {:#x})\n", id);
             return Err(ENODEV);
         }
         let ident = dev.ident();
@@ -226,7 +226,7 @@ impl Amdgpu {
         let ident = dev.ident();
         if !dev.is_bound_to(c_str!("amdgpu")) {
             pr_warn!(
-                "hdp_flush: {}: not bound to amdgpu; its HDP registers are not set up, skipped\n",
+                "{}: not bound to amdgpu; its HDP registers are not set up, skipped\n",
                 crate::name_str(&ident.name)
             );
             return Err(ENODEV);

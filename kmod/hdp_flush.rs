@@ -247,7 +247,7 @@ impl MiscHandler for HdpFlush {
 fn check_params() -> Result {
     if sim_devices.get() > MAX_SIM_DEVICES {
         pr_err!(
-            "hdp_flush: sim_devices={} is out of range 0-{}\n",
+            "sim_devices={} is out of range 0-{}\n",
             sim_devices.get(),
             MAX_SIM_DEVICES
         );
@@ -255,7 +255,7 @@ fn check_params() -> Result {
     }
     if sim_delay_ns.get() > MAX_SIM_DELAY_NS {
         pr_err!(
-            "hdp_flush: sim_delay_ns={} is out of range 0-{}\n",
+            "sim_delay_ns={} is out of range 0-{}\n",
             sim_delay_ns.get(),
             MAX_SIM_DELAY_NS
         );
@@ -267,7 +267,7 @@ fn check_params() -> Result {
         ("amdgpu_invalidate_offset", amdgpu_invalidate_offset.get()),
     ] {
         if v != u64::MAX && v % 4 != 0 {
-            pr_err!("hdp_flush: {}={:#x} is not 4-byte aligned\n", name, v);
+            pr_err!("{}={:#x} is not 4-byte aligned\n", name, v);
             return Err(EINVAL);
         }
     }
@@ -297,7 +297,7 @@ fn discover() -> Result<KVec<Device>> {
     let mut devices = KVec::new();
     for i in 0..sim_devices.get() {
         devices.push(Device::new(AnyBackend::Sim(Sim::new(i, sim_delay_ns.get())))?, GFP_KERNEL)?;
-        pr_info!("hdp_flush: device {}: sim{} (round trip {} ns)\n", devices.len() - 1, i, sim_delay_ns.get());
+        pr_info!("device {}: sim{} (round trip {} ns)\n", devices.len() - 1, i, sim_delay_ns.get());
     }
     if pcitest.get() {
         for dev in PciDev::find_all(backend::EDU_VENDOR, backend::EDU_DEVICE)? {
@@ -305,9 +305,9 @@ fn discover() -> Result<KVec<Device>> {
             match PciTest::probe(dev) {
                 Ok(b) => {
                     devices.push(Device::new(AnyBackend::PciTest(b))?, GFP_KERNEL)?;
-                    pr_info!("hdp_flush: device {}: pcitest {} (QEMU edu, BAR0 liveness register)\n", devices.len() - 1, name_str(&name));
+                    pr_info!("device {}: pcitest {} (QEMU edu, BAR0 liveness register)\n", devices.len() - 1, name_str(&name));
                 }
-                Err(e) => pr_warn!("hdp_flush: pcitest {}: not used ({:?})\n", name_str(&name), e),
+                Err(e) => pr_warn!("pcitest {}: not used ({:?})\n", name_str(&name), e),
             }
         }
     }
@@ -315,18 +315,18 @@ fn discover() -> Result<KVec<Device>> {
         let gpus = Amdgpu::find()?;
         if !gpus.is_empty() {
             match amdgpu_offsets() {
-                Err(why) => pr_warn!("hdp_flush: {} AMD GPU(s) not served: {}\n", gpus.len(), why),
+                Err(why) => pr_warn!("{} AMD GPU(s) not served: {}\n", gpus.len(), why),
                 Ok(offsets) => {
                     for dev in gpus {
                         let name = dev.ident().name;
                         match Amdgpu::probe(dev, offsets) {
                             Ok(b) => {
                                 devices.push(Device::new(AnyBackend::Amdgpu(b))?, GFP_KERNEL)?;
-                                pr_info!("hdp_flush: device {}: amdgpu {} (flush register at {:#x}, post read at {:#x}, invalidate {})\n",
+                                pr_info!("device {}: amdgpu {} (flush register at {:#x}, post read at {:#x}, invalidate {})\n",
                                     devices.len() - 1, name_str(&name), offsets.flush, offsets.post,
                                     if offsets.invalidate.is_some() { "set" } else { "unset" });
                             }
-                            Err(e) => pr_warn!("hdp_flush: amdgpu {}: not used ({:?})\n", name_str(&name), e),
+                            Err(e) => pr_warn!("amdgpu {}: not used ({:?})\n", name_str(&name), e),
                         }
                     }
                 }
@@ -347,7 +347,7 @@ impl kernel::Module for HdpFlushModule {
         let count = devices.len();
         let dev = MiscDevice::register(c_str!("hdp_flush"), 0o660, module, HdpFlush { devices })?;
         pr_info!(
-            "hdp_flush: /dev/hdp_flush ready: uAPI {}.{}, {} device(s), PAGE_SIZE {}\n",
+            "/dev/hdp_flush ready: uAPI {}.{}, {} device(s), PAGE_SIZE {}\n",
             HDP_FLUSH_API_MAJOR,
             HDP_FLUSH_API_MINOR,
             count,
@@ -359,6 +359,6 @@ impl kernel::Module for HdpFlushModule {
 
 impl Drop for HdpFlushModule {
     fn drop(&mut self) {
-        pr_info!("hdp_flush: unloaded\n");
+        pr_info!("unloaded\n");
     }
 }

@@ -1,0 +1,739 @@
+//! Guest tests: run inside the QEMU guest that `cargo xtask vm-test` boots, as root, with
+//! `hdp_flush.ko` loaded and QEMU's `edu` device present. Prints one line per test and a
+//! closing `guest: N passed, M failed` line that xtask checks.
+//!
+//! Built static (`+crt-static`) so it runs in a busybox initramfs.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use io_uring::{opcode, types, IoUring};
+use libflush::device::{backend_name, device_name, HdpFlushDevice};
+use libflush::uapi::*;
+use libflush::{Error, Flush, Ioctl, StrategyKind, Uring, UringConfig};
+use nix::errno::Errno;
+
+type TestResult = Result<(), String>;
+
+/// Raw ioctls for inputs the typed handle refuses to build (bad flags, pointers, numbers).
+mod raw {
+    use libflush::uapi::*;
+    nix::ioctl_read_bad!(version, HDP_FLUSH_IOC_VERSION, HdpFlushVersion);
+    nix::ioctl_write_ptr_bad!(flush, HDP_FLUSH_IOC_FLUSH, HdpFlushRequest);
+    nix::ioctl_write_ptr_bad!(invalidate, HDP_FLUSH_IOC_INVALIDATE, HdpFlushRequest);
+    nix::ioctl_readwrite_bad!(device_info, HDP_FLUSH_IOC_DEVICE_INFO, HdpFlushDeviceInfo);
+    nix::ioctl_readwrite_bad!(stats, HDP_FLUSH_IOC_STATS, HdpFlushStats);
+    // Our magic, a number we do not define.
+    nix::ioctl_none_bad!(unknown_nr, nix::request_code_none!(b'H', 0xAF));
+    // FLUSH's number with the wrong size encoded: a different command.
+    nix::ioctl_write_ptr_bad!(
+        flush_wrong_size,
+        nix::request_code_write!(b'H', 0xA3, 8),
+        u64
+    );
+}
+
+const MODULE_PATH: &str = "/hdp_flush.ko";
+
+fn ensure(cond: bool, msg: impl FnOnce() -> String) -> TestResult {
+    if cond {
+        Ok(())
+    } else {
+        Err(msg())
+    }
+}
+
+fn errno_of<T: std::fmt::Debug>(r: nix::Result<T>, want: Errno, what: &str) -> TestResult {
+    match r {
+        Err(e) if e == want => Ok(()),
+        other => Err(format!("{what}: expected {want}, got {other:?}")),
+    }
+}
+
+fn dev() -> Result<HdpFlushDevice, String> {
+    HdpFlushDevice::open_default().map_err(|e| e.to_string())
+}
+
+fn stats(d: &HdpFlushDevice, index: u32, reset: bool) -> Result<HdpFlushStats, String> {
+    let flags = if reset { HDP_FLUSH_STATS_F_RESET } else { 0 };
+    d.stats(index, flags).map_err(|e| e.to_string())
+}
+
+/// Indices of devices with `backend`.
+fn devices_with(d: &HdpFlushDevice, backend: u32) -> Result<Vec<u32>, String> {
+    let mut v = Vec::new();
+    for i in 0..d.version().num_devices {
+        if d.device_info(i).map_err(|e| e.to_string())?.backend == backend {
+            v.push(i);
+        }
+    }
+    Ok(v)
+}
+
+fn sh(cmd: &str, args: &[&str]) -> Result<std::process::Output, String> {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {cmd}: {e}"))
+}
+
+fn page_size() -> u32 {
+    libflush::select::page_size() as u32
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn version_reports_api_devices_page_size_and_features() -> TestResult {
+    let v = dev()?.version();
+    ensure(v.api_major == HDP_FLUSH_API_MAJOR, || format!("{v:?}"))?;
+    ensure(v.num_devices >= 2, || {
+        format!("sim + pcitest expected: {v:?}")
+    })?;
+    ensure(v.page_size == page_size(), || format!("page size {v:?}"))?;
+    let want = HDP_FLUSH_FEAT_URING_CMD | HDP_FLUSH_FEAT_COALESCE;
+    ensure(v.features & want == want, || format!("features {v:?}"))?;
+    ensure(v.reserved == [0; 2], || format!("reserved {v:?}"))
+}
+
+fn device_info_describes_sim_and_pcitest_devices() -> TestResult {
+    let d = dev()?;
+    let mut seen = (false, false);
+    for i in 0..d.version().num_devices {
+        let info = d.device_info(i).map_err(|e| e.to_string())?;
+        let name = device_name(&info);
+        println!("  device {i}: {} {name}", backend_name(info.backend));
+        ensure(
+            info.index == i && info.flags == 0 && info.reserved == [0; 2],
+            || format!("{info:?}"),
+        )?;
+        match info.backend {
+            HDP_FLUSH_BACKEND_SIM => {
+                seen.0 = true;
+                ensure(name.starts_with("sim") && info.vendor == 0, || {
+                    format!("{info:?}")
+                })?;
+            }
+            HDP_FLUSH_BACKEND_PCITEST => {
+                seen.1 = true;
+                ensure(info.vendor == 0x1234 && info.device == 0x11e8, || {
+                    format!("{info:?}")
+                })?;
+                let sysfs = Path::new("/sys/bus/pci/devices").join(&name);
+                ensure(sysfs.exists(), || format!("{} missing", sysfs.display()))?;
+                let bdf = (
+                    info.pci_bdf >> 8,
+                    (info.pci_bdf >> 3) & 0x1f,
+                    info.pci_bdf & 7,
+                );
+                let expect = format!(
+                    "{:04x}:{:02x}:{:02x}.{}",
+                    info.pci_domain, bdf.0, bdf.1, bdf.2
+                );
+                ensure(name == expect, || {
+                    format!("name {name} vs location {expect}")
+                })?;
+            }
+            other => return Err(format!("unexpected backend {other}")),
+        }
+    }
+    ensure(seen == (true, true), || {
+        format!("sim/pcitest seen: {seen:?}")
+    })
+}
+
+fn flush_and_invalidate_work_on_every_backend() -> TestResult {
+    let d = dev()?;
+    for i in 0..d.version().num_devices {
+        stats(&d, i, true)?;
+        for flags in [
+            0,
+            HDP_FLUSH_F_SYNC,
+            HDP_FLUSH_F_SYNC | HDP_FLUSH_F_NO_COALESCE,
+        ] {
+            d.flush(i, flags)
+                .map_err(|e| format!("device {i} flags {flags}: {e}"))?;
+        }
+        d.invalidate(i).map_err(|e| format!("device {i}: {e}"))?;
+        let s = stats(&d, i, false)?;
+        let counts = (
+            s.flush_requests,
+            s.hw_flushes,
+            s.coalesced,
+            s.invalidates,
+            s.errors,
+        );
+        ensure(counts == (3, 3, 0, 1, 0), || format!("device {i}: {s:?}"))?;
+    }
+    Ok(())
+}
+
+fn stats_reset_zeroes_the_counters() -> TestResult {
+    let d = dev()?;
+    d.flush(0, 0).map_err(|e| e.to_string())?;
+    let before = stats(&d, 0, true)?;
+    ensure(before.flush_requests > 0, || format!("{before:?}"))?;
+    let after = stats(&d, 0, false)?;
+    ensure(after.flush_requests == 0 && after.hw_flushes == 0, || {
+        format!("{after:?}")
+    })
+}
+
+fn ioctl_strategy_flushes_every_device_and_is_selected() -> TestResult {
+    let n = dev()?.version().num_devices;
+    for i in 0..n {
+        for flags in [0, HDP_FLUSH_F_SYNC] {
+            let s = Ioctl::open(i, flags).map_err(|e| e.to_string())?;
+            s.flush().map_err(|e| e.to_string())?;
+            s.invalidate().map_err(|e| e.to_string())?;
+        }
+    }
+    let probe = libflush::probe();
+    ensure(probe.availability(StrategyKind::Ioctl).is_ready(), || {
+        format!("{probe:?}")
+    })?;
+    let sel = probe.selected.map_err(|e| e.to_string())?;
+    ensure(sel.kind == StrategyKind::Ioctl, || {
+        format!("selected {sel:?}")
+    })
+}
+
+fn uring_strategy_runs_batches_of_1_to_128_on_every_device() -> TestResult {
+    let d = dev()?;
+    for i in 0..d.version().num_devices {
+        for batch in [1u32, 2, 8, 32, 64, 128] {
+            let ring = Uring::open(UringConfig {
+                device: i,
+                entries: batch,
+                ..UringConfig::default()
+            })
+            .map_err(|e| e.to_string())?;
+            stats(&d, i, true)?;
+            // Three rings' worth: also crosses the per-enter limit.
+            let count = batch as usize * 3;
+            ring.flush_batch(count)
+                .map_err(|e| format!("device {i} batch {batch}: {e}"))?;
+            ring.invalidate().map_err(|e| e.to_string())?;
+            let s = stats(&d, i, false)?;
+            ensure(
+                s.flush_requests == count as u64 && s.invalidates == 1,
+                || format!("device {i} batch {batch}: {s:?}"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn uring_strategy_works_with_sqpoll() -> TestResult {
+    let d = dev()?;
+    let ring = Uring::open(UringConfig {
+        entries: 32,
+        sqpoll_idle_ms: Some(20),
+        flags: HDP_FLUSH_F_SYNC,
+        ..UringConfig::default()
+    })
+    .map_err(|e| e.to_string())?;
+    stats(&d, 0, true)?;
+    for _ in 0..10 {
+        ring.flush_batch(32).map_err(|e| e.to_string())?;
+    }
+    let s = stats(&d, 0, false)?;
+    ensure(s.flush_requests == 320 && s.errors == 0, || {
+        format!("{s:?}")
+    })
+}
+
+/// Eight threads flushing one device at once: every request completes, the counters add up,
+/// and coalescing saves hardware flushes.
+fn stats_stay_consistent_after_an_8_thread_storm() -> TestResult {
+    const THREADS: u64 = 8;
+    const EACH: u64 = 3000;
+    let d = dev()?;
+    let sim = *devices_with(&d, HDP_FLUSH_BACKEND_SIM)?
+        .first()
+        .ok_or("no sim device")?;
+    stats(&d, sim, true)?;
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                s.spawn(move || -> Result<(), String> {
+                    // Half the threads use io_uring: both paths share the coalescer.
+                    if t % 2 == 0 {
+                        let f = Ioctl::open(sim, HDP_FLUSH_F_SYNC).map_err(|e| e.to_string())?;
+                        (0..EACH)
+                            .try_for_each(|_| f.flush())
+                            .map_err(|e| e.to_string())
+                    } else {
+                        let f = Uring::open(UringConfig {
+                            device: sim,
+                            flags: HDP_FLUSH_F_SYNC,
+                            entries: 1,
+                            ..UringConfig::default()
+                        })
+                        .map_err(|e| e.to_string())?;
+                        (0..EACH)
+                            .try_for_each(|_| f.flush())
+                            .map_err(|e| e.to_string())
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| {
+                h.join()
+                    .map_err(|_| "thread panicked".to_string())
+                    .and_then(|r| r)
+                    .err()
+            })
+            .collect()
+    });
+    ensure(failures.is_empty(), || failures.join("; "))?;
+    let s = stats(&d, sim, false)?;
+    println!(
+        "  {} requests, {} hardware flushes, {} coalesced",
+        s.flush_requests, s.hw_flushes, s.coalesced
+    );
+    ensure(s.flush_requests == THREADS * EACH, || {
+        format!("requests: {s:?}")
+    })?;
+    ensure(s.hw_flushes + s.coalesced == s.flush_requests, || {
+        format!("sum: {s:?}")
+    })?;
+    ensure(s.hw_flushes <= s.flush_requests && s.errors == 0, || {
+        format!("{s:?}")
+    })
+}
+
+fn bad_ioctls_get_enotty_einval_efault_enodev() -> TestResult {
+    let d = dev()?;
+    let fd = d.as_fd_raw();
+    let n = d.version().num_devices;
+    // SAFETY (all below): each call passes either a valid pointer to a local of the right
+    // type, or a deliberately bad address the kernel must reject with EFAULT without touching.
+    unsafe {
+        errno_of(raw::unknown_nr(fd), Errno::ENOTTY, "unknown command number")?;
+        let r8: u64 = 0;
+        errno_of(
+            raw::flush_wrong_size(fd, &r8),
+            Errno::ENOTTY,
+            "FLUSH with wrong size",
+        )?;
+        let req = |device, flags, reserved| HdpFlushRequest {
+            device,
+            flags,
+            reserved,
+        };
+        errno_of(
+            raw::flush(fd, &req(0, 0x80, 0)),
+            Errno::EINVAL,
+            "unknown FLUSH flag",
+        )?;
+        errno_of(
+            raw::flush(fd, &req(0, 1 << 31, 0)),
+            Errno::EINVAL,
+            "high FLUSH flag",
+        )?;
+        errno_of(
+            raw::flush(fd, &req(0, 0, 1)),
+            Errno::EINVAL,
+            "FLUSH reserved",
+        )?;
+        errno_of(
+            raw::flush(fd, &req(n, 0, 0)),
+            Errno::ENODEV,
+            "FLUSH device == count",
+        )?;
+        errno_of(
+            raw::flush(fd, &req(u32::MAX, 0, 0)),
+            Errno::ENODEV,
+            "FLUSH device max",
+        )?;
+        errno_of(
+            raw::invalidate(fd, &req(0, HDP_FLUSH_F_SYNC, 0)),
+            Errno::EINVAL,
+            "INVALIDATE flag",
+        )?;
+        errno_of(
+            raw::invalidate(fd, &req(0, 0, 7)),
+            Errno::EINVAL,
+            "INVALIDATE reserved",
+        )?;
+        errno_of(
+            raw::invalidate(fd, &req(n, 0, 0)),
+            Errno::ENODEV,
+            "INVALIDATE device",
+        )?;
+        errno_of(
+            raw::flush(fd, 0x10 as *const _),
+            Errno::EFAULT,
+            "FLUSH bad pointer",
+        )?;
+        errno_of(
+            raw::flush(fd, std::ptr::null()),
+            Errno::EFAULT,
+            "FLUSH null",
+        )?;
+        errno_of(
+            raw::version(fd, 0x10 as *mut _),
+            Errno::EFAULT,
+            "VERSION bad pointer",
+        )?;
+        errno_of(
+            raw::stats(fd, 0x10 as *mut _),
+            Errno::EFAULT,
+            "STATS bad pointer",
+        )?;
+        // Kernel addresses are not user memory either.
+        let kaddr = usize::MAX & !0xfff;
+        errno_of(
+            raw::device_info(fd, kaddr as *mut _),
+            Errno::EFAULT,
+            "DEVICE_INFO kernel address",
+        )?;
+        let mut info = HdpFlushDeviceInfo {
+            index: n,
+            ..Default::default()
+        };
+        errno_of(
+            raw::device_info(fd, &mut info),
+            Errno::ENODEV,
+            "DEVICE_INFO index",
+        )?;
+        let mut info = HdpFlushDeviceInfo {
+            flags: 1,
+            ..Default::default()
+        };
+        errno_of(
+            raw::device_info(fd, &mut info),
+            Errno::EINVAL,
+            "DEVICE_INFO flags",
+        )?;
+        let mut info = HdpFlushDeviceInfo {
+            reserved: [0, 1],
+            ..Default::default()
+        };
+        errno_of(
+            raw::device_info(fd, &mut info),
+            Errno::EINVAL,
+            "DEVICE_INFO reserved",
+        )?;
+        let mut st = HdpFlushStats {
+            flags: 0x4,
+            ..Default::default()
+        };
+        errno_of(raw::stats(fd, &mut st), Errno::EINVAL, "STATS flags")?;
+        let mut st = HdpFlushStats {
+            device: n,
+            ..Default::default()
+        };
+        errno_of(raw::stats(fd, &mut st), Errno::ENODEV, "STATS device")?;
+    }
+    // A refused request never reached the backend: it is not a backend error.
+    let s = stats(&d, 0, false)?;
+    ensure(s.errors == 0, || {
+        format!("validation failures counted as errors: {s:?}")
+    })
+}
+
+fn bad_uring_cmds_complete_with_the_same_errors() -> TestResult {
+    let d = dev()?;
+    let fd = d.as_fd_raw();
+    let n = d.version().num_devices;
+    let mut ring = IoUring::new(8).map_err(|e| e.to_string())?;
+    let cases: [(u32, HdpFlushRequest, Errno, &str); 7] = [
+        (
+            HDP_FLUSH_IOC_NOP,
+            HdpFlushRequest::new(0, 0),
+            Errno::ENOTTY,
+            "NOP is ioctl-only",
+        ),
+        (
+            HDP_FLUSH_IOC_STATS,
+            HdpFlushRequest::new(0, 0),
+            Errno::ENOTTY,
+            "STATS is ioctl-only",
+        ),
+        (
+            0xdead_beef,
+            HdpFlushRequest::new(0, 0),
+            Errno::ENOTTY,
+            "unknown cmd_op",
+        ),
+        (
+            HDP_FLUSH_IOC_FLUSH,
+            HdpFlushRequest::new(0, 0x40),
+            Errno::EINVAL,
+            "unknown flag",
+        ),
+        (
+            HDP_FLUSH_IOC_FLUSH,
+            HdpFlushRequest {
+                reserved: 9,
+                ..HdpFlushRequest::new(0, 0)
+            },
+            Errno::EINVAL,
+            "reserved",
+        ),
+        (
+            HDP_FLUSH_IOC_FLUSH,
+            HdpFlushRequest::new(n, 0),
+            Errno::ENODEV,
+            "device",
+        ),
+        (
+            HDP_FLUSH_IOC_INVALIDATE,
+            HdpFlushRequest::new(0, HDP_FLUSH_F_SYNC),
+            Errno::EINVAL,
+            "INVALIDATE flag",
+        ),
+    ];
+    for (op, req, want, what) in cases {
+        let sqe = opcode::UringCmd16::new(types::Fd(fd), op)
+            .cmd(req.to_cmd_bytes())
+            .build();
+        // SAFETY: the SQE references no memory; its request is inline.
+        unsafe { ring.submission().push(&sqe) }.map_err(|e| e.to_string())?;
+        ring.submit_and_wait(1).map_err(|e| e.to_string())?;
+        let cqe = ring.completion().next().ok_or("no completion")?;
+        ensure(cqe.result() == -(want as i32), || {
+            format!("{what}: expected -{want}, got {}", cqe.result())
+        })?;
+    }
+    Ok(())
+}
+
+fn dummy_page_flushes_through_the_edu_bar_via_sysfs() -> TestResult {
+    let d = dev()?;
+    let pci = *devices_with(&d, HDP_FLUSH_BACKEND_PCITEST)?
+        .first()
+        .ok_or("no edu device")?;
+    let name = device_name(&d.device_info(pci).map_err(|e| e.to_string())?);
+    let resource = PathBuf::from(format!("/sys/bus/pci/devices/{name}/resource0"));
+    // 64K into the 1 MiB BAR: page-aligned for 4K and 64K kernels, clear of edu's registers.
+    let f = libflush::open_mapped(StrategyKind::DummyPage, &resource, 0x10000)
+        .map_err(|e| e.to_string())?;
+    ensure(!f.backing().is_stand_in(), || format!("{:?}", f.backing()))?;
+    let t = Instant::now();
+    for _ in 0..1000 {
+        f.flush().map_err(|e| e.to_string())?;
+    }
+    println!(
+        "  1000 dummy-page flushes on {} in {:?}",
+        resource.display(),
+        t.elapsed()
+    );
+    Ok(())
+}
+
+fn hdpflush_bench_runs_ioctl_and_uring_in_the_guest() -> TestResult {
+    let out = sh(
+        "/hdpflush",
+        &[
+            "bench",
+            "-s",
+            "ioctl,uring",
+            "--batch",
+            "1,32",
+            "-n",
+            "3000",
+            "--warmup",
+            "300",
+            "--quiet",
+            "--out-dir",
+            "/tmp/bench",
+        ],
+    )?;
+    let table = String::from_utf8_lossy(&out.stdout);
+    for line in table.lines() {
+        println!("  | {line}");
+    }
+    ensure(out.status.success(), || {
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    })?;
+    for row in [
+        "ioctl (posted)",
+        "ioctl (sync)",
+        "uring (batch 1)",
+        "uring (batch 32)",
+        "ioctl NOP",
+    ] {
+        ensure(table.contains(row), || format!("row `{row}` missing"))?;
+    }
+    ensure(Path::new("/tmp/bench/bench.json").exists(), || {
+        "no bench.json".into()
+    })
+}
+
+fn rmmod_is_refused_while_a_file_is_open_then_reload_works() -> TestResult {
+    let held = File::open("/dev/hdp_flush").map_err(|e| e.to_string())?;
+    let out = sh("rmmod", &["hdp_flush"])?;
+    ensure(!out.status.success(), || {
+        "rmmod succeeded with /dev/hdp_flush open".into()
+    })?;
+    ensure(Path::new("/dev/hdp_flush").exists(), || {
+        "device vanished".into()
+    })?;
+    // The open file still works.
+    let d = dev()?;
+    d.flush(0, HDP_FLUSH_F_SYNC).map_err(|e| e.to_string())?;
+    drop(d);
+    drop(held);
+
+    let out = sh("rmmod", &["hdp_flush"])?;
+    ensure(out.status.success(), || {
+        format!("rmmod: {}", String::from_utf8_lossy(&out.stderr))
+    })?;
+    ensure(!Path::new("/dev/hdp_flush").exists(), || {
+        "device node left behind".into()
+    })?;
+    match Ioctl::open(0, 0) {
+        Err(Error::DeviceMissing { .. }) => {}
+        Err(other) => return Err(format!("expected DeviceMissing, got {other}")),
+        Ok(_) => return Err("opened a device that is not loaded".into()),
+    }
+
+    let out = sh("insmod", &[MODULE_PATH, "sim_devices=3", "sim_delay_ns=0"])?;
+    ensure(out.status.success(), || {
+        format!("insmod: {}", String::from_utf8_lossy(&out.stderr))
+    })?;
+    let d = dev()?;
+    let sims = devices_with(&d, HDP_FLUSH_BACKEND_SIM)?;
+    ensure(sims.len() == 3, || format!("sim_devices=3 gave {sims:?}"))?;
+    for &i in &sims {
+        d.flush(i, HDP_FLUSH_F_SYNC).map_err(|e| e.to_string())?;
+    }
+    let param = std::fs::read_to_string("/sys/module/hdp_flush/parameters/sim_devices")
+        .map_err(|e| e.to_string())?;
+    ensure(param.trim() == "3", || format!("sysfs parameter: {param}"))?;
+    drop(d);
+    sh("rmmod", &["hdp_flush"])?;
+
+    for bad in [
+        "sim_devices=99",
+        "sim_delay_ns=5000000",
+        "amdgpu_flush_offset=3",
+    ] {
+        let out = sh("insmod", &[MODULE_PATH, bad])?;
+        ensure(!out.status.success(), || format!("insmod accepted {bad}"))?;
+        ensure(!Path::new("/dev/hdp_flush").exists(), || {
+            format!("{bad}: device created")
+        })?;
+    }
+    let out = sh("insmod", &[MODULE_PATH])?;
+    ensure(out.status.success(), || {
+        format!("reload: {}", String::from_utf8_lossy(&out.stderr))
+    })?;
+    dev().map(drop)
+}
+
+/// An io_uring holding the file also pins the module.
+fn rmmod_is_refused_while_an_io_uring_holds_the_device() -> TestResult {
+    let ring = Uring::open(UringConfig::default()).map_err(|e| e.to_string())?;
+    ring.flush().map_err(|e| e.to_string())?;
+    let out = sh("rmmod", &["hdp_flush"])?;
+    ensure(!out.status.success(), || {
+        "rmmod succeeded under a live ring".into()
+    })?;
+    ring.flush().map_err(|e| e.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+
+trait RawFd {
+    fn as_fd_raw(&self) -> i32;
+}
+
+impl RawFd for HdpFlushDevice {
+    fn as_fd_raw(&self) -> i32 {
+        use std::os::fd::AsFd;
+        self.as_fd().as_raw_fd()
+    }
+}
+
+fn main() {
+    let tests: &[(&str, fn() -> TestResult)] = &[
+        (
+            "version_reports_api_devices_page_size_and_features",
+            version_reports_api_devices_page_size_and_features,
+        ),
+        (
+            "device_info_describes_sim_and_pcitest_devices",
+            device_info_describes_sim_and_pcitest_devices,
+        ),
+        (
+            "flush_and_invalidate_work_on_every_backend",
+            flush_and_invalidate_work_on_every_backend,
+        ),
+        (
+            "stats_reset_zeroes_the_counters",
+            stats_reset_zeroes_the_counters,
+        ),
+        (
+            "ioctl_strategy_flushes_every_device_and_is_selected",
+            ioctl_strategy_flushes_every_device_and_is_selected,
+        ),
+        (
+            "uring_strategy_runs_batches_of_1_to_128_on_every_device",
+            uring_strategy_runs_batches_of_1_to_128_on_every_device,
+        ),
+        (
+            "uring_strategy_works_with_sqpoll",
+            uring_strategy_works_with_sqpoll,
+        ),
+        (
+            "stats_stay_consistent_after_an_8_thread_storm",
+            stats_stay_consistent_after_an_8_thread_storm,
+        ),
+        (
+            "bad_ioctls_get_enotty_einval_efault_enodev",
+            bad_ioctls_get_enotty_einval_efault_enodev,
+        ),
+        (
+            "bad_uring_cmds_complete_with_the_same_errors",
+            bad_uring_cmds_complete_with_the_same_errors,
+        ),
+        (
+            "dummy_page_flushes_through_the_edu_bar_via_sysfs",
+            dummy_page_flushes_through_the_edu_bar_via_sysfs,
+        ),
+        (
+            "hdpflush_bench_runs_ioctl_and_uring_in_the_guest",
+            hdpflush_bench_runs_ioctl_and_uring_in_the_guest,
+        ),
+        (
+            "rmmod_is_refused_while_an_io_uring_holds_the_device",
+            rmmod_is_refused_while_an_io_uring_holds_the_device,
+        ),
+        (
+            "rmmod_is_refused_while_a_file_is_open_then_reload_works",
+            rmmod_is_refused_while_a_file_is_open_then_reload_works,
+        ),
+    ];
+    println!(
+        "guest: {} on {} with PAGE_SIZE {}",
+        std::env::consts::ARCH,
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim(),
+        page_size()
+    );
+    let (mut passed, mut failed) = (0, 0);
+    for (name, test) in tests {
+        let t = Instant::now();
+        match test() {
+            Ok(()) => {
+                passed += 1;
+                println!("ok     {name} ({:.0?})", t.elapsed());
+            }
+            Err(why) => {
+                failed += 1;
+                println!("FAILED {name}: {why}");
+            }
+        }
+    }
+    println!("guest: {passed} passed, {failed} failed");
+    std::process::exit(if failed == 0 { 0 } else { 1 });
+}
