@@ -1,36 +1,62 @@
 //! `cargo xtask <command>`: the project's build and test automation.
 //!
-//! `test` is the one command README and CI run: format check, clippy with warnings denied,
-//! and every host test. Each step prints what it runs and how long it took; the first failing
-//! step ends the run with a non-zero exit and a line naming the step.
+//! `test` is the one command README and CI run. Every step prints what it runs and how long it
+//! took; the first failing step ends the run with a non-zero exit and a line naming the step.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+mod kernel;
+mod pins;
+mod run;
+mod setup;
+mod vm;
+
+use std::process::ExitCode;
 use std::time::Instant;
 
-const USAGE: &str = "usage: cargo xtask <command>
+use kernel::Arch;
+use run::{cargo, fail, step, StepResult};
+
+const USAGE: &str = "usage: cargo xtask <command> [options]
 
 commands:
-  test     format check, clippy -D warnings, all host tests (what CI runs)
-  lint     format check and clippy only
-  help     this text";
+  test [--host-only]     fmt check, clippy -D warnings, host tests, then the QEMU guest tests
+                         on x86_64 (4K pages) and arm64 (64K pages). What CI runs.
+  lint                   fmt check and clippy only
+  kernel [ARCH...]       build (or reuse) the test kernels; installs what is missing
+  kmod [ARCH...]         build hdp_flush.ko against the test kernels (no warnings allowed)
+  vm-test [ARCH...]      build kernel, module and static guest binaries, boot QEMU, run the
+                         guest tests
+  help                   this text
 
-/// A failed step: what it was, and why.
-struct Failure {
-    step: String,
-    why: String,
-}
+ARCH is x86_64 or arm64 (default: both). Builds are cached in $HDPFLUSH_CACHE
+(default ~/.cache/hdpflush), keyed by kernel source, config fragments, bindings patch and
+toolchain pins; a second run reuses them.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("test") => test(),
-        Some("lint") => lint(),
-        Some("help" | "-h" | "--help") | None => {
+    let (command, rest) = match args.split_first() {
+        Some((c, r)) => (c.as_str(), r),
+        None => ("help", &[][..]),
+    };
+    let result = match command {
+        "test" => test(rest),
+        "lint" => lint(),
+        "kernel" => arches(rest).and_then(|a| {
+            a.into_iter()
+                .try_for_each(|a| kernel::ensure_kernel(a).map(drop))
+        }),
+        "kmod" => arches(rest).and_then(|a| {
+            a.into_iter().try_for_each(|a| {
+                let ko = kernel::build_kmod(&kernel::ensure_kernel(a)?)?;
+                eprintln!("==> {}", ko.display());
+                Ok(())
+            })
+        }),
+        "vm-test" => arches(rest).and_then(|a| a.into_iter().try_for_each(vm::vm_test)),
+        "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
         }
-        Some(other) => {
+        other => {
             eprintln!("xtask: unknown command `{other}`\n\n{USAGE}");
             return ExitCode::from(2);
         }
@@ -44,50 +70,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
-fn cargo() -> Command {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(workspace_root());
-    cmd
-}
-
-/// Run `cmd` as step `name`, streaming its output, timing it.
-fn step(name: &str, mut cmd: Command) -> Result<(), Failure> {
-    let shown = format!(
-        "{} {}",
-        cmd.get_program().to_string_lossy(),
-        cmd.get_args()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    eprintln!("==> {name}: {shown}");
-    let started = Instant::now();
-    let status = cmd.status().map_err(|e| Failure {
-        step: name.into(),
-        why: format!("cannot run `{shown}`: {e}"),
-    })?;
-    let secs = started.elapsed().as_secs_f64();
-    if !status.success() {
-        return Err(Failure {
-            step: name.into(),
-            why: format!("`{shown}` exited with {status} after {secs:.1} s"),
-        });
+fn arches(args: &[String]) -> StepResult<Vec<Arch>> {
+    if args.is_empty() {
+        return Ok(Arch::ALL.to_vec());
     }
-    eprintln!("==> {name}: ok ({secs:.1} s)");
-    Ok(())
+    args.iter()
+        .map(|a| {
+            Arch::parse(a).ok_or_else(|| {
+                fail(
+                    "arguments",
+                    format!("unknown arch `{a}`: use x86_64 or arm64"),
+                )
+            })
+        })
+        .collect()
 }
 
-fn lint() -> Result<(), Failure> {
+fn lint() -> StepResult {
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
-    step("fmt", fmt).map_err(|f| Failure {
+    step("fmt", fmt).map_err(|f| run::Failure {
         why: format!("{}; run `cargo fmt --all` to fix", f.why),
         ..f
     })?;
@@ -104,12 +106,27 @@ fn lint() -> Result<(), Failure> {
     step("clippy", clippy)
 }
 
-fn test() -> Result<(), Failure> {
+fn test(args: &[String]) -> StepResult {
+    let host_only = match args {
+        [] => false,
+        [a] if a == "--host-only" => true,
+        _ => {
+            return Err(fail(
+                "arguments",
+                format!("unexpected {args:?}: test takes only --host-only"),
+            ))
+        }
+    };
     let started = Instant::now();
     lint()?;
     let mut tests = cargo();
     tests.args(["test", "--workspace", "--locked"]);
     step("host tests", tests)?;
+    if !host_only {
+        for arch in Arch::ALL {
+            vm::vm_test(arch)?;
+        }
+    }
     eprintln!(
         "==> all steps passed in {:.1} s",
         started.elapsed().as_secs_f64()

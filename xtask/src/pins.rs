@@ -1,0 +1,40 @@
+//! Every pinned tool and package version, in one place.
+
+/// Debian package with the kernel source tarball.
+pub const KERNEL_SOURCE_PKG: &str = "linux-source-6.12";
+/// Where that package puts the tarball.
+pub const KERNEL_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
+/// The directory the tarball unpacks to.
+pub const KERNEL_TARBALL_DIR: &str = "linux-source-6.12";
+
+/// Debian's Rust for the kernel (it must match `rust-web-src`, which the kernel compiles
+/// `core` from). Pinned by upstream version: any Debian revision of it is accepted.
+pub const RUSTC_WEB_UPSTREAM: &str = "1.85.0";
+/// The LLVM release rustc-web 1.85 is built on; clang/lld of the same release build the kernel.
+pub const LLVM: &str = "19";
+/// bindgen-cli from crates.io (Debian's is too old for the kernel).
+pub const BINDGEN_CLI: &str = "0.69.5";
+
+/// Host packages for building and booting test kernels (rustc-web is added with its pin).
+pub const HOST_PACKAGES: &[&str] = &[
+    "linux-source-6.12",
+    "clang-19",
+    "lld-19",
+    "llvm-19",
+    "libclang-19-dev",
+    "bc",
+    "flex",
+    "bison",
+    "libelf-dev",
+    "cpio",
+    "xz-utils",
+    "busybox-static",
+    "qemu-system-x86",
+    "qemu-system-arm",
+];
+
+/// The rustc-web packages installed at the pinned version.
+pub const RUSTC_WEB_PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "libstd-rust-web-dev"];
+
+/// Extra packages to cross-build static arm64 guest binaries.
+pub const ARM64_CROSS_PACKAGES: &[&str] = &["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"];

@@ -1,0 +1,202 @@
+//! Installing what the kernel and VM steps need: Debian packages (pinned where it matters),
+//! bindgen-cli from crates.io, and the arm64 pieces for the 64K guest.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::pins;
+use crate::run::{command, fail, output, step, StepResult};
+
+/// Where builds are cached: `$HDPFLUSH_CACHE`, else `~/.cache/hdpflush`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HDPFLUSH_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    home.join(".cache/hdpflush")
+}
+
+fn is_root() -> bool {
+    output("id", command("id", &["-u"])).is_ok_and(|s| s.trim() == "0")
+}
+
+/// The installed version of `pkg`, if installed.
+fn installed_version(pkg: &str) -> Option<String> {
+    let mut cmd = Command::new("dpkg-query");
+    cmd.args(["-W", "-f=${db:Status-Abbrev}|${Version}", pkg]);
+    let out = output("dpkg-query", cmd).ok()?;
+    let (status, version) = out.split_once('|')?;
+    status.starts_with("ii").then(|| version.trim().to_owned())
+}
+
+static APT_UPDATED: AtomicBool = AtomicBool::new(false);
+
+fn apt_update(force: bool) -> StepResult {
+    if force || !APT_UPDATED.swap(true, Ordering::SeqCst) {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(["update", "-qq"]);
+        step("apt-get update", cmd)?;
+    }
+    Ok(())
+}
+
+/// Install `specs` (`name` or `name=version`) unless already there.
+fn apt_install(what: &str, specs: &[String]) -> StepResult {
+    if specs.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        return Err(fail(
+            what,
+            format!(
+                "missing packages; install them with: sudo apt-get install {}",
+                specs.join(" ")
+            ),
+        ));
+    }
+    apt_update(false)?;
+    let mut cmd = Command::new("apt-get");
+    cmd.env("DEBIAN_FRONTEND", "noninteractive")
+        .args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "--allow-downgrades",
+        ])
+        .args(specs);
+    step(what, cmd)
+}
+
+/// The Debian revision of rustc-web for the pinned upstream version.
+fn rustc_web_version() -> StepResult<String> {
+    let find = || -> StepResult<Option<String>> {
+        let mut cmd = Command::new("apt-cache");
+        cmd.args(["madison", "rustc-web"]);
+        let out = output("apt-cache madison rustc-web", cmd)?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split('|').nth(1).map(str::trim))
+            .find(|v| v.starts_with(pins::RUSTC_WEB_UPSTREAM))
+            .map(str::to_owned))
+    };
+    if let Some(v) = find()? {
+        return Ok(v);
+    }
+    if is_root() {
+        apt_update(false)?;
+        if let Some(v) = find()? {
+            return Ok(v);
+        }
+    }
+    Err(fail(
+        "rustc-web",
+        format!(
+            "no rustc-web {} revision is offered by apt (see `apt-cache madison rustc-web`); update RUSTC_WEB_UPSTREAM in xtask/src/pins.rs to one that is",
+            pins::RUSTC_WEB_UPSTREAM
+        ),
+    ))
+}
+
+/// Host packages for kernel builds and QEMU, and the pinned Rust toolchain for the kernel.
+pub fn host_tools() -> StepResult {
+    let mut specs: Vec<String> = pins::HOST_PACKAGES
+        .iter()
+        .filter(|p| installed_version(p).is_none())
+        .map(|p| (*p).to_owned())
+        .collect();
+    let have_pinned_rustc = pins::RUSTC_WEB_PACKAGES
+        .iter()
+        .all(|p| installed_version(p).is_some_and(|v| v.starts_with(pins::RUSTC_WEB_UPSTREAM)));
+    if !have_pinned_rustc {
+        let v = rustc_web_version()?;
+        specs.extend(pins::RUSTC_WEB_PACKAGES.iter().map(|p| format!("{p}={v}")));
+    }
+    apt_install("install host packages", &specs)
+}
+
+/// bindgen-cli, installed from crates.io into the cache once.
+pub fn bindgen() -> StepResult<PathBuf> {
+    let root = cache_dir().join(format!("bindgen-{}", pins::BINDGEN_CLI));
+    let bin = root.join("bin/bindgen");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    let mut cmd = crate::run::cargo();
+    cmd.args(["install", "--locked", "--quiet"])
+        .arg(format!("bindgen-cli@{}", pins::BINDGEN_CLI))
+        .arg("--root")
+        .arg(&root);
+    step("install bindgen-cli", cmd)?;
+    Ok(bin)
+}
+
+/// Debian's arm64 Rust std (same pinned version) and the cross linker, for static arm64
+/// guest binaries.
+pub fn arm64_cross() -> StepResult {
+    let foreign = output("dpkg", {
+        let mut c = Command::new("dpkg");
+        c.arg("--print-foreign-architectures");
+        c
+    })?;
+    if !foreign.lines().any(|a| a.trim() == "arm64") {
+        if !is_root() {
+            return Err(fail(
+                "arm64",
+                "run `sudo dpkg --add-architecture arm64` first",
+            ));
+        }
+        let mut cmd = Command::new("dpkg");
+        cmd.args(["--add-architecture", "arm64"]);
+        step("dpkg --add-architecture arm64", cmd)?;
+        apt_update(true)?;
+    }
+    let mut specs: Vec<String> = pins::ARM64_CROSS_PACKAGES
+        .iter()
+        .filter(|p| installed_version(p).is_none())
+        .map(|p| (*p).to_owned())
+        .collect();
+    let std_arm64 = "libstd-rust-web-dev:arm64";
+    if !installed_version(std_arm64).is_some_and(|v| v.starts_with(pins::RUSTC_WEB_UPSTREAM)) {
+        specs.push(format!("{std_arm64}={}", rustc_web_version()?));
+    }
+    apt_install("install arm64 cross packages", &specs)
+}
+
+/// A static arm64 busybox, unpacked into the cache without installing it.
+pub fn busybox_arm64() -> StepResult<PathBuf> {
+    let dir = cache_dir().join("busybox-arm64");
+    let bin = dir.join("bin/busybox");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| fail("busybox arm64", e.to_string()))?;
+    let mut cmd = Command::new("apt-get");
+    cmd.current_dir(&dir)
+        .args(["download", "busybox-static:arm64"]);
+    step("download busybox-static:arm64", cmd)?;
+    let deb = std::fs::read_dir(&dir)
+        .map_err(|e| fail("busybox arm64", e.to_string()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or_else(|| fail("busybox arm64", "apt-get download left no .deb"))?;
+    let mut cmd = Command::new("dpkg-deb");
+    cmd.arg("-x").arg(&deb).arg(&dir);
+    step("unpack busybox-static:arm64", cmd)?;
+    bin.exists()
+        .then_some(bin)
+        .ok_or_else(|| fail("busybox arm64", "the package has no bin/busybox"))
+}
+
+/// The host's static busybox.
+pub fn busybox_host() -> StepResult<PathBuf> {
+    let p = Path::new("/bin/busybox");
+    p.exists().then(|| p.to_path_buf()).ok_or_else(|| {
+        fail(
+            "busybox",
+            "/bin/busybox missing: apt-get install busybox-static",
+        )
+    })
+}

@@ -1,0 +1,217 @@
+//! Guest tests: static guest binaries, an initramfs, a time-bounded QEMU boot, a verdict.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::kernel::{build_kmod, ensure_kernel, Arch};
+use crate::run::{cargo, fail, step, workspace_root, StepResult};
+use crate::setup;
+
+/// A guest that has not powered off by then has hung.
+const DEFAULT_TIMEOUT_S: u64 = 300;
+
+/// Static guest binaries for `arch`: (test binary, hdpflush CLI).
+fn guest_binaries(arch: Arch) -> StepResult<(PathBuf, PathBuf)> {
+    let target_dir = workspace_root().join(format!("target/guest-{}", arch.name()));
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--release",
+        "--locked",
+        "--target",
+        arch.rust_target(),
+    ])
+    .args(["-p", "hdpflush-guest", "-p", "hdpflush"])
+    .env("CARGO_TARGET_DIR", &target_dir)
+    .env("RUSTFLAGS", "-C target-feature=+crt-static");
+    if arch == Arch::Arm64 {
+        // rustup has no arm64 std here; Debian's rustc and arm64 std (same pin as the
+        // kernel's) build it, linked by the cross gcc.
+        setup::arm64_cross()?;
+        cmd.env("RUSTC", "/usr/bin/rustc").env(
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
+            "aarch64-linux-gnu-gcc",
+        );
+    }
+    step(&format!("guest binaries {}", arch.name()), cmd)?;
+    let out = target_dir.join(arch.rust_target()).join("release");
+    Ok((out.join("hdpflush-guest-tests"), out.join("hdpflush")))
+}
+
+fn copy(from: &Path, to: &Path) -> StepResult {
+    std::fs::copy(from, to).map(drop).map_err(|e| {
+        fail(
+            "initramfs",
+            format!("{} -> {}: {e}", from.display(), to.display()),
+        )
+    })
+}
+
+/// Pack busybox, /init, the module and the binaries into a gzipped newc cpio.
+fn initramfs(arch: Arch, ko: &Path, tests: &Path, cli: &Path) -> StepResult<PathBuf> {
+    let dir = workspace_root().join("target/vm").join(arch.name());
+    let root = dir.join("root");
+    let _ = std::fs::remove_dir_all(&root);
+    for sub in ["bin", "proc", "sys", "dev", "tmp"] {
+        std::fs::create_dir_all(root.join(sub)).map_err(|e| fail("initramfs", e.to_string()))?;
+    }
+    let busybox = match arch {
+        Arch::X86_64 => setup::busybox_host()?,
+        Arch::Arm64 => setup::busybox_arm64()?,
+    };
+    copy(&busybox, &root.join("bin/busybox"))?;
+    copy(
+        &workspace_root().join("tests/guest/init.sh"),
+        &root.join("init"),
+    )?;
+    copy(ko, &root.join("hdp_flush.ko"))?;
+    copy(tests, &root.join("hdpflush-guest-tests"))?;
+    copy(cli, &root.join("hdpflush"))?;
+    let image = dir.join("initramfs.cpio.gz");
+    let mut cmd = Command::new("sh");
+    cmd.current_dir(&root).arg("-c").arg(format!(
+        "chmod +x init && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
+        image.display()
+    ));
+    step(&format!("initramfs {}", arch.name()), cmd)?;
+    Ok(image)
+}
+
+fn qemu(arch: Arch, kernel: &Path, initrd: &Path) -> Command {
+    let (bin, machine, console): (&str, &[&str], &str) = match arch {
+        Arch::X86_64 => ("qemu-system-x86_64", &[], "ttyS0"),
+        Arch::Arm64 => (
+            "qemu-system-aarch64",
+            &["-M", "virt", "-cpu", "max"],
+            "ttyAMA0",
+        ),
+    };
+    let mut cmd = Command::new(bin);
+    cmd.args(machine)
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-nographic", "-no-reboot", "-m", "512", "-smp", "2"])
+        .arg("-append")
+        .arg(format!("console={console} panic=-1 quiet"))
+        // QEMU's educational PCI device: the pcitest backend's real MMIO target.
+        .args(["-device", "edu"]);
+    cmd
+}
+
+/// `(passed, failed)` from the guest's closing line.
+fn verdict(lines: &[String]) -> Option<(u32, u32)> {
+    lines.iter().rev().find_map(|l| {
+        let rest = l.trim().strip_prefix("guest: ")?;
+        let (p, f) = rest.split_once(" passed, ")?;
+        Some((p.parse().ok()?, f.strip_suffix(" failed")?.parse().ok()?))
+    })
+}
+
+/// Boot `arch`'s guest and run the guest tests.
+pub fn vm_test(arch: Arch) -> StepResult {
+    let name = format!("vm-test {}", arch.name());
+    let kernel = ensure_kernel(arch)?;
+    let ko = build_kmod(&kernel)?;
+    let (tests, cli) = guest_binaries(arch)?;
+    let initrd = initramfs(arch, &ko, &tests, &cli)?;
+
+    let timeout = std::env::var("HDPFLUSH_VM_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_TIMEOUT_S);
+    let mut cmd = qemu(arch, &kernel.image, &initrd);
+    eprintln!(
+        "==> {name}: {} (timeout {timeout} s)",
+        crate::run::shown(&cmd)
+    );
+    let started = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| fail(&name, format!("cannot start QEMU: {e}")))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| fail(&name, "no QEMU stdout"))?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let line = line.replace('\r', "");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = started + Duration::from_secs(timeout);
+    let mut lines = Vec::new();
+    let mut timed_out = false;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                println!("{line}");
+                lines.push(line);
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() >= deadline => {
+                timed_out = true;
+                let _ = child.kill();
+                break;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
+    let status = child.wait().map_err(|e| fail(&name, e.to_string()))?;
+    let secs = started.elapsed().as_secs_f64();
+    if timed_out {
+        return Err(fail(&name, format!("the guest did not power off within {timeout} s (hung?); set HDPFLUSH_VM_TIMEOUT to allow more")));
+    }
+    if lines
+        .iter()
+        .any(|l| l.contains("Kernel panic") || l.contains("Oops"))
+    {
+        return Err(fail(
+            &name,
+            "the guest kernel oopsed or panicked (see the log above)",
+        ));
+    }
+    match verdict(&lines) {
+        Some((passed, 0)) if passed > 0 && status.success() => {
+            eprintln!("==> {name}: ok, {passed} guest tests passed ({secs:.1} s)");
+            Ok(())
+        }
+        Some((passed, failed)) => Err(fail(
+            &name,
+            format!("{passed} passed, {failed} failed; QEMU {status}"),
+        )),
+        None => Err(fail(
+            &name,
+            format!("no `guest: N passed, M failed` line; QEMU {status}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verdict;
+
+    #[test]
+    fn the_verdict_is_the_last_closing_line() {
+        let lines: Vec<String> = [
+            "guest: booted 6.12 x86_64",
+            "ok a",
+            "guest: 13 passed, 1 failed",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(verdict(&lines), Some((13, 1)));
+        assert_eq!(verdict(&lines[..2]), None);
+        assert_eq!(verdict(&["guest: x passed, 0 failed".to_owned()]), None);
+    }
+}
