@@ -229,7 +229,7 @@ impl MiscHandler for HdpFlush {
         Ok(0)
     }
 
-    fn uring_cmd(&self, cmd_op: u32, req: HdpFlushRequest, _nonblock: bool) -> Result<i32> {
+    fn uring_cmd(&self, cmd_op: u32, req: HdpFlushRequest) -> Result<i32> {
         // Completed inline: a flush never sleeps (spinlock, busy-wait), so the non-blocking
         // issue path can finish it too.
         match cmd_op {

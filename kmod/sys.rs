@@ -28,8 +28,10 @@ use crate::uapi::HdpFlushRequest;
 pub trait MiscHandler: Sync + Sized {
     /// An ioctl: `cmd` as given, `arg` the user pointer (or value).
     fn ioctl(&self, cmd: u32, arg: UserSlicer) -> Result<i64>;
-    /// An io_uring `URING_CMD` with `cmd_op` and the request from the SQE's command area.
-    fn uring_cmd(&self, cmd_op: u32, req: HdpFlushRequest, nonblock: bool) -> Result<i32>;
+    /// An io_uring `URING_CMD` with `cmd_op` and the request from the SQE's command area,
+    /// completed inline with the returned value: it must not sleep, since io_uring may issue
+    /// it from a non-blocking context.
+    fn uring_cmd(&self, cmd_op: u32, req: HdpFlushRequest) -> Result<i32>;
 }
 
 /// Builds `UserSlice`s for an ioctl's argument, sized by the caller.
@@ -138,7 +140,7 @@ impl<T: MiscHandler> MiscDevice<T> {
 
     unsafe extern "C" fn uring_cmd_trampoline(
         ioucmd: *mut bindings::io_uring_cmd,
-        issue_flags: c_uint,
+        _issue_flags: c_uint,
     ) -> c_int {
         // SAFETY: io_uring passes a valid command whose file is one of ours; the SQE stays
         // readable for the duration of this call, and its command area is 16 bytes with
@@ -149,9 +151,8 @@ impl<T: MiscHandler> MiscDevice<T> {
             let area = core::ptr::addr_of!((*sqe).__bindgen_anon_6).cast::<[u8; 16]>();
             (dev, (*ioucmd).cmd_op, core::ptr::read_unaligned(area))
         };
-        let nonblock = issue_flags & bindings::io_uring_cmd_flags_IO_URING_F_NONBLOCK as c_uint != 0;
         let req = HdpFlushRequest::from_cmd_bytes(&bytes);
-        match dev.handler.uring_cmd(cmd_op, req, nonblock) {
+        match dev.handler.uring_cmd(cmd_op, req) {
             Ok(v) => v,
             Err(e) => e.to_errno(),
         }

@@ -202,9 +202,15 @@ pub fn ensure_kernel(arch: Arch) -> StepResult<Kernel> {
     let _ = std::fs::remove_dir_all(&build);
     std::fs::create_dir_all(&build).map_err(|e| fail("kernel", e.to_string()))?;
 
+    let quiet = Duration::from_secs(60);
     let mut cmd = kernel.make();
     cmd.arg("tinyconfig");
-    step(&format!("kernel {} tinyconfig", arch.name()), cmd)?;
+    step_logged(
+        &format!("kernel {} tinyconfig", arch.name()),
+        cmd,
+        &build.join("config.log"),
+        quiet,
+    )?;
     let fragment = build.join("hdpflush.config");
     std::fs::write(&fragment, format!("{common}\n{specific}"))
         .map_err(|e| fail("kernel", e.to_string()))?;
@@ -216,10 +222,20 @@ pub fn ensure_kernel(arch: Arch) -> StepResult<Kernel> {
         .arg(&build)
         .arg(build.join(".config"))
         .arg(&fragment);
-    step(&format!("kernel {} merge config", arch.name()), cmd)?;
+    step_logged(
+        &format!("kernel {} merge config", arch.name()),
+        cmd,
+        &build.join("merge.log"),
+        quiet,
+    )?;
     let mut cmd = kernel.make();
     cmd.arg("olddefconfig");
-    step(&format!("kernel {} olddefconfig", arch.name()), cmd)?;
+    step_logged(
+        &format!("kernel {} olddefconfig", arch.name()),
+        cmd,
+        &build.join("olddefconfig.log"),
+        quiet,
+    )?;
     let config = read(&build.join(".config"))?;
     let fragments = format!("{common}\n{specific}");
     let dropped: Vec<&str> = wanted_options(&fragments)

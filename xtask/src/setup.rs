@@ -33,7 +33,8 @@ fn installed_version(pkg: &str) -> Option<String> {
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);
 
 fn apt_update(force: bool) -> StepResult {
-    if force || !APT_UPDATED.swap(true, Ordering::SeqCst) {
+    let done_before = APT_UPDATED.swap(true, Ordering::SeqCst);
+    if force || !done_before {
         let mut cmd = Command::new("apt-get");
         cmd.args(["update", "-qq"]);
         step("apt-get update", cmd)?;

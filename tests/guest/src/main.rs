@@ -653,64 +653,30 @@ impl RawFd for HdpFlushDevice {
     }
 }
 
+/// A test: its name and its body.
+type Test = (&'static str, fn() -> TestResult);
+
+/// `[(name, fn)]` from function names, so each name is written once.
+macro_rules! tests {
+    ($($f:ident),* $(,)?) => { [$((stringify!($f), $f as fn() -> TestResult)),*] };
+}
+
 fn main() {
-    let tests: &[(&str, fn() -> TestResult)] = &[
-        (
-            "version_reports_api_devices_page_size_and_features",
-            version_reports_api_devices_page_size_and_features,
-        ),
-        (
-            "device_info_describes_sim_and_pcitest_devices",
-            device_info_describes_sim_and_pcitest_devices,
-        ),
-        (
-            "flush_and_invalidate_work_on_every_backend",
-            flush_and_invalidate_work_on_every_backend,
-        ),
-        (
-            "stats_reset_zeroes_the_counters",
-            stats_reset_zeroes_the_counters,
-        ),
-        (
-            "ioctl_strategy_flushes_every_device_and_is_selected",
-            ioctl_strategy_flushes_every_device_and_is_selected,
-        ),
-        (
-            "uring_strategy_runs_batches_of_1_to_128_on_every_device",
-            uring_strategy_runs_batches_of_1_to_128_on_every_device,
-        ),
-        (
-            "uring_strategy_works_with_sqpoll",
-            uring_strategy_works_with_sqpoll,
-        ),
-        (
-            "stats_stay_consistent_after_an_8_thread_storm",
-            stats_stay_consistent_after_an_8_thread_storm,
-        ),
-        (
-            "bad_ioctls_get_enotty_einval_efault_enodev",
-            bad_ioctls_get_enotty_einval_efault_enodev,
-        ),
-        (
-            "bad_uring_cmds_complete_with_the_same_errors",
-            bad_uring_cmds_complete_with_the_same_errors,
-        ),
-        (
-            "dummy_page_flushes_through_the_edu_bar_via_sysfs",
-            dummy_page_flushes_through_the_edu_bar_via_sysfs,
-        ),
-        (
-            "hdpflush_bench_runs_ioctl_and_uring_in_the_guest",
-            hdpflush_bench_runs_ioctl_and_uring_in_the_guest,
-        ),
-        (
-            "rmmod_is_refused_while_an_io_uring_holds_the_device",
-            rmmod_is_refused_while_an_io_uring_holds_the_device,
-        ),
-        (
-            "rmmod_is_refused_while_a_file_is_open_then_reload_works",
-            rmmod_is_refused_while_a_file_is_open_then_reload_works,
-        ),
+    let tests: &[Test] = &tests![
+        version_reports_api_devices_page_size_and_features,
+        device_info_describes_sim_and_pcitest_devices,
+        flush_and_invalidate_work_on_every_backend,
+        stats_reset_zeroes_the_counters,
+        ioctl_strategy_flushes_every_device_and_is_selected,
+        uring_strategy_runs_batches_of_1_to_128_on_every_device,
+        uring_strategy_works_with_sqpoll,
+        stats_stay_consistent_after_an_8_thread_storm,
+        bad_ioctls_get_enotty_einval_efault_enodev,
+        bad_uring_cmds_complete_with_the_same_errors,
+        dummy_page_flushes_through_the_edu_bar_via_sysfs,
+        hdpflush_bench_runs_ioctl_and_uring_in_the_guest,
+        rmmod_is_refused_while_an_io_uring_holds_the_device,
+        rmmod_is_refused_while_a_file_is_open_then_reload_works,
     ];
     println!(
         "guest: {} on {} with PAGE_SIZE {}",
