@@ -66,20 +66,6 @@ const MAX_SIM_DEVICES: u32 = 8;
 /// Largest accepted `sim_delay_ns` (1 ms: anything longer is a configuration mistake).
 const MAX_SIM_DELAY_NS: u32 = 1_000_000;
 
-// SAFETY: plain-old-data `repr(C)` structs of integers with explicit reserved fields and no
-// padding (asserted in uapi.rs by size): every bit pattern is valid and no byte is
-// uninitialised.
-unsafe impl FromBytes for HdpFlushRequest {}
-// SAFETY: as above.
-unsafe impl FromBytes for HdpFlushDeviceInfo {}
-// SAFETY: as above.
-unsafe impl AsBytes for HdpFlushDeviceInfo {}
-// SAFETY: as above.
-unsafe impl FromBytes for HdpFlushStats {}
-// SAFETY: as above.
-unsafe impl AsBytes for HdpFlushStats {}
-// SAFETY: as above.
-unsafe impl AsBytes for HdpFlushVersion {}
 
 /// A kernel spinlock around the last completed flush number. Spinning, not sleeping: a flush
 /// takes about one PCIe round trip, and io_uring may issue from a context that must not sleep.

@@ -18,7 +18,28 @@ use kernel::types::Opaque;
 use kernel::ThisModule;
 use kernel::uaccess::{UserPtr, UserSlice};
 
-use crate::uapi::HdpFlushRequest;
+use kernel::types::{AsBytes, FromBytes};
+
+use crate::uapi::{HdpFlushDeviceInfo, HdpFlushRequest, HdpFlushStats, HdpFlushVersion};
+
+// ---------------------------------------------------------------------------------------------
+// uAPI structs as user memory
+// ---------------------------------------------------------------------------------------------
+
+// SAFETY: plain-old-data `repr(C)` structs of integers with explicit reserved fields and no
+// padding (asserted in uapi.rs by size): every bit pattern is valid and no byte is
+// uninitialised.
+unsafe impl FromBytes for HdpFlushRequest {}
+// SAFETY: as above.
+unsafe impl FromBytes for HdpFlushDeviceInfo {}
+// SAFETY: as above.
+unsafe impl AsBytes for HdpFlushDeviceInfo {}
+// SAFETY: as above.
+unsafe impl FromBytes for HdpFlushStats {}
+// SAFETY: as above.
+unsafe impl AsBytes for HdpFlushStats {}
+// SAFETY: as above.
+unsafe impl AsBytes for HdpFlushVersion {}
 
 // ---------------------------------------------------------------------------------------------
 // Misc device
@@ -124,6 +145,11 @@ impl<T: MiscHandler> MiscDevice<T> {
         }
     }
 
+    /// `file_operations.unlocked_ioctl` (and `compat_ioctl`: the uAPI has no pointers inside
+    /// structs and no `long`s, so 32-bit callers use the same layout).
+    ///
+    /// # Safety
+    /// Only the VFS calls this, for files opened on our device (see [`Self::from_file`]).
     unsafe extern "C" fn ioctl_trampoline(
         file: *mut bindings::file,
         cmd: c_uint,
@@ -138,6 +164,10 @@ impl<T: MiscHandler> MiscDevice<T> {
         }
     }
 
+    /// `file_operations.uring_cmd`.
+    ///
+    /// # Safety
+    /// Only io_uring calls this, with a live command on a file opened on our device.
     unsafe extern "C" fn uring_cmd_trampoline(
         ioucmd: *mut bindings::io_uring_cmd,
         _issue_flags: c_uint,
