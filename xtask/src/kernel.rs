@@ -211,8 +211,9 @@ pub fn ensure_kernel(arch: Arch) -> StepResult<Kernel> {
         &build.join("config.log"),
         quiet,
     )?;
+    let fragments = format!("{common}\n{specific}");
     let fragment = build.join("hdpflush.config");
-    std::fs::write(&fragment, format!("{common}\n{specific}"))
+    std::fs::write(&fragment, &fragments)
         .map_err(|e| fail("kernel", e.to_string()))?;
     let mut cmd = Command::new(src.join("scripts/kconfig/merge_config.sh"));
     cmd.current_dir(&src)
@@ -237,7 +238,6 @@ pub fn ensure_kernel(arch: Arch) -> StepResult<Kernel> {
         quiet,
     )?;
     let config = read(&build.join(".config"))?;
-    let fragments = format!("{common}\n{specific}");
     let dropped: Vec<&str> = wanted_options(&fragments)
         .into_iter()
         .filter(|o| !config.lines().any(|l| l.trim() == *o))
