@@ -213,8 +213,7 @@ pub fn ensure_kernel(arch: Arch) -> StepResult<Kernel> {
     )?;
     let fragments = format!("{common}\n{specific}");
     let fragment = build.join("hdpflush.config");
-    std::fs::write(&fragment, &fragments)
-        .map_err(|e| fail("kernel", e.to_string()))?;
+    std::fs::write(&fragment, &fragments).map_err(|e| fail("kernel", e.to_string()))?;
     let mut cmd = Command::new(src.join("scripts/kconfig/merge_config.sh"));
     cmd.current_dir(&src)
         .env("ARCH", arch.kernel_arch())
