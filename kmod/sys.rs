@@ -331,13 +331,16 @@ impl PciDev {
             // SAFETY: `next` is a valid device; take an extra reference for our list, since
             // the next iteration drops the one the iterator holds.
             unsafe { bindings::pci_dev_get(next) };
-            found.push(
-                PciDev {
-                    pdev: next,
-                    claimed_bar: None,
-                },
-                GFP_KERNEL,
-            )?;
+            let kept = PciDev {
+                pdev: next,
+                claimed_bar: None,
+            };
+            if let Err(e) = found.push(kept, GFP_KERNEL) {
+                // The failed push dropped our reference; drop the iterator's too.
+                // SAFETY: the iterator's reference on `next` is still held and unused.
+                unsafe { bindings::pci_dev_put(next) };
+                return Err(e.into());
+            }
             prev = next;
         }
         Ok(found)
