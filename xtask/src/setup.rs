@@ -32,12 +32,17 @@ fn installed_version(pkg: &str) -> Option<String> {
 
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);
 
+/// Refresh package lists. A failure is only a warning: a mirror in the middle of a sync
+/// fails some index while the packages we need still install from the lists we have; if they
+/// do not, the install step fails and says which.
 fn apt_update(force: bool) -> StepResult {
     let done_before = APT_UPDATED.swap(true, Ordering::SeqCst);
     if force || !done_before {
         let mut cmd = Command::new("apt-get");
         cmd.args(["update", "-qq"]);
-        step("apt-get update", cmd)?;
+        if let Err(f) = step("apt-get update", cmd) {
+            eprintln!("==> warning: {}; continuing with the package lists at hand", f.why);
+        }
     }
     Ok(())
 }
