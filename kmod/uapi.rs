@@ -30,74 +30,155 @@ pub const HDP_FLUSH_IOC_MAGIC: u32 = b'H' as u32;
 
 // ---------------------------------------------------------------------------------------------
 // ioctl number encoding (include/uapi/asm-generic/ioctl.h and the arch overrides).
-// Written out here because this file may not depend on anything; libflush's tests cross-check
-// every number against nix's `request_code_*` macros for the host architecture.
+// Written out here because this file may not depend on anything. libflush's tests cross-check
+// the host's numbers against the C header, nix and ioctl-sys; `cargo xtask uapi-cross` checks
+// the powerpc64 layout against the kernel's own headers (clang, `_Static_assert`).
 // ---------------------------------------------------------------------------------------------
 
-/// powerpc, mips and sparc encode `_IOC` with 13 size bits and 3 direction bits, and with
-/// different direction values; every other Linux architecture uses the asm-generic layout.
-const IOC_ALT_LAYOUT: bool = cfg!(any(
+/// How an architecture packs `_IOC(dir, type, nr, size)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IocLayout {
+    /// Width of the size field (the direction field takes the bits above it).
+    pub size_bits: u32,
+    /// `_IOC_NONE`.
+    pub none: u32,
+    /// `_IOC_READ`.
+    pub read: u32,
+    /// `_IOC_WRITE`.
+    pub write: u32,
+}
+
+/// asm-generic: x86, arm64, riscv, s390, loongarch, ...
+pub const IOC_LAYOUT_GENERIC: IocLayout = IocLayout {
+    size_bits: 14,
+    none: 0,
+    read: 2,
+    write: 1,
+};
+
+/// powerpc (Power10 included), mips and sparc.
+pub const IOC_LAYOUT_ALT: IocLayout = IocLayout {
+    size_bits: 13,
+    none: 1,
+    read: 2,
+    write: 4,
+};
+
+/// The layout of the architecture this file is compiled for.
+pub const IOC_LAYOUT: IocLayout = if cfg!(any(
     target_arch = "powerpc",
     target_arch = "powerpc64",
     target_arch = "mips",
     target_arch = "mips64",
     target_arch = "sparc",
     target_arch = "sparc64"
-));
+)) {
+    IOC_LAYOUT_ALT
+} else {
+    IOC_LAYOUT_GENERIC
+};
 
-mod ioc_arch {
-    use super::IOC_ALT_LAYOUT as ALT;
-    pub(super) const SIZEBITS: u32 = if ALT { 13 } else { 14 };
-    pub(super) const NONE: u32 = if ALT { 1 } else { 0 };
-    pub(super) const READ: u32 = 2;
-    pub(super) const WRITE: u32 = if ALT { 4 } else { 1 };
-}
-
-const IOC_NRBITS: u32 = 8;
-const IOC_TYPEBITS: u32 = 8;
-const IOC_NRSHIFT: u32 = 0;
-const IOC_TYPESHIFT: u32 = IOC_NRSHIFT + IOC_NRBITS;
-const IOC_SIZESHIFT: u32 = IOC_TYPESHIFT + IOC_TYPEBITS;
-const IOC_DIRSHIFT: u32 = IOC_SIZESHIFT + ioc_arch::SIZEBITS;
-
-const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
-    // A struct too large for the size field would silently alias another command.
-    assert!(size < (1 << ioc_arch::SIZEBITS));
-    (dir << IOC_DIRSHIFT)
-        | (HDP_FLUSH_IOC_MAGIC << IOC_TYPESHIFT)
-        | (nr << IOC_NRSHIFT)
-        | ((size as u32) << IOC_SIZESHIFT)
+/// Which way data moves, as `_IO` / `_IOR` / `_IOW` / `_IOWR` say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IocDir {
+    /// `_IO`.
+    None,
+    /// `_IOR`: the kernel writes the struct.
+    Read,
+    /// `_IOW`: the kernel reads the struct.
+    Write,
+    /// `_IOWR`.
+    ReadWrite,
 }
 
-const fn io(nr: u32) -> u32 {
-    ioc(ioc_arch::NONE, nr, 0)
+/// One command: everything its number is made of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IocSpec {
+    /// Direction.
+    pub dir: IocDir,
+    /// Number within our type byte.
+    pub nr: u32,
+    /// Size of the argument struct (0 for `_IO`).
+    pub size: usize,
 }
-const fn ior<T>(nr: u32) -> u32 {
-    ioc(ioc_arch::READ, nr, size_of::<T>())
+
+impl IocSpec {
+    /// The command number under `layout`.
+    pub const fn encode(&self, layout: IocLayout) -> u32 {
+        // A struct too large for the size field would silently alias another command.
+        assert!(self.size < (1 << layout.size_bits));
+        let dir = match self.dir {
+            IocDir::None => layout.none,
+            IocDir::Read => layout.read,
+            IocDir::Write => layout.write,
+            IocDir::ReadWrite => layout.read | layout.write,
+        };
+        (dir << (16 + layout.size_bits))
+            | ((self.size as u32) << 16)
+            | (HDP_FLUSH_IOC_MAGIC << 8)
+            | self.nr
+    }
 }
-const fn iow<T>(nr: u32) -> u32 {
-    ioc(ioc_arch::WRITE, nr, size_of::<T>())
-}
-const fn iowr<T>(nr: u32) -> u32 {
-    ioc(ioc_arch::READ | ioc_arch::WRITE, nr, size_of::<T>())
+
+const fn spec<T>(dir: IocDir, nr: u32) -> IocSpec {
+    IocSpec {
+        dir,
+        nr,
+        size: if matches!(dir, IocDir::None) {
+            0
+        } else {
+            size_of::<T>()
+        },
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Commands
+// Commands: declared once here; the numbers below are this architecture's encoding of them.
 // ---------------------------------------------------------------------------------------------
 
-/// Read the API version, device count and features. Call first; refuse a different major.
-pub const HDP_FLUSH_IOC_VERSION: u32 = ior::<HdpFlushVersion>(0xA0);
-/// Do nothing and return 0: the kernel-entry floor benchmarks compare against.
-pub const HDP_FLUSH_IOC_NOP: u32 = io(0xA1);
-/// Describe device `index` (backend, PCI location, name).
-pub const HDP_FLUSH_IOC_DEVICE_INFO: u32 = iowr::<HdpFlushDeviceInfo>(0xA2);
-/// Flush the HDP write FIFO of one device. Also accepted as a `URING_CMD` op.
-pub const HDP_FLUSH_IOC_FLUSH: u32 = iow::<HdpFlushRequest>(0xA3);
-/// Invalidate the HDP read cache of one device (always synchronous). Also a `URING_CMD` op.
-pub const HDP_FLUSH_IOC_INVALIDATE: u32 = iow::<HdpFlushRequest>(0xA4);
-/// Read one device's counters.
-pub const HDP_FLUSH_IOC_STATS: u32 = iowr::<HdpFlushStats>(0xA5);
+/// Every command, by its C name.
+pub const HDP_FLUSH_COMMANDS: [(&str, IocSpec); 6] = [
+    // Read the API version, device count and features. Call first; refuse a different major.
+    (
+        "HDP_FLUSH_IOC_VERSION",
+        spec::<HdpFlushVersion>(IocDir::Read, 0xA0),
+    ),
+    // Do nothing and return 0: the kernel-entry floor benchmarks compare against.
+    ("HDP_FLUSH_IOC_NOP", spec::<()>(IocDir::None, 0xA1)),
+    // Describe device `index` (backend, PCI location, name).
+    (
+        "HDP_FLUSH_IOC_DEVICE_INFO",
+        spec::<HdpFlushDeviceInfo>(IocDir::ReadWrite, 0xA2),
+    ),
+    // Flush the HDP write FIFO of one device. Also accepted as a `URING_CMD` op.
+    (
+        "HDP_FLUSH_IOC_FLUSH",
+        spec::<HdpFlushRequest>(IocDir::Write, 0xA3),
+    ),
+    // Invalidate the HDP read cache of one device (always synchronous). Also a `URING_CMD` op.
+    (
+        "HDP_FLUSH_IOC_INVALIDATE",
+        spec::<HdpFlushRequest>(IocDir::Write, 0xA4),
+    ),
+    // Read one device's counters.
+    (
+        "HDP_FLUSH_IOC_STATS",
+        spec::<HdpFlushStats>(IocDir::ReadWrite, 0xA5),
+    ),
+];
+
+/// See [`HDP_FLUSH_COMMANDS`].
+pub const HDP_FLUSH_IOC_VERSION: u32 = HDP_FLUSH_COMMANDS[0].1.encode(IOC_LAYOUT);
+/// See [`HDP_FLUSH_COMMANDS`].
+pub const HDP_FLUSH_IOC_NOP: u32 = HDP_FLUSH_COMMANDS[1].1.encode(IOC_LAYOUT);
+/// See [`HDP_FLUSH_COMMANDS`].
+pub const HDP_FLUSH_IOC_DEVICE_INFO: u32 = HDP_FLUSH_COMMANDS[2].1.encode(IOC_LAYOUT);
+/// See [`HDP_FLUSH_COMMANDS`].
+pub const HDP_FLUSH_IOC_FLUSH: u32 = HDP_FLUSH_COMMANDS[3].1.encode(IOC_LAYOUT);
+/// See [`HDP_FLUSH_COMMANDS`].
+pub const HDP_FLUSH_IOC_INVALIDATE: u32 = HDP_FLUSH_COMMANDS[4].1.encode(IOC_LAYOUT);
+/// See [`HDP_FLUSH_COMMANDS`].
+pub const HDP_FLUSH_IOC_STATS: u32 = HDP_FLUSH_COMMANDS[5].1.encode(IOC_LAYOUT);
 
 // ---------------------------------------------------------------------------------------------
 // Flags
@@ -231,7 +312,7 @@ impl HdpFlushRequest {
     }
 
     /// The bytes that go into an SQE's command area (native endianness, as the kernel reads it).
-    pub const fn to_cmd_bytes(&self) -> [u8; URING_CMD16_AREA] {
+    pub const fn to_cmd_bytes(self) -> [u8; URING_CMD16_AREA] {
         let d = self.device.to_ne_bytes();
         let f = self.flags.to_ne_bytes();
         let r = self.reserved.to_ne_bytes();

@@ -131,7 +131,7 @@ fn source_identity() -> StepResult<String> {
 }
 
 /// The unpacked, patched source tree, shared by all arches.
-fn source_tree() -> StepResult<PathBuf> {
+pub fn source_tree() -> StepResult<PathBuf> {
     let patch = read(&testing_dir().join("bindings_helper.h.add"))?;
     let mut h = Sha256::new();
     h.update(source_identity()?);

@@ -7,6 +7,7 @@ mod kernel;
 mod pins;
 mod run;
 mod setup;
+mod uapi_cross;
 mod vm;
 
 use std::process::ExitCode;
@@ -18,13 +19,16 @@ use run::{cargo, fail, step, StepResult};
 const USAGE: &str = "usage: cargo xtask <command> [options]
 
 commands:
-  test [--host-only]     fmt check, clippy -D warnings, host tests, then the QEMU guest tests
-                         on x86_64 (4K pages) and arm64 (64K pages). What CI runs.
+  test [--host-only]     fmt check, clippy -D warnings, host tests, the powerpc64 uAPI check,
+                         then the QEMU guest tests on x86_64 (4K pages) and arm64 (64K pages).
+                         What CI runs.
   lint                   fmt check and clippy only
   kernel [ARCH...]       build (or reuse) the test kernels; installs what is missing
   kmod [ARCH...]         build hdp_flush.ko against the test kernels (no warnings allowed)
   vm-test [ARCH...]      build kernel, module and static guest binaries, boot QEMU, run the
                          guest tests
+  uapi-cross             compile the C header for powerpc64 (le and be) against the kernel's
+                         uapi headers and check every ioctl number against kmod/uapi.rs
   help                   this text
 
 ARCH is x86_64 or arm64 (default: both). Builds are cached in $HDPFLUSH_CACHE
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
             })
         }),
         "vm-test" => arches(rest).and_then(|a| a.into_iter().try_for_each(vm::vm_test)),
+        "uapi-cross" => setup::host_tools().and_then(|()| uapi_cross::check()),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
@@ -123,6 +128,8 @@ fn test(args: &[String]) -> StepResult {
     tests.args(["test", "--workspace", "--locked"]);
     step("host tests", tests)?;
     if !host_only {
+        setup::host_tools()?;
+        uapi_cross::check()?;
         for arch in Arch::ALL {
             vm::vm_test(arch)?;
         }

@@ -41,7 +41,10 @@ fn apt_update(force: bool) -> StepResult {
         let mut cmd = Command::new("apt-get");
         cmd.args(["update", "-qq"]);
         if let Err(f) = step("apt-get update", cmd) {
-            eprintln!("==> warning: {}; continuing with the package lists at hand", f.why);
+            eprintln!(
+                "==> warning: {}; continuing with the package lists at hand",
+                f.why
+            );
         }
     }
     Ok(())
