@@ -83,6 +83,10 @@ fn expectations() -> Vec<(String, u64)> {
         HDP_FLUSH_BACKEND_AMDGPU,
         HDP_FLUSH_NAME_LEN,
     );
+    // The command table, by the names it gives: each must be the C macro of that value.
+    for (name, spec) in HDP_FLUSH_COMMANDS {
+        v.push((name.to_owned(), u64::from(spec.encode(IOC_LAYOUT))));
+    }
     v
 }
 
