@@ -87,7 +87,7 @@ pub struct Probe {
     pub kmod: KmodStatus,
     /// The value of `HDPFLUSH_STRATEGY`, if set.
     pub override_env: Option<String>,
-    /// Every strategy, in [`StrategyKind::ALL`] order.
+    /// Every strategy, in [`StrategyKind::ALL`] order (so `strategies[kind.index()]` is kind's).
     pub strategies: Vec<(StrategyKind, Availability)>,
     /// The choice, or why there is none.
     pub selected: std::result::Result<Selection, String>,
@@ -105,11 +105,7 @@ pub struct Selection {
 impl Probe {
     /// Availability of `kind`.
     pub fn availability(&self, kind: StrategyKind) -> &Availability {
-        self.strategies
-            .iter()
-            .find(|(k, _)| *k == kind)
-            .map(|(_, a)| a)
-            .unwrap_or_else(|| unreachable!("probe lists every strategy"))
+        &self.strategies[kind.index()].1
     }
 }
 
@@ -277,15 +273,18 @@ pub fn open(kind: StrategyKind) -> Result<Box<dyn Flush>> {
         StrategyKind::Ioctl => Ok(Box::new(Ioctl::open(0, 0)?)),
         StrategyKind::Uring => Ok(Box::new(Uring::open(UringConfig::default())?)),
         StrategyKind::MmioRemap | StrategyKind::DummyPage | StrategyKind::Legacy => {
-            match probe().availability(kind) {
+            let reason = match probe().availability(kind) {
                 Availability::StandIn { reason } | Availability::Unavailable { reason } => {
-                    Err(Error::Unavailable {
-                        strategy: kind,
-                        reason: reason.clone(),
-                    })
+                    reason.clone()
                 }
-                Availability::Ready { .. } => unreachable!("no real KFD mapping is wired yet"),
-            }
+                Availability::Ready { .. } => {
+                    "the KFD mapping it needs is not wired into libflush yet".to_owned()
+                }
+            };
+            Err(Error::Unavailable {
+                strategy: kind,
+                reason,
+            })
         }
     }
 }

@@ -82,6 +82,11 @@ impl StrategyKind {
         Self::Sim,
     ];
 
+    /// Position in [`StrategyKind::ALL`] (declaration order).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// The name used on the command line, in `HDPFLUSH_STRATEGY` and in reports.
     pub const fn name(self) -> &'static str {
         match self {
@@ -173,6 +178,13 @@ impl fmt::Display for Backing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn index_is_the_position_in_all() {
+        for (i, kind) in StrategyKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind.index(), i);
+        }
+    }
 
     #[test]
     fn names_round_trip() {
