@@ -70,13 +70,20 @@ impl std::str::FromStr for MapSpec {
     }
 }
 
-/// One thing to time: an operation doing `batch` flushes.
+/// One operation: `batch` flushes (or floor entries).
+type Op = Box<dyn FnMut() -> libflush::Result<()> + Send>;
+
+/// Reads a device's (flush requests, hardware flushes) from STATS.
+type Counters = Box<dyn Fn() -> libflush::Result<(u64, u64)>>;
+
+/// One thing to time: one operation per thread, each doing `batch` flushes.
 struct Case {
     strategy: String,
     variant: String,
     backing: Backing,
     batch: usize,
-    op: Box<dyn FnMut() -> libflush::Result<()>>,
+    ops: Vec<Op>,
+    counters: Option<Counters>,
 }
 
 impl Case {
@@ -86,7 +93,19 @@ impl Case {
             variant: variant.to_owned(),
             backing: f.backing(),
             batch: 1,
-            op: Box::new(move || f.flush()),
+            ops: vec![Box::new(move || f.flush())],
+            counters: None,
+        }
+    }
+
+    fn single(strategy: &str, variant: String, backing: Backing, batch: usize, op: Op) -> Self {
+        Self {
+            strategy: strategy.to_owned(),
+            variant,
+            backing,
+            batch,
+            ops: vec![op],
+            counters: None,
         }
     }
 
@@ -123,50 +142,71 @@ fn cases_for(kind: StrategyKind, args: &BenchArgs) -> libflush::Result<Vec<Case>
     };
     match kind {
         StrategyKind::Ioctl => {
-            let posted = Ioctl::open(0, 0).map_err(unavailable)?;
-            let backing = posted.backing();
+            let probe = Ioctl::open(0, 0).map_err(unavailable)?;
+            let backing = probe.backing();
             let floor = Ioctl::open(0, 0)?;
-            let sync = Ioctl::open(0, HDP_FLUSH_F_SYNC)?;
-            Ok(vec![
-                Case {
-                    strategy: "reference".into(),
-                    variant: "ioctl NOP, kernel-entry floor".into(),
-                    backing,
-                    batch: 1,
-                    op: Box::new(move || floor.device().nop()),
-                },
-                Case::flush(Box::new(posted), "posted"),
-                Case::flush(Box::new(sync), "sync"),
-            ])
+            let mut cases = vec![Case::single(
+                "reference",
+                "ioctl NOP, kernel-entry floor".into(),
+                backing.clone(),
+                1,
+                Box::new(move || floor.device().nop()),
+            )];
+            for &threads in &args.threads {
+                for (name, flags) in [("posted", 0), ("sync", HDP_FLUSH_F_SYNC)] {
+                    let ops = (0..threads)
+                        .map(|_| {
+                            let f = Ioctl::open(0, flags)?;
+                            Ok(Box::new(move || f.flush()) as Op)
+                        })
+                        .collect::<libflush::Result<Vec<Op>>>()?;
+                    cases.push(Case {
+                        strategy: kind.name().into(),
+                        variant: with_threads(name.to_owned(), threads),
+                        backing: backing.clone(),
+                        batch: 1,
+                        ops,
+                        counters: Some(device0_counters()?),
+                    });
+                }
+            }
+            Ok(cases)
         }
         StrategyKind::Uring => {
+            let backing = Ioctl::open(0, 0).map_err(unavailable)?.backing();
             let mut cases = Vec::new();
             let sqpoll: &[Option<u32>] = if args.sqpoll {
                 &[None, Some(SQPOLL_IDLE_MS)]
             } else {
                 &[None]
             };
-            for &sq in sqpoll {
-                for &batch in &args.batches {
-                    let ring = Uring::open(UringConfig {
-                        entries: batch.next_power_of_two(),
-                        sqpoll_idle_ms: sq,
-                        ..UringConfig::default()
-                    })
-                    .map_err(unavailable)?;
-                    let variant = match sq {
-                        Some(_) => format!("batch {batch}, sqpoll"),
-                        None => format!("batch {batch}"),
-                    };
-                    let backing = ring.backing();
-                    let n = batch as usize;
-                    cases.push(Case {
-                        strategy: kind.name().into(),
-                        variant,
-                        backing,
-                        batch: n,
-                        op: Box::new(move || ring.flush_batch(n)),
-                    });
+            for &threads in &args.threads {
+                for &sq in sqpoll {
+                    for &batch in &args.batches {
+                        let n = batch as usize;
+                        let mut ops: Vec<Op> = Vec::new();
+                        for _ in 0..threads {
+                            let ring = Uring::open(UringConfig {
+                                entries: batch.next_power_of_two(),
+                                sqpoll_idle_ms: sq,
+                                ..UringConfig::default()
+                            })
+                            .map_err(unavailable)?;
+                            ops.push(Box::new(move || ring.flush_batch(n)));
+                        }
+                        let variant = match sq {
+                            Some(_) => format!("batch {batch}, sqpoll"),
+                            None => format!("batch {batch}"),
+                        };
+                        cases.push(Case {
+                            strategy: kind.name().into(),
+                            variant: with_threads(variant, threads),
+                            backing: backing.clone(),
+                            batch: n,
+                            ops,
+                            counters: Some(device0_counters()?),
+                        });
+                    }
                 }
             }
             Ok(cases)
@@ -184,18 +224,36 @@ fn cases_for(kind: StrategyKind, args: &BenchArgs) -> libflush::Result<Vec<Case>
     }
 }
 
+/// "`variant`, N threads" when more than one thread runs it.
+fn with_threads(variant: String, threads: u32) -> String {
+    if threads > 1 {
+        format!("{variant}, {threads} threads")
+    } else {
+        variant
+    }
+}
+
+/// Device 0's STATS counters, through a handle of its own.
+fn device0_counters() -> libflush::Result<Counters> {
+    let handle = Ioctl::open(0, 0)?;
+    Ok(Box::new(move || {
+        let s = handle.device().stats(0, 0)?;
+        Ok((s.flush_requests, s.hw_flushes))
+    }))
+}
+
 /// This host's kernel-entry floors: what the ioctl and io_uring strategies cost at least.
 fn reference_cases(args: &BenchArgs) -> (Vec<Case>, Vec<Skipped>) {
     let mut cases = Vec::new();
     let mut skipped = Vec::new();
     match IoctlFloor::open() {
-        Ok(floor) => cases.push(Case {
-            strategy: "reference".into(),
-            variant: "ioctl ENOTTY on /dev/null".into(),
-            backing: floor.backing(),
-            batch: 1,
-            op: Box::new(move || floor.enter()),
-        }),
+        Ok(floor) => cases.push(Case::single(
+            "reference",
+            "ioctl ENOTTY on /dev/null".into(),
+            floor.backing(),
+            1,
+            Box::new(move || floor.enter()),
+        )),
         Err(e) => skipped.push(Skipped {
             strategy: "reference ioctl".into(),
             reason: e.to_string(),
@@ -205,13 +263,13 @@ fn reference_cases(args: &BenchArgs) -> (Vec<Case>, Vec<Skipped>) {
         match UringNopFloor::new(batch.next_power_of_two()) {
             Ok(floor) => {
                 let n = batch as usize;
-                cases.push(Case {
-                    strategy: "reference".into(),
-                    variant: format!("io_uring NOP batch {batch}"),
-                    backing: floor.backing(),
-                    batch: n,
-                    op: Box::new(move || floor.submit(n)),
-                });
+                cases.push(Case::single(
+                    "reference",
+                    format!("io_uring NOP batch {batch}"),
+                    floor.backing(),
+                    n,
+                    Box::new(move || floor.submit(n)),
+                ));
             }
             Err(e) => {
                 skipped.push(Skipped {
@@ -243,29 +301,23 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn measure(case: &mut Case, args: &BenchArgs, bar: &ProgressBar) -> libflush::Result<Timing> {
-    let batch = case.batch as u64;
-    for _ in 0..args.warmup.div_ceil(batch) {
-        (case.op)()?;
-    }
-    // Calibrate the sample length.
-    let probe_ops = 16;
-    let t = Instant::now();
-    for _ in 0..probe_ops {
-        (case.op)()?;
-    }
-    let per_op = t.elapsed().as_nanos() as f64 / probe_ops as f64;
-    let ops_per_sample = ((SAMPLE_NS / per_op.max(1.0)).ceil() as u64).clamp(1, MAX_OPS_PER_SAMPLE);
-
-    let total_ops = args.iterations.div_ceil(batch);
-    let mut samples = Vec::with_capacity((total_ops / ops_per_sample + 1) as usize);
+/// Run `ops` operations of `op` in samples of `ops_per_sample`; per-flush ns of each sample,
+/// and the total ns.
+fn run_share(
+    op: &mut Op,
+    ops: u64,
+    ops_per_sample: u64,
+    batch: u64,
+    bar: &ProgressBar,
+) -> libflush::Result<(Vec<f64>, u128)> {
+    let mut samples = Vec::with_capacity((ops / ops_per_sample + 1) as usize);
     let mut total_ns = 0u128;
     let mut done = 0;
-    while done < total_ops {
-        let k = ops_per_sample.min(total_ops - done);
+    while done < ops {
+        let k = ops_per_sample.min(ops - done);
         let t = Instant::now();
         for _ in 0..k {
-            (case.op)()?;
+            op()?;
         }
         let ns = t.elapsed().as_nanos();
         total_ns += ns;
@@ -273,8 +325,70 @@ fn measure(case: &mut Case, args: &BenchArgs, bar: &ProgressBar) -> libflush::Re
         done += k;
         bar.inc(k);
     }
+    Ok((samples, total_ns))
+}
+
+/// Time `case`. With one thread, mean is total time over flushes. With several, each runs an
+/// equal share at once, mean is wall time over all flushes (the cost per flush of the whole
+/// system, which is what coalescing improves) and p50/p99 are each caller's samples.
+fn measure(case: &mut Case, args: &BenchArgs, bar: &ProgressBar) -> libflush::Result<Timing> {
+    let batch = case.batch as u64;
+    let threads = case.ops.len().max(1) as u64;
+    for op in &mut case.ops {
+        for _ in 0..args.warmup.div_ceil(batch * threads) {
+            op()?;
+        }
+    }
+    // Calibrate the sample length on one caller.
+    let probe_ops = 16;
+    let t = Instant::now();
+    for _ in 0..probe_ops {
+        (case.ops[0])()?;
+    }
+    let per_op = t.elapsed().as_nanos() as f64 / probe_ops as f64;
+    let ops_per_sample = ((SAMPLE_NS / per_op.max(1.0)).ceil() as u64).clamp(1, MAX_OPS_PER_SAMPLE);
+    let share = args.iterations.div_ceil(batch * threads);
+
+    let (mut samples, total_ns) = if threads == 1 {
+        run_share(&mut case.ops[0], share, ops_per_sample, batch, bar)?
+    } else {
+        let start = std::sync::Barrier::new(case.ops.len());
+        let results: Vec<libflush::Result<(Vec<f64>, Instant, Instant)>> =
+            std::thread::scope(|s| {
+                let handles: Vec<_> = case
+                    .ops
+                    .iter_mut()
+                    .map(|op| {
+                        let start = &start;
+                        s.spawn(move || {
+                            start.wait();
+                            let t0 = Instant::now();
+                            let (samples, _) = run_share(op, share, ops_per_sample, batch, bar)?;
+                            Ok((samples, t0, Instant::now()))
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            });
+        let mut all = Vec::new();
+        let (mut first, mut last) = (None::<Instant>, None::<Instant>);
+        for r in results {
+            let (samples, t0, t1) = r?;
+            all.extend(samples);
+            first = Some(first.map_or(t0, |f| f.min(t0)));
+            last = Some(last.map_or(t1, |l| l.max(t1)));
+        }
+        let wall = match (first, last) {
+            (Some(f), Some(l)) => l.duration_since(f).as_nanos(),
+            _ => 0,
+        };
+        (all, wall)
+    };
     samples.sort_by(f64::total_cmp);
-    let flushes = total_ops * batch;
+    let flushes = share * threads * batch;
     Ok(Timing {
         flushes,
         mean_ns: total_ns as f64 / flushes as f64,
@@ -345,7 +459,10 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
 
     let total: u64 = cases
         .iter()
-        .map(|c| args.iterations.div_ceil(c.batch as u64))
+        .map(|c| {
+            let per = c.batch as u64 * c.ops.len() as u64;
+            args.iterations.div_ceil(per) * c.ops.len() as u64
+        })
         .sum();
     let bar = if args.quiet {
         ProgressBar::hidden()
@@ -367,12 +484,22 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         if lines {
             eprintln!("bench [{}/{n_cases}] {label}", i + 1);
         }
+        let before = case.counters.as_ref().map(|c| c()).transpose()?;
         let t = measure(case, args, &bar)?;
+        let after = case.counters.as_ref().map(|c| c()).transpose()?;
+        let hw_flushes_per_request = match (before, after) {
+            (Some((r0, h0)), Some((r1, h1))) if r1 > r0 => {
+                Some((h1 - h0) as f64 / (r1 - r0) as f64)
+            }
+            _ => None,
+        };
         results.push(CaseResult {
             strategy: case.strategy.clone(),
             variant: case.variant.clone(),
             backing: case.backing.clone(),
             batch: case.batch,
+            threads: case.ops.len(),
+            hw_flushes_per_request,
             flushes: t.flushes,
             mean_ns: t.mean_ns,
             p50_ns: t.p50_ns,

@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// io_uring batch sizes (flushes per submission).
     #[arg(long = "batch", value_delimiter = ',', default_values_t = [1, 8, 32, 128], value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batches: Vec<u32>,
+    /// Threads flushing at once, for the ioctl and uring strategies (each thread has its own
+    /// handle; the module coalesces their flushes).
+    #[arg(long = "threads", value_delimiter = ',', default_values_t = [1], value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub threads: Vec<u32>,
     /// Also measure this host's kernel-entry floors (an ioctl /dev/null rejects, io_uring NOP
     /// per batch size) when strategies are named; they run by default otherwise.
     #[arg(long)]

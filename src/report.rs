@@ -32,6 +32,12 @@ pub struct CaseResult {
     pub backing: Backing,
     /// Flushes per operation (the io_uring batch size; 1 elsewhere).
     pub batch: usize,
+    /// Threads flushing at once (each with its own handle).
+    #[serde(default = "one")]
+    pub threads: usize,
+    /// Hardware flushes the module issued per request during the case (< 1: coalescing).
+    #[serde(default)]
+    pub hw_flushes_per_request: Option<f64>,
     /// Flushes measured.
     pub flushes: u64,
     /// Mean ns per flush over the whole measured run.
@@ -48,6 +54,10 @@ pub struct CaseResult {
     pub ops_per_sample: u64,
     /// mean_ns / the baseline's mean_ns.
     pub relative: f64,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl CaseResult {
@@ -121,25 +131,28 @@ pub fn table(r: &BenchReport) -> String {
         .max(8);
     let _ = writeln!(
         out,
-        "{:<label_w$}  {:<12}  {:>10}  {:>10}  {:>10}  {:>12}  {:>9}",
+        "{:<label_w$}  {:<12}  {:>10}  {:>10}  {:>10}  {:>12}  {:>6}  {:>9}",
         "strategy",
         "backing",
         "p50 ns",
         "p99 ns",
         "mean ns",
         "flushes/s",
+        "hw/req",
         format!("vs {}", short(&r.baseline)),
     );
     for c in &r.results {
         let _ = writeln!(
             out,
-            "{:<label_w$}  {:<12}  {:>10.1}  {:>10.1}  {:>10.1}  {:>12}  {:>8.2}x",
+            "{:<label_w$}  {:<12}  {:>10.1}  {:>10.1}  {:>10.1}  {:>12}  {:>6}  {:>8.2}x",
             c.label(),
             backing_tag(&c.backing),
             c.p50_ns,
             c.p99_ns,
             c.mean_ns,
             si(c.flushes_per_sec),
+            c.hw_flushes_per_request
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.2}")),
             c.relative
         );
     }
@@ -154,6 +167,18 @@ pub fn table(r: &BenchReport) -> String {
                 legend.push(l);
             }
         }
+    }
+    if r.results.iter().any(|c| c.threads > 1) {
+        let _ = writeln!(
+            out,
+            "with N threads: mean = wall time / all flushes; p50/p99 = per-caller samples"
+        );
+    }
+    if r.results.iter().any(|c| c.hw_flushes_per_request.is_some()) {
+        let _ = writeln!(
+            out,
+            "hw/req: hardware flushes the module issued per request (below 1: coalesced)"
+        );
     }
     if !legend.is_empty() {
         let _ = writeln!(

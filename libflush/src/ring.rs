@@ -21,12 +21,20 @@ pub(crate) fn submit_copies(
     let mut left = count;
     while left > 0 {
         let n = left.min(per_enter);
-        {
-            let mut sq = ring.submission();
-            for _ in 0..n {
-                // SAFETY: per this function's contract the SQE references no memory.
-                unsafe { sq.push(entry) }
-                    .map_err(|_| Error::os("io_uring", "queue SQE", Errno::EBUSY))?;
+        let mut pushed = 0;
+        while pushed < n {
+            {
+                let mut sq = ring.submission();
+                while pushed < n {
+                    // SAFETY: per this function's contract the SQE references no memory.
+                    if unsafe { sq.push(entry) }.is_err() {
+                        break;
+                    }
+                    pushed += 1;
+                }
+            }
+            if pushed < n {
+                wait_for_sq_space(ring)?;
             }
         }
         let mut reaped = 0;
@@ -43,6 +51,20 @@ pub(crate) fn submit_copies(
         left -= n;
     }
     Ok(failed)
+}
+
+/// The SQ ring is full although we reaped every completion: with SQPOLL the kernel thread
+/// posts completions of inline commands (ours) before it publishes the SQ head it reached, so
+/// wait for it (`IORING_ENTER_SQ_WAIT`); without SQPOLL, submitting makes room.
+fn wait_for_sq_space(ring: &mut IoUring) -> Result<()> {
+    let waited = if ring.params().is_setup_sqpoll() {
+        ring.submitter().squeue_wait()
+    } else {
+        ring.submit()
+    };
+    waited
+        .map(drop)
+        .map_err(|e| Error::os("io_uring", "wait for SQ space", errno_of(&e)))
 }
 
 /// The errno inside an io::Error from the io-uring crate.
