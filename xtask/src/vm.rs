@@ -124,32 +124,48 @@ pub fn vm_test(arch: Arch) -> StepResult {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_TIMEOUT_S);
-    let mut cmd = qemu(arch, &kernel.image, &initrd);
+    let cmd = qemu(arch, &kernel.image, &initrd);
     eprintln!(
         "==> {name}: {} (timeout {timeout} s)",
         crate::run::shown(&cmd)
     );
+    let run = run_guest(cmd, Duration::from_secs(timeout)).map_err(|e| fail(&name, e))?;
+    let passed = judge(&run, timeout).map_err(|e| fail(&name, e))?;
+    eprintln!(
+        "==> {name}: ok, {passed} guest tests passed ({:.1} s)",
+        run.secs
+    );
+    Ok(())
+}
+
+/// What a guest run printed and how it ended.
+struct GuestRun {
+    lines: Vec<String>,
+    success: bool,
+    status: String,
+    timed_out: bool,
+    secs: f64,
+}
+
+/// Run `cmd` (QEMU), echoing and collecting its output lines; kill it at `timeout`.
+fn run_guest(mut cmd: Command, timeout: Duration) -> Result<GuestRun, String> {
     let started = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|e| fail(&name, format!("cannot start QEMU: {e}")))?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| fail(&name, "no QEMU stdout"))?;
+        .map_err(|e| format!("cannot start {}: {e}", cmd.get_program().to_string_lossy()))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let line = line.replace('\r', "");
-            if tx.send(line).is_err() {
+            if tx.send(line.replace('\r', "")).is_err() {
                 break;
             }
         }
     });
-    let deadline = started + Duration::from_secs(timeout);
+    let deadline = started + timeout;
     let mut lines = Vec::new();
     let mut timed_out = false;
     loop {
@@ -167,39 +183,108 @@ pub fn vm_test(arch: Arch) -> StepResult {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
     }
-    let status = child.wait().map_err(|e| fail(&name, e.to_string()))?;
-    let secs = started.elapsed().as_secs_f64();
-    if timed_out {
-        return Err(fail(&name, format!("the guest did not power off within {timeout} s (hung?); set HDPFLUSH_VM_TIMEOUT to allow more")));
+    let status = child.wait().map_err(|e| e.to_string())?;
+    Ok(GuestRun {
+        lines,
+        success: status.success(),
+        status: status.to_string(),
+        timed_out,
+        secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The number of guest tests passed, or why the run failed.
+fn judge(run: &GuestRun, timeout: u64) -> Result<u32, String> {
+    if run.timed_out {
+        return Err(format!("the guest did not power off within {timeout} s (hung?); set HDPFLUSH_VM_TIMEOUT to allow more"));
     }
-    if lines
+    if run
+        .lines
         .iter()
         .any(|l| l.contains("Kernel panic") || l.contains("Oops"))
     {
-        return Err(fail(
-            &name,
-            "the guest kernel oopsed or panicked (see the log above)",
-        ));
+        return Err("the guest kernel oopsed or panicked (see the log above)".into());
     }
-    match verdict(&lines) {
-        Some((passed, 0)) if passed > 0 && status.success() => {
-            eprintln!("==> {name}: ok, {passed} guest tests passed ({secs:.1} s)");
-            Ok(())
-        }
-        Some((passed, failed)) => Err(fail(
-            &name,
-            format!("{passed} passed, {failed} failed; QEMU {status}"),
+    match verdict(&run.lines) {
+        Some((passed, 0)) if passed > 0 && run.success => Ok(passed),
+        Some((passed, failed)) => Err(format!(
+            "{passed} passed, {failed} failed; QEMU {}",
+            run.status
         )),
-        None => Err(fail(
-            &name,
-            format!("no `guest: N passed, M failed` line; QEMU {status}"),
+        None => Err(format!(
+            "no `guest: N passed, M failed` line; QEMU {}",
+            run.status
         )),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::verdict;
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    }
+
+    #[test]
+    fn a_guest_that_never_powers_off_is_killed_and_fails() {
+        let t = Instant::now();
+        let run = run_guest(
+            sh("echo 'guest: 3 passed, 0 failed'; sleep 30"),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "not killed: {:?}",
+            t.elapsed()
+        );
+        assert!(run.timed_out);
+        let why = judge(&run, 1).unwrap_err();
+        assert!(why.contains("did not power off within 1 s"), "{why}");
+    }
+
+    #[test]
+    fn a_clean_run_passes_and_anything_else_names_the_problem() {
+        let ok = run_guest(
+            sh("echo 'guest: 3 passed, 0 failed'"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(judge(&ok, 10), Ok(3));
+        let oops = run_guest(
+            sh("echo 'Oops: 0000 [#1] SMP'; echo 'guest: 3 passed, 0 failed'"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert!(judge(&oops, 10).unwrap_err().contains("oopsed or panicked"));
+        let failing = run_guest(
+            sh("echo 'guest: 2 passed, 1 failed'"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert!(judge(&failing, 10)
+            .unwrap_err()
+            .contains("2 passed, 1 failed"));
+        let silent = run_guest(sh("true"), Duration::from_secs(10)).unwrap();
+        assert!(judge(&silent, 10)
+            .unwrap_err()
+            .contains("no `guest: N passed"));
+        let none_ran = run_guest(
+            sh("echo 'guest: 0 passed, 0 failed'"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert!(judge(&none_ran, 10).is_err(), "zero tests must not pass");
+        let crashed = run_guest(
+            sh("echo 'guest: 3 passed, 0 failed'; exit 1"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert!(judge(&crashed, 10).unwrap_err().contains("exit status: 1"));
+    }
 
     #[test]
     fn the_verdict_is_the_last_closing_line() {
