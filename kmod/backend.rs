@@ -42,16 +42,33 @@ pub trait Backend: Send + Sync {
 // ---------------------------------------------------------------------------------------------
 
 /// A model: a synchronous flush or invalidate busy-waits `delay_ns`, the modelled PCIe round
-/// trip of the posting read; a posted flush costs nothing.
+/// trip of the posting read; a posted flush costs nothing. With `fail_every = n > 0`, every
+/// n-th hardware operation fails with EIO, so error paths can be tested without broken hardware.
 pub struct Sim {
     index: u32,
     delay_ns: u32,
+    fail_every: u32,
+    operations: AtomicU32,
 }
 
 impl Sim {
-    /// Simulated device `index` with a round trip of `delay_ns`.
-    pub fn new(index: u32, delay_ns: u32) -> Self {
-        Self { index, delay_ns }
+    /// Simulated device `index` with a round trip of `delay_ns`, failing every `fail_every`-th
+    /// operation (0: never).
+    pub fn new(index: u32, delay_ns: u32, fail_every: u32) -> Self {
+        Self {
+            index,
+            delay_ns,
+            fail_every,
+            operations: AtomicU32::new(0),
+        }
+    }
+
+    fn injected_fault(&self) -> Result {
+        let n = self.operations.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.fail_every != 0 && n % self.fail_every == 0 {
+            return Err(EIO);
+        }
+        Ok(())
     }
 }
 
@@ -71,12 +88,12 @@ impl Backend for Sim {
         if sync {
             ndelay(self.delay_ns);
         }
-        Ok(())
+        self.injected_fault()
     }
 
     fn invalidate(&self) -> Result {
         ndelay(self.delay_ns);
-        Ok(())
+        self.injected_fault()
     }
 }
 

@@ -50,6 +50,8 @@ module_param!(sim_devices: u32 = 1, param_ops_uint, "uint",
     "Simulated devices to create, 0-8 (default 1)");
 module_param!(sim_delay_ns: u32 = 1000, param_ops_uint, "uint",
     "Modelled PCIe round trip of a synchronous sim flush in ns, 0-1000000 (default 1000)");
+module_param!(sim_fail_every: u32 = 0, param_ops_uint, "uint",
+    "Make every n-th sim flush or invalidate fail with EIO, to test error paths (default 0: never)");
 module_param!(pcitest: bool = true, param_ops_bool, "bool",
     "Serve QEMU edu devices (1234:11e8) as test hardware (default Y)");
 module_param!(amdgpu: bool = true, param_ops_bool, "bool",
@@ -65,7 +67,6 @@ module_param!(amdgpu_invalidate_offset: u64 = u64::MAX, param_ops_ullong, "ullon
 const MAX_SIM_DEVICES: u32 = 8;
 /// Largest accepted `sim_delay_ns` (1 ms: anything longer is a configuration mistake).
 const MAX_SIM_DELAY_NS: u32 = 1_000_000;
-
 
 /// A kernel spinlock around the last completed flush number. Spinning, not sleeping: a flush
 /// takes about one PCIe round trip, and io_uring may issue from a context that must not sleep.
@@ -200,11 +201,13 @@ impl MiscHandler for HdpFlush {
             }
             HDP_FLUSH_IOC_FLUSH => {
                 let req = read_arg(&arg)?;
-                self.request(&req, HDP_FLUSH_FLUSH_FLAGS)?.flush(req.flags)?;
+                self.request(&req, HDP_FLUSH_FLUSH_FLAGS)?
+                    .flush(req.flags)?;
             }
             HDP_FLUSH_IOC_INVALIDATE => {
                 let req = read_arg(&arg)?;
-                self.request(&req, HDP_FLUSH_INVALIDATE_FLAGS)?.invalidate()?;
+                self.request(&req, HDP_FLUSH_INVALIDATE_FLAGS)?
+                    .invalidate()?;
             }
             HDP_FLUSH_IOC_STATS => {
                 let reply = self.stats(&read_arg(&arg)?)?;
@@ -219,10 +222,12 @@ impl MiscHandler for HdpFlush {
         // Completed inline: a flush never sleeps (spinlock, busy-wait), so the non-blocking
         // issue path can finish it too.
         match cmd_op {
-            HDP_FLUSH_IOC_FLUSH => self.request(&req, HDP_FLUSH_FLUSH_FLAGS)?.flush(req.flags)?,
-            HDP_FLUSH_IOC_INVALIDATE => {
-                self.request(&req, HDP_FLUSH_INVALIDATE_FLAGS)?.invalidate()?
-            }
+            HDP_FLUSH_IOC_FLUSH => self
+                .request(&req, HDP_FLUSH_FLUSH_FLAGS)?
+                .flush(req.flags)?,
+            HDP_FLUSH_IOC_INVALIDATE => self
+                .request(&req, HDP_FLUSH_INVALIDATE_FLAGS)?
+                .invalidate()?,
             _ => return Err(ENOTTY),
         }
         Ok(0)
@@ -282,8 +287,29 @@ fn amdgpu_offsets() -> core::result::Result<AmdgpuOffsets, &'static str> {
 fn discover() -> Result<KVec<Device>> {
     let mut devices = KVec::new();
     for i in 0..sim_devices.get() {
-        devices.push(Device::new(AnyBackend::Sim(Sim::new(i, sim_delay_ns.get())))?, GFP_KERNEL)?;
-        pr_info!("device {}: sim{} (round trip {} ns)\n", devices.len() - 1, i, sim_delay_ns.get());
+        devices.push(
+            Device::new(AnyBackend::Sim(Sim::new(
+                i,
+                sim_delay_ns.get(),
+                sim_fail_every.get(),
+            )))?,
+            GFP_KERNEL,
+        )?;
+        match sim_fail_every.get() {
+            0 => pr_info!(
+                "device {}: sim{} (round trip {} ns)\n",
+                devices.len() - 1,
+                i,
+                sim_delay_ns.get()
+            ),
+            n => pr_info!(
+                "device {}: sim{} (round trip {} ns, every {}th operation fails: sim_fail_every)\n",
+                devices.len() - 1,
+                i,
+                sim_delay_ns.get(),
+                n
+            ),
+        }
     }
     if pcitest.get() {
         for dev in PciDev::find_all(backend::EDU_VENDOR, backend::EDU_DEVICE)? {
@@ -291,7 +317,11 @@ fn discover() -> Result<KVec<Device>> {
             match PciTest::probe(dev) {
                 Ok(b) => {
                     devices.push(Device::new(AnyBackend::PciTest(b))?, GFP_KERNEL)?;
-                    pr_info!("device {}: pcitest {} (QEMU edu, BAR0 liveness register)\n", devices.len() - 1, name_str(&name));
+                    pr_info!(
+                        "device {}: pcitest {} (QEMU edu, BAR0 liveness register)\n",
+                        devices.len() - 1,
+                        name_str(&name)
+                    );
                 }
                 Err(e) => pr_warn!("pcitest {}: not used ({:?})\n", name_str(&name), e),
             }

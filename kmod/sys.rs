@@ -15,8 +15,8 @@ use kernel::error::to_result;
 use kernel::ffi::{c_int, c_long, c_uint, c_ulong};
 use kernel::prelude::*;
 use kernel::types::Opaque;
-use kernel::ThisModule;
 use kernel::uaccess::{UserPtr, UserSlice};
+use kernel::ThisModule;
 
 use kernel::types::{AsBytes, FromBytes};
 
@@ -363,7 +363,9 @@ impl PciDev {
         let domain = name
             .iter()
             .take_while(|&&b| b != b':')
-            .try_fold(0u32, |acc, &b| (b as char).to_digit(16).map(|v| acc * 16 + v))
+            .try_fold(0u32, |acc, &b| {
+                (b as char).to_digit(16).map(|v| acc * 16 + v)
+            })
             .unwrap_or(0);
         PciIdent {
             domain,
@@ -403,7 +405,8 @@ impl PciDev {
         // SAFETY: we hold a reference to the device.
         to_result(unsafe { bindings::pci_enable_device(self.pdev) })?;
         // SAFETY: as above; `owner` is a static string the resource tree may keep.
-        let r = unsafe { bindings::pci_request_region(self.pdev, bar as c_int, owner.as_char_ptr()) };
+        let r =
+            unsafe { bindings::pci_request_region(self.pdev, bar as c_int, owner.as_char_ptr()) };
         if r != 0 {
             // SAFETY: enabled just above.
             unsafe { bindings::pci_disable_device(self.pdev) };
@@ -416,7 +419,11 @@ impl PciDev {
     /// Map `len` bytes of memory BAR `bar` at `offset`.
     pub fn map(&self, bar: u32, offset: u64, len: usize) -> Result<IoPage> {
         let (_, size) = self.mem_bar(bar).ok_or(ENODEV)?;
-        if offset % 4 != 0 || offset.checked_add(len as u64).map_or(true, |end| end > size) {
+        if offset % 4 != 0
+            || offset
+                .checked_add(len as u64)
+                .map_or(true, |end| end > size)
+        {
             return Err(EINVAL);
         }
         // SAFETY: we hold a reference; offset + len lies inside the memory BAR.
@@ -516,8 +523,8 @@ macro_rules! module_param {
         const _: () = {
             #[link_section = "__param"]
             #[used]
-            static PARAM: $crate::sys::KernelParam = $crate::sys::KernelParam(
-                kernel::bindings::kernel_param {
+            static PARAM: $crate::sys::KernelParam =
+                $crate::sys::KernelParam(kernel::bindings::kernel_param {
                     name: kernel::c_str!(stringify!($name)).as_char_ptr(),
                     // SAFETY: only the address of the loader-provided module object is taken.
                     mod_: unsafe { $crate::sys::__this_module.get() },
@@ -528,8 +535,7 @@ macro_rules! module_param {
                     __bindgen_anon_1: kernel::bindings::kernel_param__bindgen_ty_1 {
                         arg: $name.as_arg(),
                     },
-                },
-            );
+                });
             #[link_section = ".modinfo"]
             #[used]
             static PARM: [u8; concat!("parm=", stringify!($name), ":", $desc, "\0").len()] =

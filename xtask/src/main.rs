@@ -98,6 +98,18 @@ fn lint() -> StepResult {
         why: format!("{}; run `cargo fmt --all` to fix", f.why),
         ..f
     })?;
+    // kmod/ is not a cargo crate: rustfmt formats it from its crate root, following `mod`s.
+    let mut kmod_fmt = std::process::Command::new("rustfmt");
+    kmod_fmt
+        .args(["--check", "--edition", "2021"])
+        .arg(run::workspace_root().join("kmod/hdp_flush.rs"));
+    step("fmt kmod", kmod_fmt).map_err(|f| run::Failure {
+        why: format!(
+            "{}; run `rustfmt --edition 2021 kmod/hdp_flush.rs` to fix",
+            f.why
+        ),
+        ..f
+    })?;
     let mut clippy = cargo();
     clippy.args([
         "clippy",

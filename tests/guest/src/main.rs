@@ -655,6 +655,52 @@ fn rmmod_is_refused_while_a_file_is_open_then_reload_works() -> TestResult {
     dev().map(drop)
 }
 
+/// A backend failure reaches the caller as EIO through both paths and is counted; the module
+/// stays usable. The sim backend's `sim_fail_every` injects the failures.
+fn backend_errors_reach_ioctl_and_uring_callers_and_are_counted() -> TestResult {
+    let reload = |args: &[&str]| -> TestResult {
+        let out = sh("rmmod", &["hdp_flush"])?;
+        ensure(out.status.success(), || {
+            format!("rmmod: {}", String::from_utf8_lossy(&out.stderr))
+        })?;
+        let out = sh("insmod", &[&[MODULE_PATH], args].concat())?;
+        ensure(out.status.success(), || {
+            format!("insmod {args:?}: {}", String::from_utf8_lossy(&out.stderr))
+        })
+    };
+    reload(&["sim_fail_every=3", "sim_delay_ns=0", "pcitest=0"])?;
+    let result = (|| -> TestResult {
+        let flusher = Ioctl::open(0, HDP_FLUSH_F_SYNC).map_err(|e| e.to_string())?;
+        flusher.flush().map_err(|e| e.to_string())?;
+        flusher.flush().map_err(|e| e.to_string())?;
+        match flusher.flush() {
+            Err(Error::Os {
+                errno: Errno::EIO,
+                op: "FLUSH ioctl",
+                ..
+            }) => {}
+            other => return Err(format!("third flush: expected EIO, got {other:?}")),
+        }
+        let ring = Uring::open(UringConfig::default()).map_err(|e| e.to_string())?;
+        match ring.flush_batch(3) {
+            Err(Error::Os {
+                errno: Errno::EIO, ..
+            }) => {}
+            other => return Err(format!("uring batch with a failing flush: {other:?}")),
+        }
+        let s = stats(&dev()?, 0, false)?;
+        ensure(
+            (s.flush_requests, s.hw_flushes, s.errors) == (6, 4, 2),
+            || format!("{s:?}"),
+        )?;
+        // Still serving: operations 7 and 8 succeed.
+        flusher.flush().map_err(|e| e.to_string())?;
+        flusher.invalidate().map_err(|e| e.to_string())
+    })();
+    reload(&[])?;
+    result
+}
+
 /// An io_uring holding the file also pins the module.
 fn rmmod_is_refused_while_an_io_uring_holds_the_device() -> TestResult {
     let ring = Uring::open(UringConfig::default()).map_err(|e| e.to_string())?;
@@ -701,6 +747,7 @@ fn main() {
         bad_uring_cmds_complete_with_the_same_errors,
         dummy_page_flushes_through_the_edu_bar_via_sysfs,
         hdpflush_bench_runs_ioctl_and_uring_in_the_guest,
+        backend_errors_reach_ioctl_and_uring_callers_and_are_counted,
         rmmod_is_refused_while_an_io_uring_holds_the_device,
         rmmod_is_refused_while_a_file_is_open_then_reload_works,
     ];
