@@ -182,7 +182,7 @@ const AMDGPU_RMMIO_BAR: u32 = 5;
 const AMDGPU_RMMIO_BAR_PRE_GFX7: u32 = 2;
 /// `MMIO_REG_HOLE_OFFSET` on 4K pages: amdgpu remaps HDP_MEM_FLUSH_CNTL to this page (nbio
 /// v2.3, v4.3, v6.1, v7.0, v7.2, v7.4, v7.7, nbif v6.3.1; MI300's v7.9 uses 0x1A000 and
-/// v7.11 0x44000, which need the `amdgpu_flush_offset` parameter).
+/// v7.11 0x44000, and SR-IOV VFs have no remap at all: those need `amdgpu_flush_offset`).
 const MMIO_REG_HOLE_OFFSET_4K: u64 = 0x80000 - 4096;
 
 /// Register offsets for one GPU, in bytes from the start of the register BAR.
