@@ -6,20 +6,31 @@
 //! was already in flight when the request arrived could miss the requester's stores.
 //!
 //! Flushes are numbered; `started` counts flushes begun. A request snapshots `started` when it
-//! arrives (`arrived`), then takes the flush lock. Under the lock, `completed` is the number of
-//! the last flush that succeeded; flushes are serialised by the lock, so if `completed >
-//! arrived`, flush number `completed` started after the request arrived and has finished:
-//! the request is done without touching the hardware. Otherwise it runs its own flush.
+//! arrives (`arrived`), then takes the flush lock. Under the lock, [`Completed`] holds the
+//! number of the last flush that succeeded, and of the last *synchronous* one; flushes are
+//! serialised by the lock, so if that number is greater than `arrived`, the flush it names
+//! started after the request arrived and has finished: the request is done without touching
+//! the hardware. Otherwise it runs its own flush. A synchronous request (the caller asked for the
+//! flush to have landed) only counts synchronous flushes: a posted one never waited for that.
 //!
 //! No dependency but `core`: the kernel module wraps it in a kernel spinlock, and libflush's
 //! host tests wrap it in a std mutex and hammer it from many threads.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-/// A lock around the number of the last completed flush.
+/// The last completed flushes, kept under the flush lock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Completed {
+    /// Number of the last flush that succeeded, posted or synchronous.
+    pub any: u64,
+    /// Number of the last synchronous flush that succeeded.
+    pub sync: u64,
+}
+
+/// A lock around [`Completed`].
 pub trait FlushLock {
     /// Run `f` with the lock held.
-    fn with<R>(&self, f: impl FnOnce(&mut u64) -> R) -> R;
+    fn with<R>(&self, f: impl FnOnce(&mut Completed) -> R) -> R;
 }
 
 /// How a request was satisfied.
@@ -90,7 +101,7 @@ pub struct Coalescer<L: FlushLock> {
 }
 
 impl<L: FlushLock> Coalescer<L> {
-    /// A coalescer around `lock`, which must start at 0.
+    /// A coalescer around `lock`, which must start at `Completed::default()`.
     pub const fn new(lock: L) -> Self {
         Self {
             lock,
@@ -106,23 +117,29 @@ impl<L: FlushLock> Coalescer<L> {
     }
 
     /// Satisfy one flush request, running `hw` only if no suitable flush completed meanwhile.
-    /// With `coalesce == false` the request always runs its own hardware flush.
+    /// `sync`: the caller needs the flush to have landed, and `hw` makes it so. With
+    /// `coalesce == false` the request always runs its own hardware flush.
     pub fn flush<E>(
         &self,
         coalesce: bool,
+        sync: bool,
         hw: impl FnOnce() -> Result<(), E>,
     ) -> Result<Outcome, E> {
         self.counters.flush_requests.fetch_add(1, Ordering::Relaxed);
         // SeqCst: the snapshot must not be satisfied by a flush the caller's earlier stores
         // could have missed; it pairs with the increment below.
         let arrived = self.started.load(Ordering::SeqCst);
-        let result = self.lock.with(|completed| {
-            if coalesce && *completed > arrived {
+        let result = self.lock.with(|done| {
+            let covering = if sync { done.sync } else { done.any };
+            if coalesce && covering > arrived {
                 return Ok(Outcome::Coalesced);
             }
             let number = self.started.fetch_add(1, Ordering::SeqCst) + 1;
             hw()?;
-            *completed = number;
+            done.any = number;
+            if sync {
+                done.sync = number;
+            }
             Ok(Outcome::Flushed)
         });
         match &result {

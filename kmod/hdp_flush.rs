@@ -34,7 +34,7 @@ pub mod sys;
 pub mod uapi;
 
 use backend::{Amdgpu, AmdgpuOffsets, AnyBackend, Backend, PciTest, Sim};
-use coalesce::{Coalescer, FlushLock};
+use coalesce::{Coalescer, Completed, FlushLock};
 use sys::{MiscDevice, MiscHandler, PciDev, UserSlicer};
 use uapi::*;
 
@@ -68,12 +68,12 @@ const MAX_SIM_DEVICES: u32 = 8;
 /// Largest accepted `sim_delay_ns` (1 ms: anything longer is a configuration mistake).
 const MAX_SIM_DELAY_NS: u32 = 1_000_000;
 
-/// A kernel spinlock around the last completed flush number. Spinning, not sleeping: a flush
+/// A kernel spinlock around the last completed flush numbers. Spinning, not sleeping: a flush
 /// takes about one PCIe round trip, and io_uring may issue from a context that must not sleep.
-struct KernelLock(Pin<KBox<SpinLock<u64>>>);
+struct KernelLock(Pin<KBox<SpinLock<Completed>>>);
 
 impl FlushLock for KernelLock {
-    fn with<R>(&self, f: impl FnOnce(&mut u64) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut Completed) -> R) -> R {
         let mut guard = self.0.lock();
         f(&mut guard)
     }
@@ -87,7 +87,10 @@ struct Device {
 
 impl Device {
     fn new(backend: AnyBackend) -> Result<Self> {
-        let lock = KBox::pin_init(new_spinlock!(0u64, "hdp_flush_device"), GFP_KERNEL)?;
+        let lock = KBox::pin_init(
+            new_spinlock!(Completed::default(), "hdp_flush_device"),
+            GFP_KERNEL,
+        )?;
         Ok(Self {
             backend,
             coalescer: Coalescer::new(KernelLock(lock)),
@@ -98,7 +101,7 @@ impl Device {
         let sync = flags & HDP_FLUSH_F_SYNC != 0;
         let coalesce = flags & HDP_FLUSH_F_NO_COALESCE == 0;
         self.coalescer
-            .flush(coalesce, || self.backend.flush(sync))
+            .flush(coalesce, sync, || self.backend.flush(sync))
             .map(drop)
     }
 

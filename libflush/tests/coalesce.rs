@@ -1,10 +1,11 @@
 //! kmod/coalesce.rs (the module's group commit) under contention, on the host.
 //!
-//! Oracle, independent of the coalescer's own counters: a flush makes visible every store
-//! issued before it started. Each request issues a store, then flushes; when the flush returns,
-//! its store must be visible. A coalescer that let a request ride on a flush already in flight
-//! when it arrived would fail this as soon as the timing lines up, which the yields inside the
-//! "hardware" make likely.
+//! Oracle, independent of the coalescer's own counters: a flush covers every store issued
+//! before it started; a posted flush only orders them, a synchronous one also makes them land.
+//! Each request issues a store, then flushes; when the flush returns its store must be covered,
+//! and landed if the request was synchronous. A coalescer that let a request ride on a flush
+//! already in flight when it arrived, or a synchronous request ride on a posted flush, fails
+//! this as soon as the timing lines up, which the yields inside the "hardware" make likely.
 
 #[path = "../../kmod/coalesce.rs"]
 #[allow(dead_code)]
@@ -13,46 +14,66 @@ mod coalesce;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use coalesce::{Coalescer, FlushLock, Outcome};
+use coalesce::{Coalescer, Completed, FlushLock, Outcome};
 
-struct StdLock(Mutex<u64>);
+struct StdLock(Mutex<Completed>);
 
 impl FlushLock for StdLock {
-    fn with<R>(&self, f: impl FnOnce(&mut u64) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut Completed) -> R) -> R {
         f(&mut self.0.lock().unwrap())
     }
 }
 
-/// Stores issued and stores the last flush made visible.
+fn coalescer() -> Coalescer<StdLock> {
+    Coalescer::new(StdLock(Mutex::new(Completed::default())))
+}
+
+/// Stores issued, stores ordered by the flushes so far, stores landed by synchronous ones.
 #[derive(Default)]
 struct Hdp {
     issued: AtomicU64,
-    visible: AtomicU64,
+    ordered: AtomicU64,
+    landed: AtomicU64,
 }
 
 impl Hdp {
     fn store(&self) -> u64 {
         self.issued.fetch_add(1, Ordering::SeqCst) + 1
     }
-    fn hw_flush(&self) -> Result<(), ()> {
+    fn hw_flush(&self, sync: bool) -> Result<(), ()> {
         let snapshot = self.issued.load(Ordering::SeqCst);
         std::thread::yield_now(); // a flush takes time; let others arrive meanwhile
-        self.visible.fetch_max(snapshot, Ordering::SeqCst);
+        self.ordered.fetch_max(snapshot, Ordering::SeqCst);
+        if sync {
+            self.landed.fetch_max(snapshot, Ordering::SeqCst);
+        }
         Ok(())
+    }
+    /// Whether store `mine` is covered as a request of this kind needs.
+    fn covers(&self, mine: u64, sync: bool) -> bool {
+        let level = if sync { &self.landed } else { &self.ordered };
+        level.load(Ordering::SeqCst) >= mine
     }
 }
 
-fn storm(threads: usize, per_thread: usize, coalesce: bool) -> (Coalescer<StdLock>, u64) {
+/// `threads` callers flushing at once; caller t is synchronous when `sync(t)`.
+fn storm(
+    threads: usize,
+    per_thread: usize,
+    coalesce: bool,
+    sync: impl Fn(usize) -> bool + Sync,
+) -> (Coalescer<StdLock>, u64) {
     let hdp = Hdp::default();
-    let c = Coalescer::new(StdLock(Mutex::new(0)));
+    let c = coalescer();
     let violations = AtomicU64::new(0);
     std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
+        for t in 0..threads {
+            let (hdp, c, violations, sync) = (&hdp, &c, &violations, sync(t));
+            s.spawn(move || {
                 for _ in 0..per_thread {
                     let mine = hdp.store();
-                    c.flush(coalesce, || hdp.hw_flush()).unwrap();
-                    if hdp.visible.load(Ordering::SeqCst) < mine {
+                    c.flush(coalesce, sync, || hdp.hw_flush(sync)).unwrap();
+                    if !hdp.covers(mine, sync) {
                         violations.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -64,7 +85,7 @@ fn storm(threads: usize, per_thread: usize, coalesce: bool) -> (Coalescer<StdLoc
 
 #[test]
 fn every_request_completes_on_a_flush_that_started_after_it_arrived() {
-    let (c, violations) = storm(8, 2000, true);
+    let (c, violations) = storm(8, 2000, true, |_| true);
     assert_eq!(violations, 0);
     let v = c.counters.read(false);
     assert_eq!(v.flush_requests, 16_000);
@@ -77,31 +98,43 @@ fn every_request_completes_on_a_flush_that_started_after_it_arrived() {
 fn concurrent_requests_share_hardware_flushes() {
     // With eight threads and a flush that yields, requests queue behind the lock and most of
     // them find a newer flush done. Without coalescing every request flushes.
-    let (c, _) = storm(8, 2000, true);
+    let (c, _) = storm(8, 2000, true, |_| false);
     let shared = c.counters.read(false);
     assert!(shared.coalesced > 0, "{shared:?}");
-    let (c, violations) = storm(8, 500, false);
+    let (c, violations) = storm(8, 500, false, |_| false);
     assert_eq!(violations, 0);
     let own = c.counters.read(false);
     assert_eq!((own.hw_flushes, own.coalesced), (4000, 0), "{own:?}");
 }
 
 #[test]
-fn a_lone_request_always_flushes_itself() {
-    let c = Coalescer::new(StdLock(Mutex::new(0)));
+fn a_synchronous_request_only_rides_on_a_synchronous_flush() {
+    // Half the callers post, half wait for landing: the posted flushes must never satisfy a
+    // synchronous request, while posted requests may ride on either kind.
     for _ in 0..3 {
-        assert_eq!(c.flush::<()>(true, || Ok(())), Ok(Outcome::Flushed));
+        let (c, violations) = storm(8, 2000, true, |t| t % 2 == 0);
+        assert_eq!(violations, 0);
+        let v = c.counters.read(false);
+        assert_eq!(v.hw_flushes + v.coalesced, v.flush_requests, "{v:?}");
+    }
+}
+
+#[test]
+fn a_lone_request_always_flushes_itself() {
+    let c = coalescer();
+    for sync in [false, true, false] {
+        assert_eq!(c.flush::<()>(true, sync, || Ok(())), Ok(Outcome::Flushed));
     }
     assert_eq!(c.counters.read(false).hw_flushes, 3);
 }
 
 #[test]
 fn a_failed_flush_satisfies_nobody() {
-    let c = Coalescer::new(StdLock(Mutex::new(0)));
-    assert_eq!(c.flush(true, || Err("bus error")), Err("bus error"));
+    let c = coalescer();
+    assert_eq!(c.flush(true, true, || Err("bus error")), Err("bus error"));
     // The next request must not coalesce onto the failed flush.
     let ran = AtomicBool::new(false);
-    let out = c.flush::<()>(true, || {
+    let out = c.flush::<()>(true, true, || {
         ran.store(true, Ordering::Relaxed);
         Ok(())
     });
@@ -118,7 +151,7 @@ fn a_failed_flush_satisfies_nobody() {
 
 #[test]
 fn invalidates_are_counted_and_never_coalesced() {
-    let c = Coalescer::new(StdLock(Mutex::new(0)));
+    let c = coalescer();
     let runs = AtomicU64::new(0);
     for _ in 0..5 {
         c.invalidate::<()>(|| {
