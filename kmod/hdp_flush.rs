@@ -239,21 +239,14 @@ impl MiscHandler for HdpFlush {
 
 /// Check the parameters before touching any hardware.
 fn check_params() -> Result {
-    if sim_devices.get() > MAX_SIM_DEVICES {
-        pr_err!(
-            "sim_devices={} is out of range 0-{}\n",
-            sim_devices.get(),
-            MAX_SIM_DEVICES
-        );
-        return Err(EINVAL);
-    }
-    if sim_delay_ns.get() > MAX_SIM_DELAY_NS {
-        pr_err!(
-            "sim_delay_ns={} is out of range 0-{}\n",
-            sim_delay_ns.get(),
-            MAX_SIM_DELAY_NS
-        );
-        return Err(EINVAL);
+    for (name, value, max) in [
+        ("sim_devices", sim_devices.get(), MAX_SIM_DEVICES),
+        ("sim_delay_ns", sim_delay_ns.get(), MAX_SIM_DELAY_NS),
+    ] {
+        if value > max {
+            pr_err!("{}={} is out of range 0-{}\n", name, value, max);
+            return Err(EINVAL);
+        }
     }
     for (name, v) in [
         ("amdgpu_flush_offset", amdgpu_flush_offset.get()),

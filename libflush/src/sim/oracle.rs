@@ -57,9 +57,22 @@ pub struct OracleReport {
 }
 
 impl OracleReport {
+    fn new(rounds: u32) -> Self {
+        Self {
+            rounds,
+            stale_rounds: 0,
+            first_stale: None,
+        }
+    }
+
     /// True if every round saw fresh data.
     pub fn passed(&self) -> bool {
         self.stale_rounds == 0
+    }
+
+    /// Note a stale word; the first one is kept for the report.
+    fn saw_stale(&mut self, stale: StaleRead) {
+        self.first_stale.get_or_insert(stale);
     }
 }
 
@@ -94,11 +107,7 @@ pub fn producer_consumer(
 
     std::thread::scope(|s| {
         let gpu = s.spawn(|| {
-            let mut report = OracleReport {
-                rounds: 0,
-                stale_rounds: 0,
-                first_stale: None,
-            };
+            let mut report = OracleReport::new(0);
             loop {
                 let bell = wait_for_change(&doorbell, u64::from(report.rounds));
                 if bell == STOP {
@@ -111,7 +120,7 @@ pub fn producer_consumer(
                     let seen = hdp.gpu_read_u32(base + word * 4);
                     if seen != expected {
                         stale = true;
-                        report.first_stale.get_or_insert(StaleRead {
+                        report.saw_stale(StaleRead {
                             round,
                             word,
                             expected,
@@ -154,11 +163,7 @@ pub fn read_after_gpu_write(
         Arc::ptr_eq(hdp, result.hdp()),
         "result must be a window of this model"
     );
-    let mut report = OracleReport {
-        rounds,
-        stale_rounds: 0,
-        first_stale: None,
-    };
+    let mut report = OracleReport::new(rounds);
     for round in 1..=rounds {
         let _warm = result.read_u32(0);
         let expected = tag(round, 0);
@@ -167,7 +172,7 @@ pub fn read_after_gpu_write(
         let seen = result.read_u32(0);
         if seen != expected {
             report.stale_rounds += 1;
-            report.first_stale.get_or_insert(StaleRead {
+            report.saw_stale(StaleRead {
                 round,
                 word: 0,
                 expected,
