@@ -23,6 +23,17 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// `hdpflush bench ARGS --out-dir DIR`, which must succeed: its table and its JSON report.
+fn bench_in(dir: &Path, args: &[&str]) -> (String, serde_json::Value) {
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--out-dir", dir.to_str().unwrap()]);
+    let out = hdpflush(&all, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json = std::fs::read_to_string(dir.join("bench.json")).unwrap();
+    (text(&out.stdout), serde_json::from_str(&json).unwrap())
+}
+
 /// The device only exists inside our QEMU guests; on a host it must be reported missing.
 fn device_present() -> bool {
     Path::new("/dev/hdp_flush").exists()
@@ -72,20 +83,7 @@ fn probe_json_is_machine_readable() {
 fn bench_prints_a_table_and_writes_json_and_svg() {
     let dir = scratch("bench_default");
     let out_dir = dir.join("out");
-    let out = hdpflush(
-        &[
-            "bench",
-            "-n",
-            "2000",
-            "--warmup",
-            "100",
-            "--out-dir",
-            out_dir.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let table = text(&out.stdout);
+    let (table, report) = bench_in(&out_dir, &["-n", "2000", "--warmup", "100"]);
     assert!(
         table.contains("p50 ns") && table.contains("flushes/s"),
         "{table}"
@@ -101,9 +99,6 @@ fn bench_prints_a_table_and_writes_json_and_svg() {
         "stand-ins labelled:\n{table}"
     );
 
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.join("bench.json")).unwrap())
-            .unwrap();
     let results = report["results"].as_array().unwrap();
     assert!(results.len() >= 4);
     for r in results {
@@ -183,30 +178,21 @@ fn bench_honours_explicit_paths_and_one_strategy() {
 #[test]
 fn bench_reference_adds_the_floors_to_named_strategies() {
     let dir = scratch("bench_reference");
-    let out = hdpflush(
-        &[
-            "bench",
-            "-s",
-            "sim",
-            "--reference",
-            "--batch",
-            "4",
-            "-n",
-            "400",
-            "--quiet",
-            "--out-dir",
-            dir.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let table = text(&out.stdout);
+    let args = [
+        "-s",
+        "sim",
+        "--reference",
+        "--batch",
+        "4",
+        "-n",
+        "400",
+        "--quiet",
+    ];
+    let (table, report) = bench_in(&dir, &args);
     assert!(
         table.contains("reference (ioctl ENOTTY on /dev/null)"),
         "{table}"
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("bench.json")).unwrap()).unwrap();
     let uring_floor = report["results"]
         .as_array()
         .unwrap()
