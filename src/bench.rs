@@ -133,13 +133,7 @@ fn requested(args: &BenchArgs) -> Result<(Vec<StrategyKind>, bool), CliError> {
 
 /// The cases one strategy contributes.
 fn cases_for(kind: StrategyKind, args: &BenchArgs) -> libflush::Result<Vec<Case>> {
-    let unavailable = |e: Error| match e {
-        Error::DeviceMissing { .. } | Error::PermissionDenied { .. } => Error::Unavailable {
-            strategy: kind,
-            reason: e.to_string(),
-        },
-        other => other,
-    };
+    let unavailable = |e: Error| e.unavailable_for(kind);
     match kind {
         StrategyKind::Ioctl => {
             let probe = Ioctl::open(0, 0).map_err(unavailable)?;

@@ -100,6 +100,18 @@ pub enum Error {
 }
 
 impl Error {
+    /// A missing or forbidden device node says `strategy` cannot run here; other errors are
+    /// failures of their own and stay as they are.
+    pub fn unavailable_for(self, strategy: StrategyKind) -> Self {
+        match self {
+            Self::DeviceMissing { .. } | Self::PermissionDenied { .. } => Self::Unavailable {
+                strategy,
+                reason: self.to_string(),
+            },
+            other => other,
+        }
+    }
+
     /// An [`Error::Os`] from an errno.
     pub fn os(what: impl Into<String>, op: &'static str, errno: Errno) -> Self {
         Self::Os {

@@ -158,33 +158,46 @@ fn uring_status() -> std::result::Result<(), String> {
         .map_err(|e| format!("io_uring is not available in this kernel or sandbox: {e}"))
 }
 
-fn decide(facts: HostFacts, override_env: Option<String>) -> Probe {
-    let no_kfd = "no /dev/kfd (no AMD GPU driven by amdgpu/KFD here)";
-    let mapping_reason = |what: &str| {
-        if facts.kfd {
-            format!("/dev/kfd is present, but the KFD {what} mapping is not wired into libflush yet; a stand-in mapping is used for benchmarks")
-        } else {
-            format!("{no_kfd}; anonymous memory stands in for the {what} in benchmarks")
+/// A mapping strategy's availability. No KFD mapping is wired into libflush yet, so it depends
+/// only on the page size and whether KFD exists: never [`Availability::Ready`].
+fn mapping_availability(kind: StrategyKind, page_size: usize, kfd: bool) -> Availability {
+    let what = match kind {
+        StrategyKind::MmioRemap if page_size != 4096 => {
+            return Availability::Unavailable {
+                reason: format!(
+                    "PAGE_SIZE is {page_size}: KFD refuses to map the 4K MMIO remap page on this kernel"
+                ),
+            }
+        }
+        StrategyKind::MmioRemap => "MMIO remap page",
+        StrategyKind::DummyPage => "VRAM dummy page",
+        StrategyKind::Legacy => "kernel-argument buffer",
+        other => {
+            return Availability::Unavailable {
+                reason: format!("`{other}` maps nothing"),
+            }
         }
     };
+    let reason = if kfd {
+        format!("/dev/kfd is present, but the KFD {what} mapping is not wired into libflush yet; a stand-in mapping is used for benchmarks")
+    } else {
+        format!("no /dev/kfd (no AMD GPU driven by amdgpu/KFD here); anonymous memory stands in for the {what} in benchmarks")
+    };
+    Availability::StandIn { reason }
+}
+
+/// [`mapping_availability`] on this host, without probing the module or io_uring.
+fn mapping_availability_here(kind: StrategyKind) -> Availability {
+    mapping_availability(kind, page_size(), Path::new(KFD_PATH).exists())
+}
+
+fn decide(facts: HostFacts, override_env: Option<String>) -> Probe {
     let mut strategies = Vec::new();
     for kind in StrategyKind::ALL {
         let availability = match kind {
-            StrategyKind::MmioRemap if facts.page_size != 4096 => Availability::Unavailable {
-                reason: format!(
-                    "PAGE_SIZE is {}: KFD refuses to map the 4K MMIO remap page on this kernel",
-                    facts.page_size
-                ),
-            },
-            StrategyKind::MmioRemap => Availability::StandIn {
-                reason: mapping_reason("MMIO remap page"),
-            },
-            StrategyKind::DummyPage => Availability::StandIn {
-                reason: mapping_reason("VRAM dummy page"),
-            },
-            StrategyKind::Legacy => Availability::StandIn {
-                reason: mapping_reason("kernel-argument buffer"),
-            },
+            StrategyKind::MmioRemap | StrategyKind::DummyPage | StrategyKind::Legacy => {
+                mapping_availability(kind, facts.page_size, facts.kfd)
+            }
             StrategyKind::Ioctl => match &facts.kmod {
                 Ok((_, backing)) => Availability::Ready {
                     backing: backing.clone(),
@@ -273,10 +286,8 @@ pub fn open(kind: StrategyKind) -> Result<Box<dyn Flush>> {
         StrategyKind::Ioctl => Ok(Box::new(Ioctl::open(0, 0)?)),
         StrategyKind::Uring => Ok(Box::new(Uring::open(UringConfig::default())?)),
         StrategyKind::MmioRemap | StrategyKind::DummyPage | StrategyKind::Legacy => {
-            let reason = match probe().availability(kind) {
-                Availability::StandIn { reason } | Availability::Unavailable { reason } => {
-                    reason.clone()
-                }
+            let reason = match mapping_availability_here(kind) {
+                Availability::StandIn { reason } | Availability::Unavailable { reason } => reason,
                 Availability::Ready { .. } => {
                     "the KFD mapping it needs is not wired into libflush yet".to_owned()
                 }
@@ -293,23 +304,17 @@ pub fn open(kind: StrategyKind) -> Result<Box<dyn Flush>> {
 pub fn open_for_bench(kind: StrategyKind) -> Result<Box<dyn Flush>> {
     match kind {
         StrategyKind::MmioRemap => {
-            if let Availability::Unavailable { reason } = probe().availability(kind) {
+            if let Availability::Unavailable { reason } = mapping_availability_here(kind) {
                 return Err(Error::Unavailable {
                     strategy: kind,
-                    reason: reason.clone(),
+                    reason,
                 });
             }
             Ok(Box::new(MmioRemap::stand_in()?))
         }
         StrategyKind::DummyPage => Ok(Box::new(DummyPage::stand_in()?)),
         StrategyKind::Legacy => Ok(Box::new(Legacy::stand_in()?)),
-        _ => open(kind).map_err(|e| match e {
-            Error::DeviceMissing { .. } | Error::PermissionDenied { .. } => Error::Unavailable {
-                strategy: kind,
-                reason: e.to_string(),
-            },
-            other => other,
-        }),
+        _ => open(kind).map_err(|e| e.unavailable_for(kind)),
     }
 }
 
