@@ -152,41 +152,29 @@ fn the_c_header_states_the_same_abi_as_uapi_rs() {
 #[allow(clippy::unnecessary_cast)]
 fn ioctl_numbers_match_nix_and_ioctl_sys_encoders() {
     let m = b'H';
-    let cases: [(u32, u64, u64); 6] = [
-        (
-            HDP_FLUSH_IOC_VERSION,
-            nix::request_code_read!(m, 0xA0, size_of::<HdpFlushVersion>()) as u64,
-            ioctl_sys::ior!(m as u32, 0xA0, size_of::<HdpFlushVersion>() as u32) as u64,
-        ),
-        (
-            HDP_FLUSH_IOC_NOP,
-            nix::request_code_none!(m, 0xA1) as u64,
-            ioctl_sys::io!(m as u32, 0xA1) as u64,
-        ),
-        (
-            HDP_FLUSH_IOC_DEVICE_INFO,
-            nix::request_code_readwrite!(m, 0xA2, size_of::<HdpFlushDeviceInfo>()) as u64,
-            ioctl_sys::iorw!(m as u32, 0xA2, size_of::<HdpFlushDeviceInfo>() as u32) as u64,
-        ),
-        (
-            HDP_FLUSH_IOC_FLUSH,
-            nix::request_code_write!(m, 0xA3, size_of::<HdpFlushRequest>()) as u64,
-            ioctl_sys::iow!(m as u32, 0xA3, size_of::<HdpFlushRequest>() as u32) as u64,
-        ),
-        (
-            HDP_FLUSH_IOC_INVALIDATE,
-            nix::request_code_write!(m, 0xA4, size_of::<HdpFlushRequest>()) as u64,
-            ioctl_sys::iow!(m as u32, 0xA4, size_of::<HdpFlushRequest>() as u32) as u64,
-        ),
-        (
-            HDP_FLUSH_IOC_STATS,
-            nix::request_code_readwrite!(m, 0xA5, size_of::<HdpFlushStats>()) as u64,
-            ioctl_sys::iorw!(m as u32, 0xA5, size_of::<HdpFlushStats>() as u32) as u64,
-        ),
-    ];
-    for (ours, nix_code, ioctl_sys_code) in cases {
-        assert_eq!(u64::from(ours), nix_code, "{ours:#x} vs nix");
-        assert_eq!(u64::from(ours), ioctl_sys_code, "{ours:#x} vs ioctl-sys");
+    for (name, spec) in HDP_FLUSH_COMMANDS {
+        let (nr, size) = (spec.nr as u8, spec.size);
+        let (nix_code, ioctl_sys_code) = match spec.dir {
+            IocDir::None => (
+                nix::request_code_none!(m, nr) as u64,
+                ioctl_sys::io!(m as u32, nr as u32) as u64,
+            ),
+            IocDir::Read => (
+                nix::request_code_read!(m, nr, size) as u64,
+                ioctl_sys::ior!(m as u32, nr as u32, size as u32) as u64,
+            ),
+            IocDir::Write => (
+                nix::request_code_write!(m, nr, size) as u64,
+                ioctl_sys::iow!(m as u32, nr as u32, size as u32) as u64,
+            ),
+            IocDir::ReadWrite => (
+                nix::request_code_readwrite!(m, nr, size) as u64,
+                ioctl_sys::iorw!(m as u32, nr as u32, size as u32) as u64,
+            ),
+        };
+        let ours = u64::from(spec.encode(IOC_LAYOUT));
+        assert_eq!(ours, nix_code, "{name} {ours:#x} vs nix");
+        assert_eq!(ours, ioctl_sys_code, "{name} {ours:#x} vs ioctl-sys");
     }
 }
 
