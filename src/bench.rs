@@ -110,11 +110,7 @@ impl Case {
     }
 
     fn label(&self) -> String {
-        if self.variant.is_empty() {
-            self.strategy.clone()
-        } else {
-            format!("{} ({})", self.strategy, self.variant)
-        }
+        report::label(&self.strategy, &self.variant)
     }
 }
 

@@ -63,11 +63,16 @@ fn one() -> usize {
 impl CaseResult {
     /// "strategy (variant)".
     pub fn label(&self) -> String {
-        if self.variant.is_empty() {
-            self.strategy.clone()
-        } else {
-            format!("{} ({})", self.strategy, self.variant)
-        }
+        label(&self.strategy, &self.variant)
+    }
+}
+
+/// How a case is named everywhere: "strategy" or "strategy (variant)".
+pub fn label(strategy: &str, variant: &str) -> String {
+    if variant.is_empty() {
+        strategy.to_owned()
+    } else {
+        format!("{strategy} ({variant})")
     }
 }
 
