@@ -8,8 +8,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
-
+use crate::error::errno_of;
 use crate::uapi::{self, HdpFlushDeviceInfo, HdpFlushRequest, HdpFlushStats, HdpFlushVersion};
 use crate::{Error, Result};
 
@@ -156,7 +155,7 @@ fn open_error(path: &str, e: &io::Error) -> Error {
         io::ErrorKind::PermissionDenied => Error::PermissionDenied {
             path: path.to_owned(),
         },
-        _ => Error::os(path, "open", Errno::from_raw(e.raw_os_error().unwrap_or(0))),
+        _ => Error::os(path, "open", errno_of(e)),
     }
 }
 
@@ -183,6 +182,7 @@ pub fn backend_name(backend: u32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::errno::Errno;
 
     #[test]
     fn a_missing_device_says_the_module_is_not_loaded_and_how_to_load_it() {

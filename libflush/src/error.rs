@@ -4,6 +4,11 @@ use nix::errno::Errno;
 
 use crate::strategy::StrategyKind;
 
+/// The errno inside an `io::Error` from std or the io-uring crate (0 if it carries none).
+pub(crate) fn errno_of(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(0))
+}
+
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

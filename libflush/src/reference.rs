@@ -11,7 +11,8 @@ use std::sync::{Mutex, PoisonError};
 use io_uring::{opcode, IoUring};
 use nix::errno::Errno;
 
-use crate::ring::{errno_of, submit_copies};
+use crate::error::errno_of;
+use crate::ring::submit_copies;
 use crate::strategy::{Backing, BackingKind};
 use crate::{Error, Result};
 

@@ -13,6 +13,7 @@ use std::ptr::NonNull;
 use nix::errno::Errno;
 use nix::sys::mman::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
 
+use crate::error::errno_of;
 use crate::strategy::{Backing, BackingKind};
 use crate::{Error, Result};
 
@@ -106,9 +107,9 @@ impl MappedRegion {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .custom_flags(libc_o_sync())
+            .custom_flags(nix::fcntl::OFlag::O_SYNC.bits())
             .open(path)
-            .map_err(|e| open_error(&what, e))?;
+            .map_err(|e| Error::os(&what, "open", errno_of(&e)))?;
         let length = NonZeroUsize::new(len).ok_or(Error::RegionTooSmall {
             what: what.clone(),
             len,
@@ -148,15 +149,6 @@ impl MappedRegion {
         // SAFETY: offset + size <= len, so the result stays inside the mapping.
         unsafe { self.ptr.as_ptr().add(offset).cast() }
     }
-}
-
-fn libc_o_sync() -> i32 {
-    nix::fcntl::OFlag::O_SYNC.bits()
-}
-
-fn open_error(what: &str, e: std::io::Error) -> Error {
-    let errno = Errno::from_raw(e.raw_os_error().unwrap_or(0));
-    Error::os(what, "open", errno)
 }
 
 impl Bar for MappedRegion {

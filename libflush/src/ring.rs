@@ -4,6 +4,7 @@
 use io_uring::{squeue, IoUring};
 use nix::errno::Errno;
 
+use crate::error::errno_of;
 use crate::{Error, Result};
 
 /// Submit `count` copies of `entry`, at most `ring`'s SQ size per `io_uring_enter`, wait for
@@ -65,9 +66,4 @@ fn wait_for_sq_space(ring: &mut IoUring) -> Result<()> {
     waited
         .map(drop)
         .map_err(|e| Error::os("io_uring", "wait for SQ space", errno_of(&e)))
-}
-
-/// The errno inside an io::Error from the io-uring crate.
-pub(crate) fn errno_of(e: &std::io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(0))
 }
