@@ -25,6 +25,17 @@ pub struct Ident {
     pub name: [u8; uapi::HDP_FLUSH_NAME_LEN],
 }
 
+impl Ident {
+    /// A PCI device served by `backend`, named by its location.
+    fn pci(backend: u32, pci: PciIdent) -> Self {
+        Self {
+            backend,
+            pci: Some(pci),
+            name: pci.name,
+        }
+    }
+}
+
 /// One device's flush and invalidate.
 pub trait Backend: Send + Sync {
     /// Identification.
@@ -153,11 +164,7 @@ impl PciTest {
 
 impl Backend for PciTest {
     fn ident(&self) -> Ident {
-        Ident {
-            backend: uapi::HDP_FLUSH_BACKEND_PCITEST,
-            pci: Some(self.ident),
-            name: self.ident.name,
-        }
+        Ident::pci(uapi::HDP_FLUSH_BACKEND_PCITEST, self.ident)
     }
 
     fn flush(&self, sync: bool) -> Result {
@@ -273,11 +280,7 @@ impl Amdgpu {
 
 impl Backend for Amdgpu {
     fn ident(&self) -> Ident {
-        Ident {
-            backend: uapi::HDP_FLUSH_BACKEND_AMDGPU,
-            pci: Some(self.ident),
-            name: self.ident.name,
-        }
+        Ident::pci(uapi::HDP_FLUSH_BACKEND_AMDGPU, self.ident)
     }
 
     fn flush(&self, sync: bool) -> Result {
