@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::Arc;
+
 use libflush::reference::{IoctlFloor, UringNopFloor};
 use libflush::select::STRATEGY_ENV;
-use libflush::strategy::Backing;
-use libflush::uapi::HDP_FLUSH_F_SYNC;
-use libflush::{Error, Flush, Ioctl, StrategyKind, Uring, UringConfig};
+use libflush::strategy::{Backing, BackingKind};
+use libflush::{Completion, Error, Flush, Ioctl, StrategyKind, Uring, UringConfig};
 
 use crate::error::CliError;
 use crate::report::{self, BenchReport, CaseResult, HostInfo, Skipped};
@@ -98,6 +99,33 @@ impl Case {
         }
     }
 
+    /// The remap page both ways: ROCclr's store and read-back, and the posted store alone.
+    fn remap_page(f: Box<dyn Flush>, place: &str) -> Vec<Self> {
+        let f: Arc<dyn Flush> = f.into();
+        [
+            (Completion::Completed, "completed, ROCclr's read-back"),
+            (Completion::Posted, "posted"),
+        ]
+        .into_iter()
+        .map(|(completion, how)| {
+            let f = Arc::clone(&f);
+            let variant = if place.is_empty() {
+                how.to_owned()
+            } else {
+                format!("{how}, {place}")
+            };
+            Self {
+                strategy: f.kind().name().to_owned(),
+                variant,
+                backing: f.backing(),
+                batch: 1,
+                ops: vec![Box::new(move || f.flush_with(completion))],
+                counters: None,
+            }
+        })
+        .collect()
+    }
+
     fn single(strategy: &str, variant: String, backing: Backing, batch: usize, op: Op) -> Self {
         Self {
             strategy: strategy.to_owned(),
@@ -132,21 +160,25 @@ fn cases_for(kind: StrategyKind, args: &BenchArgs) -> libflush::Result<Vec<Case>
     let unavailable = |e: Error| e.unavailable_for(kind);
     match kind {
         StrategyKind::Ioctl => {
-            let probe = Ioctl::open(0, 0).map_err(unavailable)?;
+            let probe = Ioctl::open(0, Completion::Completed).map_err(unavailable)?;
             let backing = probe.backing();
-            let floor = Ioctl::open(0, 0)?;
+            let floor = Ioctl::open(0, Completion::Completed)?;
             let mut cases = vec![Case::single(
                 "reference",
                 "ioctl NOP, kernel-entry floor".into(),
-                backing.clone(),
+                Backing::new(
+                    BackingKind::HostKernel,
+                    "ioctl NOP on /dev/hdp_flush: this kernel's entry into the module, no flush",
+                ),
                 1,
                 Box::new(move || floor.device().nop()),
             )];
             for &threads in &args.threads {
-                for (name, flags) in [("posted", 0), ("sync", HDP_FLUSH_F_SYNC)] {
+                for completion in [Completion::Posted, Completion::Completed] {
+                    let name = completion.name();
                     let ops = (0..threads)
                         .map(|_| {
-                            let f = Ioctl::open(0, flags)?;
+                            let f = Ioctl::open(0, completion)?;
                             Ok(Box::new(move || f.flush()) as Op)
                         })
                         .collect::<libflush::Result<Vec<Op>>>()?;
@@ -163,7 +195,9 @@ fn cases_for(kind: StrategyKind, args: &BenchArgs) -> libflush::Result<Vec<Case>
             Ok(cases)
         }
         StrategyKind::Uring => {
-            let backing = Ioctl::open(0, 0).map_err(unavailable)?.backing();
+            let backing = Ioctl::open(0, Completion::Completed)
+                .map_err(unavailable)?
+                .backing();
             let mut cases = Vec::new();
             let sqpoll: &[Option<u32>] = if args.sqpoll {
                 &[None, Some(SQPOLL_IDLE_MS)]
@@ -201,16 +235,20 @@ fn cases_for(kind: StrategyKind, args: &BenchArgs) -> libflush::Result<Vec<Case>
             }
             Ok(cases)
         }
-        _ => match args.maps.iter().find(|m| m.kind == kind) {
-            Some(m) => {
-                let f = libflush::open_mapped(kind, &m.path, m.offset)?;
-                Ok(vec![Case::flush(
-                    f,
-                    &format!("{}@{:#x}", m.path.display(), m.offset),
-                )])
+        _ => {
+            let (f, place) = match args.maps.iter().find(|m| m.kind == kind) {
+                Some(m) => (
+                    libflush::open_mapped(kind, &m.path, m.offset)?,
+                    format!("{}@{:#x}", m.path.display(), m.offset),
+                ),
+                None => (libflush::open_for_bench(kind)?, String::new()),
+            };
+            if kind == StrategyKind::MmioRemap {
+                Ok(Case::remap_page(f, &place))
+            } else {
+                Ok(vec![Case::flush(f, &place)])
             }
-            None => Ok(vec![Case::flush(libflush::open_for_bench(kind)?, "")]),
-        },
+        }
     }
 }
 
@@ -225,7 +263,7 @@ fn with_threads(variant: String, threads: u32) -> String {
 
 /// Device 0's STATS counters, through a handle of its own.
 fn device0_counters() -> libflush::Result<Counters> {
-    let handle = Ioctl::open(0, 0)?;
+    let handle = Ioctl::open(0, Completion::Completed)?;
     Ok(Box::new(move || {
         let s = handle.device().stats(0, 0)?;
         Ok((s.flush_requests, s.hw_flushes))
@@ -392,7 +430,7 @@ fn measure(case: &mut Case, args: &BenchArgs, bar: &ProgressBar) -> libflush::Re
 fn host_info() -> HostInfo {
     HostInfo {
         arch: std::env::consts::ARCH.into(),
-        page_size: libflush::select::page_size(),
+        page_size: libflush::page_size(),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_owned())
             .unwrap_or_else(|_| "unknown".into()),

@@ -10,8 +10,13 @@ use plotters::prelude::*;
 use crate::error::CliError;
 use crate::report::BenchReport;
 
-const KINDS: [(BackingKind, &str, RGBColor); 5] = [
+const KINDS: [(BackingKind, &str, RGBColor); 6] = [
     (BackingKind::Hardware, "hardware", RGBColor(196, 58, 40)),
+    (
+        BackingKind::EmulatedDevice,
+        "emulated device",
+        RGBColor(150, 90, 170),
+    ),
     (
         BackingKind::KernelModel,
         "kernel model",

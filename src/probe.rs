@@ -1,9 +1,13 @@
-//! `hdpflush probe`: what this host offers and why the selected strategy was chosen.
+//! `hdpflush probe`: what this host offers, every GPU found and the strategy libflush would
+//! use for it, and the process-wide choice.
 
-use libflush::select::{Availability, KmodStatus, Probe};
+use libflush::select::{Availability, KmodStatus, Probe, GPU_ENV, STRATEGY_ENV};
 
 use crate::error::CliError;
 
+/// Print the probe; exit non-zero only for a setting that can never work (an unknown
+/// `HDPFLUSH_STRATEGY`, a malformed `HDPFLUSH_GPU`, a named strategy that cannot flush). A
+/// host with no GPU is reported, not an error.
 pub fn run(json: bool) -> Result<(), CliError> {
     let probe = libflush::probe();
     if json {
@@ -15,9 +19,9 @@ pub fn run(json: bool) -> Result<(), CliError> {
     } else {
         crate::emit(&render(&probe))?;
     }
-    match probe.selected {
-        Ok(_) => Ok(()),
-        Err(reason) => Err(CliError::Selection(reason)),
+    match probe.config_error {
+        None => Ok(()),
+        Some(reason) => Err(CliError::Selection(reason)),
     }
 }
 
@@ -36,20 +40,54 @@ fn render(p: &Probe) -> String {
         KmodStatus::Loaded {
             api_major,
             api_minor,
-            num_devices,
             page_size,
             uring_cmd,
-        } => line(format!(
-            "hdp_flush module loaded, uAPI {api_major}.{api_minor}, {num_devices} device(s), kernel PAGE_SIZE {page_size}, io_uring {}",
-            if *uring_cmd { "yes" } else { "no" }
-        )),
+            devices,
+        } => {
+            line(format!(
+                "hdp_flush module loaded, uAPI {api_major}.{api_minor}, {} device(s), kernel PAGE_SIZE {page_size}, io_uring {}",
+                devices.len(),
+                if *uring_cmd { "yes" } else { "no" }
+            ));
+            for d in devices {
+                line(format!("  {}", d.describe()));
+            }
+        }
         KmodStatus::Absent { reason } => line(format!("hdp_flush module not usable: {reason}")),
     }
-    if let Some(v) = &p.override_env {
-        line(format!("{}  {v}", libflush::select::STRATEGY_ENV));
+    for (name, value) in [(STRATEGY_ENV, &p.strategy_env), (GPU_ENV, &p.gpu_env)] {
+        if let Some(v) = value {
+            line(format!("{name}  {v}"));
+        }
     }
     line(String::new());
-    line("strategies:".into());
+    if p.gpus.is_empty() {
+        line("GPUs: none found (no KFD GPU node, no AMD display or accelerator PCI function, nothing the module serves)".into());
+    } else {
+        line(
+            "GPUs (what a runtime gets for each, with no remap page or dummy page passed):".into(),
+        );
+    }
+    for g in &p.gpus {
+        let mut what = vec![if g.amd_gpu {
+            "AMD GPU".to_owned()
+        } else {
+            "not a GPU: a device the module serves for testing, used only when named".to_owned()
+        }];
+        if let Some(id) = g.kfd_gpu_id {
+            what.push(format!("KFD gpu_id {id}"));
+        }
+        if let Some(d) = &g.module {
+            what.push(format!("module {}", d.describe()));
+        }
+        line(format!("  {}  {}", g.pci, what.join(", ")));
+        match &g.decision {
+            Ok(sel) => line(format!("    -> {} ({})", sel.kind, sel.reason)),
+            Err(reason) => line(format!("    -> none: {reason}")),
+        }
+    }
+    line(String::new());
+    line("bench can measure:".into());
     for (kind, availability) in &p.strategies {
         let (status, detail) = match availability {
             Availability::Ready { backing } => ("ready", backing.to_string()),
@@ -59,9 +97,9 @@ fn render(p: &Probe) -> String {
         line(format!("  {:<11} {:<14} {}", kind.name(), status, detail));
     }
     line(String::new());
-    match &p.selected {
-        Ok(sel) => line(format!("selected: {} ({})", sel.kind, sel.reason)),
-        Err(reason) => line(format!("selected: none ({reason})")),
+    match &p.process_wide {
+        Ok(sel) => line(format!("process-wide: {} ({})", sel.kind, sel.reason)),
+        Err(reason) => line(format!("process-wide: none ({reason})")),
     }
     out
 }

@@ -108,16 +108,6 @@ pub struct BenchReport {
     pub skipped: Vec<Skipped>,
 }
 
-fn backing_tag(b: &Backing) -> &'static str {
-    match b.kind {
-        BackingKind::Hardware => "hardware",
-        BackingKind::KernelModel => "kernel model",
-        BackingKind::StandIn => "stand-in",
-        BackingKind::Simulator => "simulator",
-        BackingKind::HostKernel => "host kernel",
-    }
-}
-
 /// The report as a text table, with a legend of what was not hardware.
 pub fn table(r: &BenchReport) -> String {
     let mut out = String::new();
@@ -151,7 +141,7 @@ pub fn table(r: &BenchReport) -> String {
             out,
             "{:<label_w$}  {:<12}  {:>10.1}  {:>10.1}  {:>10.1}  {:>12}  {:>6}  {:>8.2}x",
             c.label(),
-            backing_tag(&c.backing),
+            c.backing.kind.tag(),
             c.p50_ns,
             c.p99_ns,
             c.mean_ns,
@@ -167,7 +157,7 @@ pub fn table(r: &BenchReport) -> String {
     let mut legend: Vec<String> = Vec::new();
     for c in &r.results {
         if c.backing.kind != BackingKind::Hardware {
-            let l = format!("  {}: {}", backing_tag(&c.backing), c.backing.detail);
+            let l = format!("  {}: {}", c.backing.kind.tag(), c.backing.detail);
             if !legend.contains(&l) {
                 legend.push(l);
             }

@@ -40,12 +40,13 @@ fn device_present() -> bool {
 }
 
 #[test]
-fn probe_explains_page_size_strategies_and_the_choice() {
+fn probe_explains_page_size_gpus_what_bench_can_measure_and_the_process_wide_choice() {
     let out = hdpflush(&["probe"], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let s = text(&out.stdout);
     let page = nix_page_size();
     assert!(s.contains(&format!("page size        {page} bytes")), "{s}");
+    assert!(s.contains("bench can measure:"), "{s}");
     for name in [
         "mmio-remap",
         "ioctl",
@@ -56,9 +57,19 @@ fn probe_explains_page_size_strategies_and_the_choice() {
     ] {
         assert!(s.contains(&format!("  {name} ")), "{name} missing:\n{s}");
     }
-    assert!(s.contains("selected: "), "{s}");
-    if !device_present() {
-        assert!(s.contains("selected: sim"), "{s}");
+    assert!(s.contains("process-wide: "), "{s}");
+    assert!(
+        !s.contains("process-wide: sim"),
+        "never the simulator unless named:\n{s}"
+    );
+    if !device_present() && !Path::new("/dev/kfd").exists() {
+        assert!(s.contains("GPUs: none found"), "{s}");
+        assert!(
+            s.contains(
+                "process-wide: none (the process-wide flusher has no GPU: no AMD GPU on this host"
+            ),
+            "{s}"
+        );
         assert!(s.contains("module is not loaded"), "{s}");
     }
 }
@@ -70,13 +81,21 @@ fn nix_page_size() -> usize {
 }
 
 #[test]
-fn probe_json_is_machine_readable() {
+fn probe_json_is_machine_readable_and_names_the_simulator_only_when_asked() {
     let out = hdpflush(&["probe", "--json"], &[]);
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["page_size"].as_u64().unwrap() as usize, nix_page_size());
     assert_eq!(v["strategies"].as_array().unwrap().len(), 6);
-    assert!(v["selected"]["Ok"]["kind"].is_string(), "{v}");
+    assert!(v["gpus"].is_array(), "{v}");
+    assert!(v["config_error"].is_null(), "{v}");
+    assert_ne!(v["process_wide"]["Ok"]["kind"], "sim", "{v}");
+
+    let out = hdpflush(&["probe", "--json"], &[("HDPFLUSH_STRATEGY", "sim")]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["process_wide"]["Ok"]["kind"], "sim", "{v}");
+    assert_eq!(v["strategy_env"], "sim", "{v}");
 }
 
 #[test]
@@ -314,12 +333,19 @@ fn an_unusable_strategy_on_the_command_line_is_a_one_line_error() {
 }
 
 #[test]
-fn an_env_override_to_a_strategy_without_hardware_fails_probe_with_the_reason() {
+fn a_setting_that_can_never_work_fails_probe_with_the_reason() {
+    // A mapping strategy: the process-wide flusher never has a mapping to give it.
     let out = hdpflush(&["probe"], &[("HDPFLUSH_STRATEGY", "legacy")]);
-    if Path::new("/dev/kfd").exists() {
-        return assert!(out.status.code().is_some());
-    }
-    assert_one_line_error(&out, &["strategy `legacy` is not usable here", "/dev/kfd"]);
+    assert_one_line_error(
+        &out,
+        &[
+            "strategy `legacy` is not usable here",
+            "mapping the caller passes",
+            "HDPFLUSH_STRATEGY=legacy",
+        ],
+    );
+    let out = hdpflush(&["probe"], &[("HDPFLUSH_GPU", "card0")]);
+    assert_one_line_error(&out, &["HDPFLUSH_GPU", "`card0` names no GPU", "gpu_id:N"]);
 }
 
 #[test]

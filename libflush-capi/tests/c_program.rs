@@ -1,44 +1,42 @@
-//! A C program includes include/libflush.h, links the static library, and flushes; run once
-//! with the default selection and once with a bad HDPFLUSH_STRATEGY.
+//! tests/c/flush_gpus.c, a runtime's use of the C ABI written against libhdpflush.h alone,
+//! compiled and linked with the static library, run on this host: no simulator unless named,
+//! ENODEV with a reason without the module, every bad argument refused with its errno.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 /// The static library cargo built alongside this test: next to the test executable in
 /// target/<profile>/deps (test builds do not uplift it).
 fn staticlib() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let lib = exe.parent().unwrap().join("libflush.a");
+    let lib = exe.parent().unwrap().join("libhdpflush.a");
     assert!(lib.exists(), "{} not built", lib.display());
     lib
 }
 
-fn build_c_program() -> PathBuf {
+/// The C program, compiled once for all tests of this file.
+fn c_program() -> &'static Path {
+    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    EXE.get_or_init(compile)
+}
+
+fn compile() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("capi");
     std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("main.c");
-    std::fs::write(
-        &src,
-        r#"#include <stdio.h>
-#include <errno.h>
-#include "libflush.h"
-int main(void) {
-    int r = hdpflush_flush();
-    const char *s = hdpflush_strategy();
-    const char *e = hdpflush_error();
-    printf("flush=%d invalidate=%d strategy=%s error=%s\n", r, hdpflush_invalidate(),
-           s ? s : "(null)", e ? e : "(null)");
-    return r == 0 ? 0 : 1;
-}
-"#,
-    )
-    .unwrap();
-    let exe = dir.join("main");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let exe = dir.join(format!("flush_gpus-{}", std::process::id()));
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let status = Command::new(&cc)
-        .args(["-std=c11", "-Wall", "-Werror", "-I"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("include"))
-        .arg(&src)
+        .args([
+            "-std=c11",
+            "-D_DEFAULT_SOURCE",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-I",
+        ])
+        .arg(manifest.join("include"))
+        .arg(manifest.join("tests/c/flush_gpus.c"))
         .arg(staticlib())
         .args(["-lpthread", "-ldl", "-lm", "-o"])
         .arg(&exe)
@@ -51,36 +49,129 @@ int main(void) {
     exe
 }
 
+fn run(args: &[&str], strategy: Option<&str>) -> (Output, String) {
+    let mut cmd = Command::new(c_program());
+    cmd.args(args)
+        .env_remove("HDPFLUSH_STRATEGY")
+        .env_remove("HDPFLUSH_GPU");
+    if let Some(s) = strategy {
+        cmd.env("HDPFLUSH_STRATEGY", s);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out, stdout)
+}
+
+fn module_loaded() -> bool {
+    Path::new("/dev/hdp_flush").exists()
+}
+
+fn errno(e: nix::errno::Errno) -> i32 {
+    -(e as i32)
+}
+
 #[test]
-fn a_c_program_links_the_static_library_and_flushes() {
-    let exe = build_c_program();
-    let out = Command::new(&exe)
-        .env("HDPFLUSH_STRATEGY", "sim")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
-    assert_eq!(
-        stdout.trim(),
-        "flush=0 invalidate=0 strategy=sim error=(null)"
+fn the_options_struct_has_the_same_layout_in_c_and_rust() {
+    use hdpflush::OpenOptions;
+    use std::mem::{offset_of, size_of};
+    let (out, stdout) = run(&["--layout"], None);
+    assert!(out.status.success());
+    let want = format!(
+        "size {} remap {} dummy_page {} dummy_page_len {} sqpoll_idle_ms {} reserved {}",
+        size_of::<OpenOptions>(),
+        offset_of!(OpenOptions, remap),
+        offset_of!(OpenOptions, dummy_page),
+        offset_of!(OpenOptions, dummy_page_len),
+        offset_of!(OpenOptions, sqpoll_idle_ms),
+        offset_of!(OpenOptions, reserved)
+    );
+    assert_eq!(stdout.trim(), want);
+}
+
+#[test]
+fn without_the_module_a_gpu_gets_enodev_and_the_reason_never_the_simulator() {
+    if module_loaded() {
+        eprintln!(
+            "skipped: the hdp_flush module is loaded on this host; the guests test that case"
+        );
+        return;
+    }
+    let (out, stdout) = run(&["0000:03:00.0", "gpu_id:53422"], None);
+    assert!(!out.status.success(), "{stdout}");
+    let enodev = errno(nix::errno::Errno::ENODEV);
+    assert!(
+        stdout.contains(&format!(
+            "open 0000:03:00.0: {enodev} ENODEV no HDP flush for GPU 0000:03:00.0"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("the hdp_flush module cannot be used"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("HDPFLUSH_STRATEGY=sim simulates"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "open gpu_id:53422: {enodev} ENODEV GPU gpu_id:53422 not found"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains(" ok "),
+        "nothing opened, nothing simulated: {stdout}"
     );
 
-    let out = Command::new(&exe)
-        .env("HDPFLUSH_STRATEGY", "warp")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (out, stdout) = run(&["--process"], None);
     assert!(!out.status.success());
     assert!(
-        stdout.starts_with(&format!(
-            "flush=-{} invalidate=-{} strategy=(null) error=unknown strategy `warp`",
-            libc_einval(),
-            libc_einval()
+        stdout.contains(&format!(
+            "flush process: {enodev} ENODEV the process-wide flusher has no GPU"
         )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("strategy=(null) error=the process-wide flusher has no GPU"),
         "{stdout}"
     );
 }
 
-fn libc_einval() -> i32 {
-    nix::errno::Errno::EINVAL as i32
+#[test]
+fn the_simulator_runs_when_named_for_every_call() {
+    let (out, stdout) = run(&["index:0", "0000:03:00.0"], Some("sim"));
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("open index:0: 0 ok sim"), "{stdout}");
+    assert!(stdout.contains("reason 0000:03:00.0: HDPFLUSH_STRATEGY=sim: the in-process simulator; no GPU is flushed"), "{stdout}");
+    for call in ["flush", "invalidate"] {
+        assert_eq!(
+            stdout.matches(&format!("{call} index:0: 0 ok")).count(),
+            if call == "flush" { 3 } else { 1 },
+            "{stdout}"
+        );
+    }
+    assert!(stdout.contains("flush-all -: 0 ok"), "{stdout}");
+
+    let (out, stdout) = run(&["--process"], Some("sim"));
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("strategy=sim error=(null)"), "{stdout}");
+}
+
+#[test]
+fn every_bad_argument_gets_its_errno_and_a_message() {
+    let (out, stdout) = run(&["--bad-input"], Some("sim"));
+    assert!(out.status.success(), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert_eq!(stdout.matches("ok   ").count(), 15, "{stdout}");
+
+    let (out, stdout) = run(&["0000:03:00.0"], Some("warp"));
+    assert!(!out.status.success());
+    let einval = errno(nix::errno::Errno::EINVAL);
+    assert!(
+        stdout.contains(&format!(
+            "open 0000:03:00.0: {einval} EINVAL unknown strategy `warp` (from HDPFLUSH_STRATEGY)"
+        )),
+        "{stdout}"
+    );
 }

@@ -8,9 +8,42 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+
 use crate::error::errno_of;
+use crate::gpu::PciAddress;
 use crate::uapi::{self, HdpFlushDeviceInfo, HdpFlushRequest, HdpFlushStats, HdpFlushVersion};
 use crate::{Error, Result};
+
+/// A device the module serves, as `DEVICE_INFO` describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ModuleDevice {
+    /// Its index, what FLUSH requests name.
+    pub index: u32,
+    /// `HDP_FLUSH_BACKEND_*`.
+    pub backend: u32,
+    /// Its PCI function; `None` for the module's simulated devices.
+    pub pci: Option<PciAddress>,
+    /// The module's name for it ("sim0", "0000:03:00.0").
+    pub name: String,
+}
+
+impl ModuleDevice {
+    /// The backend's name.
+    pub fn backend_name(&self) -> &'static str {
+        backend_name(self.backend)
+    }
+
+    /// One line: "index 2: amdgpu 0000:03:00.0".
+    pub fn describe(&self) -> String {
+        format!(
+            "index {}: {} {}",
+            self.index,
+            self.backend_name(),
+            self.name
+        )
+    }
+}
 
 mod ioctls {
     use crate::uapi::*;
@@ -106,6 +139,25 @@ impl HdpFlushDevice {
         unsafe { ioctls::device_info(self.file.as_raw_fd(), &mut info) }
             .map_err(|e| Error::os(self.what(), "DEVICE_INFO ioctl", e))?;
         Ok(info)
+    }
+
+    /// Every device the module serves.
+    pub fn devices(&self) -> Result<Vec<ModuleDevice>> {
+        (0..self.version.num_devices)
+            .map(|index| {
+                let info = self.device_info(index)?;
+                let pci = match info.backend {
+                    uapi::HDP_FLUSH_BACKEND_SIM => None,
+                    _ => Some(PciAddress::from_bdf(info.pci_domain, info.pci_bdf)?),
+                };
+                Ok(ModuleDevice {
+                    index,
+                    backend: info.backend,
+                    pci,
+                    name: device_name(&info),
+                })
+            })
+            .collect()
     }
 
     /// FLUSH device `index` with `flags` (`HDP_FLUSH_F_*`).

@@ -4,9 +4,13 @@ use nix::errno::Errno;
 
 use crate::strategy::StrategyKind;
 
-/// The errno inside an `io::Error` from std or the io-uring crate (0 if it carries none).
+/// The errno inside an `io::Error` from std or the io-uring crate; `EIO` if it carries none
+/// (an error that did not come from the kernel must still read as a failure).
 pub(crate) fn errno_of(e: &std::io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(0))
+    match e.raw_os_error() {
+        Some(n) if n > 0 => Errno::from_raw(n),
+        _ => Errno::EIO,
+    }
 }
 
 /// Result with [`Error`].
@@ -92,6 +96,45 @@ pub enum Error {
         reason: String,
     },
 
+    /// A value the caller passed that cannot be right (a malformed PCI address, a null or
+    /// misaligned pointer, flags that contradict each other).
+    #[error("invalid argument: {what}")]
+    InvalidArgument {
+        /// What, and what was expected.
+        what: String,
+    },
+
+    /// The GPU named is not on this host.
+    #[error("GPU {gpu} not found: {reason}")]
+    GpuNotFound {
+        /// How it was named.
+        gpu: String,
+        /// What was looked at.
+        reason: String,
+    },
+
+    /// The process-wide flusher cannot tell which GPU to flush: none, or several.
+    #[error("the process-wide flusher has no GPU: {reason}")]
+    NoProcessGpu {
+        /// What was found, and what to do.
+        reason: String,
+    },
+
+    /// No way to flush this GPU's HDP here: no remap page given, the module does not serve it,
+    /// no dummy page given or opted into. Never answered with the simulator.
+    #[error("no HDP flush for GPU {gpu}: {reason}")]
+    NoFlushPath {
+        /// The GPU.
+        gpu: String,
+        /// Each missing path and what would provide it.
+        reason: String,
+    },
+
+    /// An io_uring lost a completion (the kernel dropped a CQE): nothing it reports can be
+    /// trusted any more, and it is not used again.
+    #[error("io_uring: the kernel dropped a completion; the ring is no longer used (the next flush sets up a new one)")]
+    RingPoisoned,
+
     /// A mapping too small for what a strategy stores into it.
     #[error("{what}: mapping of {len} bytes is too small; need at least {need}")]
     RegionTooSmall {
@@ -105,6 +148,27 @@ pub enum Error {
 }
 
 impl Error {
+    /// The errno a C caller sees for this error; never 0.
+    pub fn errno(&self) -> Errno {
+        match self {
+            Self::UnknownStrategy { .. }
+            | Self::RegionTooSmall { .. }
+            | Self::InvalidArgument { .. } => Errno::EINVAL,
+            Self::DeviceMissing { .. } => Errno::ENOENT,
+            Self::PermissionDenied { .. } => Errno::EACCES,
+            Self::VersionMismatch { .. } => Errno::EPROTO,
+            Self::NoSuchDevice { .. }
+            | Self::Unavailable { .. }
+            | Self::GpuNotFound { .. }
+            | Self::NoProcessGpu { .. }
+            | Self::NoFlushPath { .. } => Errno::ENODEV,
+            Self::Unsupported { .. } => Errno::EOPNOTSUPP,
+            Self::RingPoisoned => Errno::EIO,
+            Self::Os { errno, .. } if *errno as i32 > 0 => *errno,
+            Self::Os { .. } => Errno::EIO,
+        }
+    }
+
     /// A missing or forbidden device node says `strategy` cannot run here; other errors are
     /// failures of their own and stay as they are.
     pub fn unavailable_for(self, strategy: StrategyKind) -> Self {
@@ -124,5 +188,43 @@ impl Error {
             op,
             errno,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_without_an_os_code_is_eio_not_zero() {
+        let e = std::io::Error::other("no code");
+        assert_eq!(errno_of(&e), Errno::EIO);
+        assert_eq!(errno_of(&std::io::Error::from_raw_os_error(0)), Errno::EIO);
+        assert_eq!(
+            errno_of(&std::io::Error::from_raw_os_error(libc_enodev())),
+            Errno::ENODEV
+        );
+    }
+
+    fn libc_enodev() -> i32 {
+        Errno::ENODEV as i32
+    }
+
+    #[test]
+    fn no_error_maps_to_errno_zero() {
+        let samples = [
+            Error::os("x", "y", Errno::UnknownErrno),
+            Error::os("x", "y", Errno::EINTR),
+            Error::RingPoisoned,
+            Error::InvalidArgument { what: "x".into() },
+            Error::NoFlushPath {
+                gpu: "g".into(),
+                reason: "r".into(),
+            },
+        ];
+        for e in samples {
+            assert_ne!(e.errno() as i32, 0, "{e}");
+        }
+        assert_eq!(Error::os("x", "y", Errno::UnknownErrno).errno(), Errno::EIO);
     }
 }

@@ -1,23 +1,25 @@
-//! HDP flush strategies for AMD GPUs, behind one [`Flush`] trait.
+//! HDP flush strategies for AMD GPUs, behind one [`Flush`] trait, chosen per GPU.
 //!
 //! CPU (or peer) stores into a GPU's VRAM BAR wait in the HDP write FIFO until something
 //! flushes it; a GPU that reads the data before that may see stale memory. On 4K-page hosts
 //! ROCm flushes with one store to a KFD-mapped "MMIO remap" page; on 64K-page hosts KFD
-//! refuses that mapping. This crate implements every known way to flush, so they can be
-//! compared and the right one chosen per host:
+//! refuses that mapping. This crate implements every known way to flush:
 //!
 //! | strategy | how it flushes |
 //! |---|---|
-//! | [`MmioRemap`] | one store to the 4K remap page (ROCm's fast path, 4K hosts only) |
+//! | [`MmioRemap`] | a store to the 4K remap page, read back (ROCm's fast path, 4K hosts only) |
 //! | [`Legacy`] | ROCm's fallback: fence, store the last byte, full fence, read it back |
 //! | [`DummyPage`] | two separated 32-bit stores and one 32-bit load on a VRAM page |
 //! | [`Ioctl`] | `/dev/hdp_flush` FLUSH ioctl: the kernel writes the HDP flush register |
 //! | [`Uring`] | the same request as io_uring `URING_CMD`, batched, optionally SQPOLL |
-//! | [`Sim`] | the in-process HDP model ([`sim`]); the default where no GPU is present |
+//! | [`Sim`] | the in-process HDP model ([`sim`]), only when asked for by name |
 //!
-//! [`select`] picks one per host (override with `HDPFLUSH_STRATEGY`); [`global`] keeps the
-//! process-wide choice. The [`sim`] module doubles as a correctness oracle that catches a
-//! missing flush.
+//! A runtime opens one flusher per GPU with [`open_gpu`] (by PCI address, KFD `gpu_id` or
+//! module device index), handing over the mappings it has ([`FlusherOptions`]); see
+//! [`select`] for the order. With no way to flush that GPU it gets `ENODEV` and the reason,
+//! never a simulator. [`global`] is the process-wide flusher for single-GPU programs. Every
+//! strategy's `flush` returns only once the flush is ordered before the caller's next store.
+//! The [`sim`] module doubles as a correctness oracle that catches a missing flush or barrier.
 
 #[path = "../../kmod/uapi.rs"]
 pub mod uapi;
@@ -25,6 +27,7 @@ pub mod uapi;
 pub mod barrier;
 pub mod device;
 mod error;
+pub mod gpu;
 pub mod reference;
 pub mod region;
 mod ring;
@@ -33,9 +36,13 @@ pub mod sim;
 pub mod strategy;
 
 pub use error::{Error, Result};
-pub use region::{Bar, MappedRegion};
-pub use select::{global, open, open_for_bench, open_mapped, probe, select, Availability, Probe};
+pub use gpu::{GpuSelector, PciAddress};
+pub use region::{page_size, Bar, MappedRegion};
+pub use select::{
+    global, global_selection, open_for_bench, open_gpu, open_mapped, probe, select, Availability,
+    FlusherOptions, GpuFlusher, Probe, Selection,
+};
 pub use strategy::{
-    Backing, BackingKind, DummyPage, Flush, Ioctl, Legacy, MmioRemap, Sim, StrategyKind, Uring,
-    UringConfig,
+    Backing, BackingKind, Completion, DummyPage, Flush, Ioctl, Legacy, MmioRemap, Sim,
+    StrategyKind, Uring, UringConfig,
 };

@@ -6,13 +6,13 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use io_uring::{opcode, IoUring};
+use io_uring::opcode;
 use nix::errno::Errno;
 
 use crate::error::errno_of;
-use crate::ring::submit_copies;
+use crate::ring::TaggedRing;
 use crate::strategy::{Backing, BackingKind};
 use crate::{Error, Result};
 
@@ -53,14 +53,13 @@ impl IoctlFloor {
 
 /// io_uring NOPs, `batch` per `io_uring_enter`: the submission path without a driver.
 pub struct UringNopFloor {
-    ring: Mutex<IoUring>,
+    ring: Mutex<TaggedRing>,
 }
 
 impl UringNopFloor {
     /// A ring with room for `entries` NOPs per enter.
     pub fn new(entries: u32) -> Result<Self> {
-        let ring =
-            IoUring::new(entries).map_err(|e| Error::os("io_uring", "setup", errno_of(&e)))?;
+        let ring = TaggedRing::new(entries, None, Arc::default())?;
         Ok(Self {
             ring: Mutex::new(ring),
         })
@@ -77,7 +76,9 @@ impl UringNopFloor {
     /// Submit and reap `count` NOPs.
     pub fn submit(&self, count: usize) -> Result<()> {
         let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-        match submit_copies(&mut ring, &opcode::Nop::new().build(), count)? {
+        let nops = std::iter::repeat_n(opcode::Nop::new().build(), count);
+        // SAFETY: NOPs reference no memory.
+        match unsafe { ring.run(nops) }?.failed {
             None => Ok(()),
             Some(errno) => Err(Error::os("io_uring", "NOP", errno)),
         }

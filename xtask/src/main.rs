@@ -3,6 +3,7 @@
 //! `test` is the one command README and CI run. Every step prints what it runs and how long it
 //! took; the first failing step ends the run with a non-zero exit and a line naming the step.
 
+mod install;
 mod kernel;
 mod pins;
 mod run;
@@ -19,9 +20,12 @@ use run::{cargo, fail, step, StepResult};
 const USAGE: &str = "usage: cargo xtask <command> [options]
 
 commands:
-  test [--host-only]     fmt check, clippy -D warnings, host tests, the powerpc64 uAPI check,
-                         then the QEMU guest tests on x86_64 (4K pages) and arm64 (64K pages).
-                         What CI runs.
+  test [--host-only]     fmt check, clippy -D warnings, host tests, the install check (a C
+                         program built with pkg-config against an installed libhdpflush), the
+                         powerpc64 uAPI check, then the QEMU guest tests on x86_64 (4K pages)
+                         and arm64 (64K pages). What CI runs.
+  install --prefix DIR   libhdpflush.{a,so} (soname libhdpflush.so.0), include/libhdpflush.h
+                         and lib/pkgconfig/hdpflush.pc under DIR
   lint                   fmt check and clippy only
   kernel [ARCH...]       build (or reuse) the test kernels; installs what is missing
   kmod [ARCH...]         build hdp_flush.ko against the test kernels (no warnings allowed)
@@ -57,6 +61,10 @@ fn main() -> ExitCode {
         }),
         "vm-test" => arches(rest).and_then(|a| a.into_iter().try_for_each(vm::vm_test)),
         "uapi-cross" => setup::host_tools().and_then(|()| uapi_cross::check()),
+        "install" => match rest {
+            [flag, dir] if flag == "--prefix" => install::install(std::path::Path::new(dir)),
+            _ => Err(fail("arguments", "usage: cargo xtask install --prefix DIR")),
+        },
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
@@ -139,6 +147,7 @@ fn test(args: &[String]) -> StepResult {
     let mut tests = cargo();
     tests.args(["test", "--workspace", "--locked"]);
     step("host tests", tests)?;
+    install::check()?;
     if !host_only {
         setup::host_tools()?;
         uapi_cross::check()?;

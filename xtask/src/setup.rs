@@ -125,6 +125,16 @@ pub fn host_tools() -> StepResult {
     apt_install("install host packages", &specs)
 }
 
+/// Install the Debian package of each `(command, package)` whose command is not on PATH.
+pub fn commands(needed: &[(&str, &str)]) -> StepResult {
+    let missing: Vec<String> = needed
+        .iter()
+        .filter(|(command, _)| output("which", crate::run::command("which", &[command])).is_err())
+        .map(|(_, package)| (*package).to_owned())
+        .collect();
+    apt_install("install tools", &missing)
+}
+
 /// bindgen-cli, installed from crates.io into the cache once.
 pub fn bindgen() -> StepResult<PathBuf> {
     let root = cache_dir().join(format!("bindgen-{}", pins::BINDGEN_CLI));

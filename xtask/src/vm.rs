@@ -12,21 +12,22 @@ use crate::setup;
 
 /// A guest that has not powered off by then has hung.
 const DEFAULT_TIMEOUT_S: u64 = 300;
+/// QEMU `edu` devices per guest: two, so per-GPU routing is tested (the guest tests expect
+/// this many).
+const EDU_DEVICES: usize = 2;
 
-/// Static guest binaries for `arch`: (test binary, hdpflush CLI).
-fn guest_binaries(arch: Arch) -> StepResult<(PathBuf, PathBuf)> {
-    let target_dir = workspace_root().join(format!("target/guest-{}", arch.name()));
+/// What goes into a guest besides the module.
+struct GuestBinaries {
+    tests: PathBuf,
+    cli: PathBuf,
+    c_program: PathBuf,
+}
+
+/// `cargo` for `arch`'s static guest binaries.
+fn guest_cargo(arch: Arch, target_dir: &Path) -> StepResult<Command> {
     let mut cmd = cargo();
-    cmd.args([
-        "build",
-        "--release",
-        "--locked",
-        "--target",
-        arch.rust_target(),
-    ])
-    .args(["-p", "hdpflush-guest", "-p", "hdpflush"])
-    .env("CARGO_TARGET_DIR", &target_dir)
-    .env("RUSTFLAGS", "-C target-feature=+crt-static");
+    cmd.env("CARGO_TARGET_DIR", target_dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static");
     if arch == Arch::Arm64 {
         // rustup has no arm64 std here; Debian's rustc and arm64 std (same pin as the
         // kernel's) build it, linked by the cross gcc.
@@ -36,9 +37,51 @@ fn guest_binaries(arch: Arch) -> StepResult<(PathBuf, PathBuf)> {
             "aarch64-linux-gnu-gcc",
         );
     }
+    Ok(cmd)
+}
+
+/// Static guest binaries for `arch`: the tests, the CLI, and the C program linked with
+/// libhdpflush.a built for the guest.
+fn guest_binaries(arch: Arch) -> StepResult<GuestBinaries> {
+    let target_dir = workspace_root().join(format!("target/guest-{}", arch.name()));
+    let triple = arch.rust_target();
+    let mut cmd = guest_cargo(arch, &target_dir)?;
+    cmd.args(["build", "--release", "--locked", "--target", triple])
+        .args(["-p", "hdpflush-guest", "-p", "hdpflush"]);
     step(&format!("guest binaries {}", arch.name()), cmd)?;
-    let out = target_dir.join(arch.rust_target()).join("release");
-    Ok((out.join("hdpflush-guest-tests"), out.join("hdpflush")))
+    // A static build has no shared library: ask for the archive alone.
+    let mut cmd = guest_cargo(arch, &target_dir)?;
+    cmd.args(["rustc", "--release", "--locked", "--target", triple])
+        .args(["-p", "libflush-capi", "--lib", "--crate-type", "staticlib"]);
+    step(&format!("libhdpflush.a {}", arch.name()), cmd)?;
+    let out = target_dir.join(triple).join("release");
+    let c_program = out.join("flush_gpus");
+    let cc = match arch {
+        Arch::X86_64 => "cc",
+        Arch::Arm64 => "aarch64-linux-gnu-gcc",
+    };
+    let capi = workspace_root().join("libflush-capi");
+    let mut cmd = Command::new(cc);
+    cmd.args([
+        "-static",
+        "-std=c11",
+        "-D_DEFAULT_SOURCE",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-I",
+    ])
+    .arg(capi.join("include"))
+    .arg(capi.join("tests/c/flush_gpus.c"))
+    .arg(out.join("libhdpflush.a"))
+    .args(["-lpthread", "-ldl", "-lm", "-o"])
+    .arg(&c_program);
+    crate::run::output(&format!("C program {}", arch.name()), cmd)?;
+    Ok(GuestBinaries {
+        tests: out.join("hdpflush-guest-tests"),
+        cli: out.join("hdpflush"),
+        c_program,
+    })
 }
 
 fn copy(from: &Path, to: &Path) -> StepResult {
@@ -51,7 +94,7 @@ fn copy(from: &Path, to: &Path) -> StepResult {
 }
 
 /// Pack busybox, /init, the module and the binaries into a gzipped newc cpio.
-fn initramfs(arch: Arch, ko: &Path, tests: &Path, cli: &Path) -> StepResult<PathBuf> {
+fn initramfs(arch: Arch, ko: &Path, bins: &GuestBinaries) -> StepResult<PathBuf> {
     let dir = workspace_root().join("target/vm").join(arch.name());
     let root = dir.join("root");
     let _ = std::fs::remove_dir_all(&root);
@@ -68,8 +111,9 @@ fn initramfs(arch: Arch, ko: &Path, tests: &Path, cli: &Path) -> StepResult<Path
         &root.join("init"),
     )?;
     copy(ko, &root.join("hdp_flush.ko"))?;
-    copy(tests, &root.join("hdpflush-guest-tests"))?;
-    copy(cli, &root.join("hdpflush"))?;
+    copy(&bins.tests, &root.join("hdpflush-guest-tests"))?;
+    copy(&bins.cli, &root.join("hdpflush"))?;
+    copy(&bins.c_program, &root.join("flush_gpus"))?;
     let image = dir.join("initramfs.cpio.gz");
     let mut cmd = Command::new("sh");
     cmd.current_dir(&root).arg("-c").arg(format!(
@@ -97,9 +141,11 @@ fn qemu(arch: Arch, kernel: &Path, initrd: &Path) -> Command {
         .arg(initrd)
         .args(["-nographic", "-no-reboot", "-m", "512", "-smp", "2"])
         .arg("-append")
-        .arg(format!("console={console} panic=-1 quiet"))
-        // QEMU's educational PCI device: the pcitest backend's real MMIO target.
-        .args(["-device", "edu"]);
+        .arg(format!("console={console} panic=-1 quiet"));
+    // QEMU's educational PCI device: the pcitest backend's real MMIO target.
+    for _ in 0..EDU_DEVICES {
+        cmd.args(["-device", "edu"]);
+    }
     cmd
 }
 
@@ -117,8 +163,8 @@ pub fn vm_test(arch: Arch) -> StepResult {
     let name = format!("vm-test {}", arch.name());
     let kernel = ensure_kernel(arch)?;
     let ko = build_kmod(&kernel)?;
-    let (tests, cli) = guest_binaries(arch)?;
-    let initrd = initramfs(arch, &ko, &tests, &cli)?;
+    let bins = guest_binaries(arch)?;
+    let initrd = initramfs(arch, &ko, &bins)?;
 
     let timeout = std::env::var("HDPFLUSH_VM_TIMEOUT")
         .ok()

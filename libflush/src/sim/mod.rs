@@ -1,39 +1,69 @@
-//! An HDP model: a write FIFO between the BAR and VRAM, and a read cache in front of VRAM.
+//! An HDP model with the CPU in front of it: a write-combining buffer and device operations
+//! that take effect only when a barrier says so, then the HDP's write FIFO between the BAR and
+//! VRAM, and its read cache in front of VRAM.
 //!
-//! CPU stores through the BAR ([`Hdp::bar_write`]) wait in the FIFO; the GPU ([`Hdp::gpu_read`])
-//! sees only VRAM. The FIFO drains when the flush register is written, when it overflows, at
-//! random (seeded: [`HdpConfig::drain_probability`], optionally out of order), and on BAR reads
-//! as the [`ReadPolicy`] says. BAR reads may be served from a read cache that goes stale when the
-//! GPU writes VRAM, until the invalidate register is written.
+//! **CPU side.** Stores to a VRAM window ([`Hdp::bar_write`]) are write-combined: they wait in a
+//! small buffer, may leave it in any order and at any time, and all leave it at a barrier.
+//! Device operations (a store to a register, a load through the BAR) are *issued* at once but
+//! *performed* at the device only at the next barrier that orders them: [`Hdp::store_fence`]
+//! performs the stores (and the loads issued before them), [`Hdp::full_fence`] everything;
+//! among themselves they stay in program order. A store to ordinary memory (the doorbell, the
+//! AQL packet header: [`Hdp::publish`]) waits for none of them. That is what x86, arm64 and
+//! powerpc64 permit for write-combined and uncached mappings, taken at its most adversarial,
+//! so a strategy that leaves out a barrier lets the GPU see the doorbell before the flush.
+//!
+//! **HDP side.** Stores from the write-combining buffer wait in the FIFO; the GPU
+//! ([`Hdp::gpu_read_u32`]) sees only VRAM. The FIFO drains when the flush register is written,
+//! when it overflows, at random (seeded: [`HdpConfig::drain_probability`], optionally out of
+//! order), and on BAR reads as the [`ReadPolicy`] says. BAR reads may be served from a read
+//! cache that goes stale when the GPU writes VRAM, until the invalidate register is written.
 //!
 //! Nobody outside AMD knows exactly how a BAR read interacts with pending writes, so the model
 //! makes that a parameter: [`ReadPolicy`] names the hypotheses the readback-based strategies
 //! (legacy, dummy page) rely on, and the oracle ([`oracle`]) shows which strategy is correct
-//! under which one.
+//! under which one. [`HdpConfig::remove_fence`] takes one barrier away from a strategy, to show
+//! that it is needed.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
 
-use crate::region::Bar;
+use crate::barrier::Fences;
+use crate::region::{check_access, Bar};
 use crate::strategy::{Backing, BackingKind};
 
 pub mod oracle;
 
-/// How a BAR read treats writes still waiting in the FIFO.
+/// How a BAR read, when the HDP performs it, treats writes still waiting in the FIFO.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReadPolicy {
     /// A read drains the whole FIFO first (PCIe: a read may not pass posted writes, and the HDP
     /// handles requests in order). Readback strategies flush under this hypothesis.
     Ordered,
+    /// The FIFO drains strictly in order, and a read waits only for earlier writes to the bytes
+    /// it reads: the FIFO drains up to the newest of them, and writes behind it stay pending.
+    /// A readback then flushes what was ordered before the write it reads back, and nothing
+    /// else. (Out-of-order drains, [`HdpConfig::reorder`], do not happen under it: with them,
+    /// the write read back could leave before the writes ahead of it.)
+    SameAddress,
     /// A read of an address with a pending write is answered from the FIFO without draining
     /// it; other reads drain it. Reading back what was just written then flushes nothing.
     Forwarding,
     /// Reads never drain the FIFO (answered from pending writes where they overlap); only the
     /// flush register does.
     Unordered,
+}
+
+impl ReadPolicy {
+    /// Every policy the model knows.
+    pub const ALL: [ReadPolicy; 4] = [
+        Self::Ordered,
+        Self::SameAddress,
+        Self::Forwarding,
+        Self::Unordered,
+    ];
 }
 
 /// Model parameters.
@@ -43,17 +73,27 @@ pub struct HdpConfig {
     pub vram_size: usize,
     /// FIFO entries; a store into a full FIFO first drains its oldest entry.
     pub fifo_depth: usize,
-    /// Chance, per store, that one pending entry drains on its own.
+    /// Chance, per store reaching the FIFO, that one pending entry drains on its own.
     pub drain_probability: f64,
     /// Whether a spontaneous drain may pick any entry (not only the oldest). Entries that
-    /// overlap an older pending entry never overtake it.
+    /// overlap an older pending entry never overtake it. Ignored under
+    /// [`ReadPolicy::SameAddress`], which presumes an in-order FIFO.
     pub reorder: bool,
+    /// Write-combining buffer entries on the CPU; a store into a full buffer sends one
+    /// buffered store, picked at random, to the HDP first.
+    pub wc_depth: usize,
+    /// Chance, per store, that the write-combining buffer sends one buffered store (picked at
+    /// random) on its own.
+    pub wc_evict_probability: f64,
     /// RNG seed, so a failing run can be replayed.
     pub seed: u64,
     /// BAR read semantics.
     pub read_policy: ReadPolicy,
     /// Read-cache line size in bytes.
     pub cache_line: usize,
+    /// Ignore the n-th barrier (0-based) after each [`Hdp::publish`]: a strategy with that one
+    /// barrier removed.
+    pub remove_fence: Option<usize>,
 }
 
 impl Default for HdpConfig {
@@ -63,9 +103,12 @@ impl Default for HdpConfig {
             fifo_depth: 64,
             drain_probability: 0.05,
             reorder: true,
+            wc_depth: 8,
+            wc_evict_probability: 0.05,
             seed: 0x5eed_4d50,
             read_policy: ReadPolicy::Ordered,
             cache_line: 64,
+            remove_fence: None,
         }
     }
 }
@@ -73,22 +116,32 @@ impl Default for HdpConfig {
 /// Counters of what the model saw.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SimStats {
-    /// Stores through the BAR.
+    /// Stores through a VRAM window.
     pub bar_writes: u64,
-    /// Loads through the BAR.
+    /// Loads through a VRAM window.
     pub bar_reads: u64,
-    /// Writes to the flush register.
+    /// Stores to the flush register (by the CPU or the kernel).
     pub flush_register_writes: u64,
     /// Writes to the invalidate register.
     pub invalidate_register_writes: u64,
-    /// BAR reads that drained the FIFO.
+    /// Loads of a register (a readback of the remap page).
+    pub register_reads: u64,
+    /// BAR reads that drained (part of) the FIFO.
     pub reads_that_drained: u64,
     /// BAR reads answered from a pending write.
     pub forwarded_reads: u64,
     /// BAR reads answered from the read cache.
     pub cache_hits: u64,
-    /// Entries that drained spontaneously or on overflow.
+    /// FIFO entries that drained spontaneously or on overflow.
     pub spontaneous_drains: u64,
+    /// Stores the write-combining buffer sent on its own (overflow or at random).
+    pub wc_evictions: u64,
+    /// Barriers issued (store and full), including removed ones.
+    pub fences: u64,
+    /// Barriers ignored because of [`HdpConfig::remove_fence`].
+    pub removed_fences: u64,
+    /// Doorbells ([`Hdp::publish`]).
+    pub publishes: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -104,15 +157,35 @@ impl PendingWrite {
     }
 }
 
+/// A device operation the CPU has issued but the device has not yet performed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DeviceOp {
+    /// A store to the flush register (the remap page, or the kernel's posted flush).
+    FlushRegister,
+    /// A load of a register: performed in order, no effect on the HDP.
+    RegisterRead,
+    /// A load through the VRAM BAR: reaching the HDP, it drains the FIFO per [`ReadPolicy`].
+    BarRead { offset: usize, len: usize },
+}
+
+impl DeviceOp {
+    fn is_store(self) -> bool {
+        matches!(self, Self::FlushRegister)
+    }
+}
+
 struct State {
     vram: Vec<u8>,
+    wc: Vec<PendingWrite>,
+    outstanding: VecDeque<DeviceOp>,
     fifo: VecDeque<PendingWrite>,
     cache: HashMap<usize, Vec<u8>>,
     rng: fastrand::Rng,
+    fences_this_round: usize,
     stats: SimStats,
 }
 
-/// The HDP model. Shared between the CPU side (BAR windows, registers) and the GPU side.
+/// The model. Shared between the CPU side (BAR windows, registers, barriers) and the GPU side.
 pub struct Hdp {
     config: HdpConfig,
     state: Mutex<State>,
@@ -123,9 +196,12 @@ impl Hdp {
     pub fn new(config: HdpConfig) -> Arc<Self> {
         let state = State {
             vram: vec![0; config.vram_size],
+            wc: Vec::with_capacity(config.wc_depth + 1),
+            outstanding: VecDeque::new(),
             fifo: VecDeque::with_capacity(config.fifo_depth + 1),
             cache: HashMap::new(),
             rng: fastrand::Rng::with_seed(config.seed),
+            fences_this_round: 0,
             stats: SimStats::default(),
         };
         Arc::new(Self {
@@ -146,115 +222,109 @@ impl Hdp {
 
     fn check(&self, offset: usize, len: usize) {
         assert!(
-            offset + len <= self.config.vram_size,
+            offset
+                .checked_add(len)
+                .is_some_and(|end| end <= self.config.vram_size),
             "VRAM access {offset:#x}+{len} outside the {}-byte aperture",
             self.config.vram_size
         );
     }
 
-    /// A CPU store of 1 to 4 bytes through the BAR: queued in the FIFO.
+    // --- CPU side --------------------------------------------------------------------------
+
+    /// A CPU store of 1 to 4 bytes to a write-combined VRAM window: it waits in the
+    /// write-combining buffer.
     pub fn bar_write(&self, offset: usize, bytes: &[u8]) {
         self.check(offset, bytes.len());
         assert!(
             (1..=4).contains(&bytes.len()),
             "BAR stores are 1 to 4 bytes"
         );
-        let mut st = self.lock();
-        let st = &mut *st;
-        st.stats.bar_writes += 1;
         let mut entry = PendingWrite {
             offset,
             len: bytes.len(),
             bytes: [0; 4],
         };
         entry.bytes[..bytes.len()].copy_from_slice(bytes);
-        // The CPU's own later reads must not come from a line cached before this store.
-        self.drop_cached_lines(st, offset, bytes.len());
-        st.fifo.push_back(entry);
-        while st.fifo.len() > self.config.fifo_depth {
-            Self::commit_at(st, 0);
-            st.stats.spontaneous_drains += 1;
+        let mut st = self.lock();
+        let st = &mut *st;
+        st.stats.bar_writes += 1;
+        st.wc.push(entry);
+        while st.wc.len() > self.config.wc_depth {
+            self.evict_one(st);
         }
-        if !st.fifo.is_empty() && st.rng.f64() < self.config.drain_probability {
-            let pick = if self.config.reorder {
-                st.rng.usize(..st.fifo.len())
-            } else {
-                0
-            };
-            let e = st.fifo[pick];
-            let blocked = st
-                .fifo
-                .iter()
-                .take(pick)
-                .any(|o| o.overlaps(e.offset, e.len));
-            Self::commit_at(st, if blocked { 0 } else { pick });
-            st.stats.spontaneous_drains += 1;
+        if !st.wc.is_empty() && st.rng.f64() < self.config.wc_evict_probability {
+            self.evict_one(st);
         }
     }
 
-    /// A CPU load of `out.len()` (1 to 4) bytes through the BAR.
+    /// A CPU load of `out.len()` (1 to 4) bytes through a VRAM window. The value is what the
+    /// CPU would read now (its own buffered stores, pending writes, the read cache or VRAM);
+    /// the load reaches the HDP, and drains what its [`ReadPolicy`] says, only when a barrier
+    /// performs it.
     pub fn bar_read(&self, offset: usize, out: &mut [u8]) {
         let len = out.len();
         self.check(offset, len);
         let mut st = self.lock();
         let st = &mut *st;
         st.stats.bar_reads += 1;
-        let pending = st.fifo.iter().any(|e| e.overlaps(offset, len));
-        let drain = match self.config.read_policy {
-            ReadPolicy::Ordered => true,
-            ReadPolicy::Forwarding => !pending,
-            ReadPolicy::Unordered => false,
-        };
-        if drain && !st.fifo.is_empty() {
-            Self::drain_all(st);
-            st.stats.reads_that_drained += 1;
-        }
-        // Base value: the read cache, else VRAM (filling the cache).
-        let line = offset / self.config.cache_line;
-        let line_start = line * self.config.cache_line;
-        let line_end = (line_start + self.config.cache_line).min(self.config.vram_size);
-        if st.cache.contains_key(&line) {
-            st.stats.cache_hits += 1;
-        } else {
-            let copy = st.vram[line_start..line_end].to_vec();
-            st.cache.insert(line, copy);
-        }
-        let cached = &st.cache[&line];
-        for (i, b) in out.iter_mut().enumerate() {
-            let a = offset + i;
-            *b = if a < line_end {
-                cached[a - line_start]
-            } else {
-                st.vram[a]
-            };
-        }
-        // Whatever still pends at these bytes is newer than memory: forward it, oldest first.
-        if !drain && pending {
-            st.stats.forwarded_reads += 1;
-            for e in st.fifo.iter().filter(|e| e.overlaps(offset, len)) {
-                for i in 0..e.len {
-                    let a = e.offset + i;
-                    if (offset..offset + len).contains(&a) {
-                        out[a - offset] = e.bytes[i];
-                    }
-                }
-            }
-        }
+        self.read_value(st, offset, out);
+        st.outstanding.push_back(DeviceOp::BarRead { offset, len });
     }
 
-    /// A write to the HDP flush register: every pending store reaches VRAM, in order.
+    /// A CPU store to the flush register through an uncached mapping (the remap page), or the
+    /// kernel's posted register store on this CPU: performed at the next barrier.
+    pub fn flush_register_store(&self) {
+        self.lock().outstanding.push_back(DeviceOp::FlushRegister);
+    }
+
+    /// A CPU load of a register through an uncached mapping: performed in order with the other
+    /// device operations, at the next full barrier.
+    pub fn register_read(&self) {
+        let mut st = self.lock();
+        st.stats.register_reads += 1;
+        st.outstanding.push_back(DeviceOp::RegisterRead);
+    }
+
+    /// `wmb()`: device stores issued so far are performed (with the loads issued before them),
+    /// then the write-combining buffer is emptied into the HDP, in any order.
+    pub fn store_fence(&self) {
+        self.fence(false);
+    }
+
+    /// `mb()`: every device operation issued so far is performed, then the write-combining
+    /// buffer is emptied into the HDP, in any order.
+    pub fn full_fence(&self) {
+        self.fence(true);
+    }
+
+    /// A store to ordinary memory that tells the GPU to look (the AQL packet header, a
+    /// doorbell): it waits for nothing the CPU has not yet performed. Starts a new round for
+    /// [`HdpConfig::remove_fence`].
+    pub fn publish(&self) {
+        let mut st = self.lock();
+        st.stats.publishes += 1;
+        st.fences_this_round = 0;
+    }
+
+    // --- the kernel or another CPU, synchronously -----------------------------------------
+
+    /// The flush register written and posted by someone who waits for it to land (the kernel's
+    /// store plus posting read, on any CPU): every store already in the FIFO reaches VRAM, in
+    /// order. Stores still in this CPU's write-combining buffer are not in the FIFO yet.
     pub fn flush_register_write(&self) {
         let mut st = self.lock();
-        st.stats.flush_register_writes += 1;
-        Self::drain_all(&mut st);
+        self.flush_now(&mut st);
     }
 
-    /// A write to the read-cache invalidate register.
+    /// A write to the read-cache invalidate register, read back (always synchronous).
     pub fn invalidate_register_write(&self) {
         let mut st = self.lock();
         st.stats.invalidate_register_writes += 1;
         st.cache.clear();
     }
+
+    // --- GPU side ---------------------------------------------------------------------------
 
     /// The GPU reads VRAM directly (no HDP on its side).
     pub fn gpu_read_u32(&self, offset: usize) -> u32 {
@@ -272,9 +342,21 @@ impl Hdp {
         st.vram[offset..offset + 4].copy_from_slice(&value.to_ne_bytes());
     }
 
-    /// Stores still waiting in the FIFO.
+    // --- inspection -------------------------------------------------------------------------
+
+    /// Stores waiting in the HDP's FIFO.
     pub fn pending_writes(&self) -> usize {
         self.lock().fifo.len()
+    }
+
+    /// Stores still in the CPU's write-combining buffer.
+    pub fn buffered_writes(&self) -> usize {
+        self.lock().wc.len()
+    }
+
+    /// Device operations the CPU issued that no barrier has performed yet.
+    pub fn unperformed_operations(&self) -> usize {
+        self.lock().outstanding.len()
     }
 
     /// What the model has seen so far.
@@ -293,8 +375,9 @@ impl Hdp {
         }
     }
 
-    /// A 4K MMIO remap page as KFD maps it: a store at offset 0 (`HDP_MEM_FLUSH_CNTL`) flushes;
-    /// offset 4 (`HDP_REG_FLUSH_CNTL`) is accepted and does nothing here.
+    /// A 4K MMIO remap page as KFD maps it (uncached): a store at offset 0
+    /// (`HDP_MEM_FLUSH_CNTL`) flushes; offset 4 (`HDP_REG_FLUSH_CNTL`) is accepted and does
+    /// nothing here.
     pub fn remap_page(self: &Arc<Self>) -> SimBar {
         SimBar {
             hdp: Arc::clone(self),
@@ -304,23 +387,146 @@ impl Hdp {
         }
     }
 
-    fn drop_cached_lines(&self, st: &mut State, offset: usize, len: usize) {
-        let first = offset / self.config.cache_line;
-        let last = (offset + len - 1) / self.config.cache_line;
-        for line in first..=last {
-            st.cache.remove(&line);
+    // --- internals --------------------------------------------------------------------------
+
+    fn fence(&self, full: bool) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        st.stats.fences += 1;
+        let n = st.fences_this_round;
+        st.fences_this_round += 1;
+        if self.config.remove_fence == Some(n) {
+            st.stats.removed_fences += 1;
+            return;
+        }
+        // Device operations first: nothing orders them after the buffered stores, and the
+        // GPU must not be let off lightly.
+        let upto = if full {
+            st.outstanding.len()
+        } else {
+            st.outstanding
+                .iter()
+                .rposition(|op| op.is_store())
+                .map_or(0, |i| i + 1)
+        };
+        for _ in 0..upto {
+            if let Some(op) = st.outstanding.pop_front() {
+                self.perform(st, op);
+            }
+        }
+        while !st.wc.is_empty() {
+            self.evict_one(st);
         }
     }
 
-    fn commit_at(st: &mut State, index: usize) {
+    /// Send one store, picked at random, from the write-combining buffer to the HDP FIFO.
+    fn evict_one(&self, st: &mut State) {
+        let pick = st.rng.usize(..st.wc.len());
+        let e = st.wc.remove(pick);
+        st.stats.wc_evictions += 1;
+        self.fifo_push(st, e);
+    }
+
+    fn fifo_push(&self, st: &mut State, entry: PendingWrite) {
+        st.fifo.push_back(entry);
+        while st.fifo.len() > self.config.fifo_depth {
+            self.commit_at(st, 0);
+            st.stats.spontaneous_drains += 1;
+        }
+        if !st.fifo.is_empty() && st.rng.f64() < self.config.drain_probability {
+            let in_order = self.config.read_policy == ReadPolicy::SameAddress;
+            let pick = if self.config.reorder && !in_order {
+                st.rng.usize(..st.fifo.len())
+            } else {
+                0
+            };
+            let e = st.fifo[pick];
+            let blocked = st
+                .fifo
+                .iter()
+                .take(pick)
+                .any(|o| o.overlaps(e.offset, e.len));
+            self.commit_at(st, if blocked { 0 } else { pick });
+            st.stats.spontaneous_drains += 1;
+        }
+    }
+
+    fn perform(&self, st: &mut State, op: DeviceOp) {
+        match op {
+            DeviceOp::FlushRegister => self.flush_now(st),
+            DeviceOp::RegisterRead => {}
+            DeviceOp::BarRead { offset, len } => {
+                let newest_own = st.fifo.iter().rposition(|e| e.overlaps(offset, len));
+                let drain_upto = match self.config.read_policy {
+                    ReadPolicy::Ordered => st.fifo.len(),
+                    ReadPolicy::SameAddress => newest_own.map_or(0, |i| i + 1),
+                    ReadPolicy::Forwarding if newest_own.is_none() => st.fifo.len(),
+                    ReadPolicy::Forwarding | ReadPolicy::Unordered => 0,
+                };
+                if drain_upto > 0 {
+                    st.stats.reads_that_drained += 1;
+                }
+                for _ in 0..drain_upto {
+                    self.commit_at(st, 0);
+                }
+            }
+        }
+    }
+
+    fn flush_now(&self, st: &mut State) {
+        st.stats.flush_register_writes += 1;
+        while !st.fifo.is_empty() {
+            self.commit_at(st, 0);
+        }
+    }
+
+    /// The value a CPU load sees: VRAM through the read cache (filling it), then pending FIFO
+    /// writes, then the CPU's own buffered stores, newest last.
+    fn read_value(&self, st: &mut State, offset: usize, out: &mut [u8]) {
+        let len = out.len();
+        let line = offset / self.config.cache_line;
+        let line_start = line * self.config.cache_line;
+        let line_end = (line_start + self.config.cache_line).min(self.config.vram_size);
+        if st.cache.contains_key(&line) {
+            st.stats.cache_hits += 1;
+        } else {
+            let copy = st.vram[line_start..line_end].to_vec();
+            st.cache.insert(line, copy);
+        }
+        let cached = &st.cache[&line];
+        for (i, b) in out.iter_mut().enumerate() {
+            let a = offset + i;
+            *b = if a < line_end {
+                cached[a - line_start]
+            } else {
+                st.vram[a]
+            };
+        }
+        let mut forwarded = false;
+        for e in st.fifo.iter().chain(st.wc.iter()) {
+            if e.overlaps(offset, len) {
+                forwarded = true;
+                for i in 0..e.len {
+                    let a = e.offset + i;
+                    if (offset..offset + len).contains(&a) {
+                        out[a - offset] = e.bytes[i];
+                    }
+                }
+            }
+        }
+        st.stats.forwarded_reads += u64::from(forwarded);
+    }
+
+    /// FIFO entry `index` (0: the oldest) reaches VRAM. The HDP keeps its read cache coherent
+    /// with its own writes: lines holding those bytes are dropped (only the GPU's writes make
+    /// the cache stale).
+    fn commit_at(&self, st: &mut State, index: usize) {
         if let Some(e) = st.fifo.remove(index) {
             st.vram[e.offset..e.offset + e.len].copy_from_slice(&e.bytes[..e.len]);
-        }
-    }
-
-    fn drain_all(st: &mut State) {
-        while !st.fifo.is_empty() {
-            Self::commit_at(st, 0);
+            let line = self.config.cache_line;
+            for l in e.offset / line..=(e.offset + e.len - 1) / line {
+                st.cache.remove(&l);
+            }
         }
     }
 }
@@ -331,7 +537,8 @@ enum Target {
     RemapPage,
 }
 
-/// A [`Bar`] onto the model: a VRAM window or the remap page.
+/// A [`Bar`] onto the model: a VRAM window (write-combined) or the remap page (uncached). Its
+/// barriers are the model's.
 #[derive(Clone)]
 pub struct SimBar {
     hdp: Arc<Hdp>,
@@ -347,18 +554,24 @@ impl SimBar {
     }
 
     fn addr(&self, offset: usize, size: usize) -> usize {
-        assert!(
-            offset + size <= self.len,
-            "offset {offset:#x} (size {size}) outside a {}-byte window",
-            self.len
-        );
+        check_access(offset, size, self.len);
         self.base + offset
     }
 
-    fn register_write(&self, offset: usize) {
+    fn register_store(&self, offset: usize) {
         if offset == crate::strategy::REMAP_HDP_MEM_FLUSH_CNTL {
-            self.hdp.flush_register_write();
+            self.hdp.flush_register_store();
         }
+    }
+}
+
+impl Fences for SimBar {
+    fn store_fence(&self) {
+        self.hdp.store_fence();
+    }
+
+    fn full_fence(&self) {
+        self.hdp.full_fence();
     }
 }
 
@@ -375,7 +588,7 @@ impl Bar for SimBar {
         let a = self.addr(offset, 4);
         match self.target {
             Target::Vram => self.hdp.bar_write(a, &value.to_ne_bytes()),
-            Target::RemapPage => self.register_write(offset),
+            Target::RemapPage => self.register_store(offset),
         }
     }
 
@@ -383,15 +596,16 @@ impl Bar for SimBar {
         let a = self.addr(offset, 1);
         match self.target {
             Target::Vram => self.hdp.bar_write(a, &[value]),
-            Target::RemapPage => self.register_write(offset),
+            Target::RemapPage => self.register_store(offset),
         }
     }
 
     fn read_u32(&self, offset: usize) -> u32 {
         let a = self.addr(offset, 4);
         let mut b = [0; 4];
-        if self.target == Target::Vram {
-            self.hdp.bar_read(a, &mut b);
+        match self.target {
+            Target::Vram => self.hdp.bar_read(a, &mut b),
+            Target::RemapPage => self.hdp.register_read(),
         }
         u32::from_ne_bytes(b)
     }
@@ -399,8 +613,9 @@ impl Bar for SimBar {
     fn read_u8(&self, offset: usize) -> u8 {
         let a = self.addr(offset, 1);
         let mut b = [0; 1];
-        if self.target == Target::Vram {
-            self.hdp.bar_read(a, &mut b);
+        match self.target {
+            Target::Vram => self.hdp.bar_read(a, &mut b),
+            Target::RemapPage => self.hdp.register_read(),
         }
         b[0]
     }
@@ -413,18 +628,27 @@ mod tests {
     fn quiet(read_policy: ReadPolicy) -> Arc<Hdp> {
         Hdp::new(HdpConfig {
             drain_probability: 0.0,
+            wc_evict_probability: 0.0,
             read_policy,
             ..HdpConfig::default()
         })
     }
 
     #[test]
-    fn stores_stay_invisible_to_the_gpu_until_the_flush_register_is_written() {
+    fn stores_wait_in_the_cpu_then_the_fifo_until_a_fence_and_the_flush_register() {
         let hdp = quiet(ReadPolicy::Ordered);
         let bar = hdp.vram_window(0, 4096);
         bar.write_u32(16, 7);
+        assert_eq!(hdp.buffered_writes(), 1);
+        hdp.flush_register_write();
+        assert_eq!(
+            hdp.gpu_read_u32(16),
+            0,
+            "still in the CPU: no flush reaches it"
+        );
+        hdp.store_fence();
+        assert_eq!((hdp.buffered_writes(), hdp.pending_writes()), (0, 1));
         assert_eq!(hdp.gpu_read_u32(16), 0);
-        assert_eq!(hdp.pending_writes(), 1);
         hdp.flush_register_write();
         assert_eq!(hdp.gpu_read_u32(16), 7);
         assert_eq!(hdp.pending_writes(), 0);
@@ -436,40 +660,80 @@ mod tests {
         let bar = hdp.vram_window(0, 4096);
         for i in 0..=hdp.config().fifo_depth {
             bar.write_u32(i * 4, i as u32 + 1);
+            hdp.store_fence();
         }
         assert_eq!(hdp.gpu_read_u32(0), 1, "oldest entry drained");
         assert_eq!(hdp.gpu_read_u32(4), 0, "second entry still pending");
     }
 
     #[test]
+    fn a_full_write_combining_buffer_sends_stores_on_its_own_in_any_order() {
+        let hdp = quiet(ReadPolicy::Unordered);
+        let bar = hdp.vram_window(0, 4096);
+        for i in 0..100u32 {
+            bar.write_u32(i as usize * 4, i + 1);
+        }
+        let depth = hdp.config().wc_depth;
+        assert_eq!(hdp.buffered_writes(), depth, "the rest was sent on");
+        assert!(hdp.pending_writes() > 0);
+        hdp.store_fence();
+        hdp.flush_register_write();
+        let order: Vec<u32> = (0..100).map(|i| hdp.gpu_read_u32(i * 4)).collect();
+        assert_eq!(order, (1..=100).collect::<Vec<u32>>(), "all landed");
+        assert!(hdp.stats().wc_evictions >= 100);
+    }
+
+    #[test]
+    fn device_operations_wait_for_the_barrier_that_orders_them() {
+        let hdp = quiet(ReadPolicy::Ordered);
+        let bar = hdp.vram_window(0, 4096);
+        bar.write_u32(0, 5);
+        hdp.store_fence();
+        hdp.flush_register_store();
+        assert_eq!(hdp.gpu_read_u32(0), 0, "issued, not performed");
+        hdp.publish();
+        assert_eq!(hdp.gpu_read_u32(0), 0, "a doorbell does not wait for it");
+        hdp.store_fence();
+        assert_eq!(hdp.gpu_read_u32(0), 5);
+
+        // A load is not performed by a store fence unless a store follows it.
+        bar.write_u32(4, 6);
+        hdp.store_fence();
+        bar.read_u32(4);
+        hdp.store_fence();
+        assert_eq!(hdp.unperformed_operations(), 1);
+        assert_eq!(hdp.gpu_read_u32(4), 0);
+        hdp.full_fence();
+        assert_eq!(hdp.gpu_read_u32(4), 6, "Ordered: the read drained the FIFO");
+    }
+
+    #[test]
     fn read_policies_differ_exactly_in_what_a_readback_drains() {
-        for (policy, drains_same, drains_other) in [
-            (ReadPolicy::Ordered, true, true),
-            (ReadPolicy::Forwarding, false, true),
-            (ReadPolicy::Unordered, false, false),
+        for (policy, drains_same, drains_other, drains_behind) in [
+            (ReadPolicy::Ordered, true, true, true),
+            (ReadPolicy::SameAddress, true, false, false),
+            (ReadPolicy::Forwarding, false, true, false),
+            (ReadPolicy::Unordered, false, false, false),
         ] {
-            let hdp = quiet(policy);
-            let bar = hdp.vram_window(0, 4096);
-            bar.write_u32(0, 5);
+            // Write word 0, then word 1; read back word 0 (same) or 512 (other).
+            let run = |read_at: usize| {
+                let hdp = quiet(policy);
+                let bar = hdp.vram_window(0, 4096);
+                bar.write_u32(0, 5);
+                hdp.store_fence();
+                bar.write_u32(4, 6);
+                hdp.store_fence();
+                assert_eq!(bar.read_u32(read_at), if read_at == 0 { 5 } else { 0 });
+                hdp.full_fence();
+                (hdp.gpu_read_u32(0) == 5, hdp.gpu_read_u32(4) == 6)
+            };
+            let (same, behind) = run(0);
+            assert_eq!(same, drains_same, "{policy:?} same address");
             assert_eq!(
-                bar.read_u32(0),
-                5,
-                "{policy:?}: the CPU reads its own store"
+                behind, drains_behind,
+                "{policy:?} write behind the one read"
             );
-            assert_eq!(
-                hdp.gpu_read_u32(0) == 5,
-                drains_same,
-                "{policy:?} same address"
-            );
-            let hdp = quiet(policy);
-            let bar = hdp.vram_window(0, 4096);
-            bar.write_u32(0, 5);
-            bar.read_u32(2048);
-            assert_eq!(
-                hdp.gpu_read_u32(0) == 5,
-                drains_other,
-                "{policy:?} other address"
-            );
+            assert_eq!(run(512).0, drains_other, "{policy:?} other address");
         }
     }
 
@@ -485,6 +749,23 @@ mod tests {
     }
 
     #[test]
+    fn the_cpu_reads_its_own_stores_wherever_they_wait() {
+        let hdp = quiet(ReadPolicy::Unordered);
+        let bar = hdp.vram_window(0, 4096);
+        assert_eq!(bar.read_u32(8), 0); // caches the line
+        bar.write_u32(8, 1);
+        assert_eq!(bar.read_u32(8), 1, "from the write-combining buffer");
+        hdp.store_fence();
+        assert_eq!(bar.read_u32(8), 1, "from the FIFO");
+        hdp.flush_register_write();
+        assert_eq!(
+            bar.read_u32(8),
+            1,
+            "from VRAM: the HDP dropped its stale line"
+        );
+    }
+
+    #[test]
     fn random_drains_are_reproducible_from_the_seed_and_never_reorder_one_address() {
         let run = || {
             let hdp = Hdp::new(HdpConfig {
@@ -494,6 +775,7 @@ mod tests {
             let bar = hdp.vram_window(0, 4096);
             for i in 0..200u32 {
                 bar.write_u32(((i % 8) * 4) as usize, i);
+                hdp.store_fence();
             }
             let seen: Vec<u32> = (0..8).map(|w| hdp.gpu_read_u32(w * 4)).collect();
             hdp.flush_register_write();
@@ -513,9 +795,32 @@ mod tests {
         let bar = hdp.vram_window(0, 4096);
         let remap = hdp.remap_page();
         bar.write_u32(0, 3);
+        hdp.store_fence();
         remap.write_u32(4, 1);
+        hdp.full_fence();
         assert_eq!(hdp.gpu_read_u32(0), 0);
         remap.write_u32(0, 1);
+        hdp.store_fence();
         assert_eq!(hdp.gpu_read_u32(0), 3);
+    }
+
+    #[test]
+    fn a_removed_fence_is_counted_and_does_nothing() {
+        let hdp = Hdp::new(HdpConfig {
+            remove_fence: Some(1),
+            wc_evict_probability: 0.0,
+            ..HdpConfig::default()
+        });
+        let bar = hdp.vram_window(0, 4096);
+        bar.write_u32(0, 1);
+        hdp.store_fence(); // fence 0: kept
+        bar.write_u32(4, 2);
+        hdp.store_fence(); // fence 1: removed
+        assert_eq!(hdp.buffered_writes(), 1);
+        hdp.publish();
+        hdp.store_fence(); // fence 0 of the next round: kept
+        assert_eq!(hdp.buffered_writes(), 0);
+        let s = hdp.stats();
+        assert_eq!((s.fences, s.removed_fences, s.publishes), (3, 1, 1));
     }
 }

@@ -1,8 +1,10 @@
 //! Correctness checks that run a strategy against the [`Hdp`] model and catch a missing flush.
 //!
-//! [`producer_consumer`]: the CPU writes a payload through the BAR, flushes, rings a doorbell;
-//! a "GPU" thread wakes on the doorbell and reads the payload from VRAM. Any word it finds
-//! stale is a round the strategy failed. [`read_after_gpu_write`] checks the other direction:
+//! [`producer_consumer`]: the CPU writes a payload through the BAR, flushes, rings a doorbell
+//! (a store to ordinary memory, [`Hdp::publish`], which waits for nothing the CPU has not yet
+//! performed); a "GPU" thread wakes on the doorbell and reads the payload from VRAM. Any word
+//! it finds stale is a round the strategy failed: the flush did not happen, or was not ordered
+//! before the doorbell. [`read_after_gpu_write`] checks the other direction:
 //! after the GPU writes VRAM, an invalidate must make BAR reads see it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -139,6 +141,7 @@ pub fn producer_consumer(
                 payload.write_u32(word * 4, tag(round, word));
             }
             flusher.flush()?;
+            hdp.publish();
             doorbell.store(u64::from(round), Ordering::Release);
             wait_for_change(&ack, u64::from(round) - 1);
             Ok(())

@@ -5,51 +5,71 @@
 
 use std::path::Path;
 
-use super::{Backing, BackingKind, Flush, StrategyKind};
+use super::{Backing, BackingKind, Completion, KernelFlush, StrategyKind, Transport};
+use crate::barrier::Fences;
 use crate::device::{backend_name, device_name, HdpFlushDevice};
 use crate::uapi;
 use crate::Result;
 
 /// `FLUSH` / `INVALIDATE` ioctls on `/dev/hdp_flush` for one device.
-pub struct Ioctl {
+pub type Ioctl = KernelFlush<IoctlTransport>;
+
+/// One module device, reached by ioctl.
+pub struct IoctlTransport {
     dev: HdpFlushDevice,
     index: u32,
-    flags: u32,
     backing: Backing,
 }
 
 impl Ioctl {
-    /// Device `index` behind the default path; `flags` are `HDP_FLUSH_F_*` for every flush.
-    pub fn open(index: u32, flags: u32) -> Result<Self> {
-        Self::open_path(Path::new(uapi::HDP_FLUSH_DEVICE_PATH), index, flags)
+    /// Module device `index` behind the default path.
+    pub fn open(index: u32, completion: Completion) -> Result<Self> {
+        Self::open_path(Path::new(uapi::HDP_FLUSH_DEVICE_PATH), index, completion)
     }
 
     /// As [`Ioctl::open`], on the device node at `path`.
-    pub fn open_path(path: &Path, index: u32, flags: u32) -> Result<Self> {
-        let dev = HdpFlushDevice::open(path)?;
+    pub fn open_path(path: &Path, index: u32, completion: Completion) -> Result<Self> {
+        Self::on_device(HdpFlushDevice::open(path)?, index, completion)
+    }
+
+    /// Module device `index` through an open handle.
+    pub fn on_device(dev: HdpFlushDevice, index: u32, completion: Completion) -> Result<Self> {
         let backing = device_backing(&dev, index)?;
-        Ok(Self {
+        let transport = IoctlTransport {
             dev,
             index,
-            flags,
             backing,
-        })
+        };
+        Ok(Self::with_transport(transport, completion))
     }
 
     /// The device handle (for NOP and STATS).
     pub fn device(&self) -> &HdpFlushDevice {
-        &self.dev
+        &self.transport().dev
+    }
+
+    /// The module device index flushed.
+    pub fn index(&self) -> u32 {
+        self.transport().index
     }
 }
 
-/// Check `index` and describe it: the module's model, or hardware.
+/// `HDP_FLUSH_F_*` for a flush request.
+pub(crate) fn request_flags(completion: Completion) -> u32 {
+    match completion {
+        Completion::Posted => 0,
+        Completion::Completed => uapi::HDP_FLUSH_F_SYNC,
+    }
+}
+
+/// Check `index` and describe it: the module's model, an emulated device, or hardware.
 pub(crate) fn device_backing(dev: &HdpFlushDevice, index: u32) -> Result<Backing> {
     dev.check_index(index)?;
     let info = dev.device_info(index)?;
-    let kind = if info.backend == uapi::HDP_FLUSH_BACKEND_SIM {
-        BackingKind::KernelModel
-    } else {
-        BackingKind::Hardware
+    let kind = match info.backend {
+        uapi::HDP_FLUSH_BACKEND_SIM => BackingKind::KernelModel,
+        uapi::HDP_FLUSH_BACKEND_PCITEST => BackingKind::EmulatedDevice,
+        _ => BackingKind::Hardware,
     };
     let detail = format!(
         "{} device {index}: {} ({} backend)",
@@ -60,24 +80,21 @@ pub(crate) fn device_backing(dev: &HdpFlushDevice, index: u32) -> Result<Backing
     Ok(Backing::new(kind, detail))
 }
 
-impl Flush for Ioctl {
-    fn kind(&self) -> StrategyKind {
-        StrategyKind::Ioctl
-    }
+impl Fences for IoctlTransport {}
+
+impl Transport for IoctlTransport {
+    const KIND: StrategyKind = StrategyKind::Ioctl;
 
     fn backing(&self) -> Backing {
         self.backing.clone()
     }
 
-    fn flush(&self) -> Result<()> {
-        // Entering the kernel does not drain write-combining buffers or order device stores on
-        // every architecture: the payload must be on its way before the kernel writes the
-        // flush register, possibly from another CPU that coalesced our request.
-        crate::barrier::store_fence();
-        self.dev.flush(self.index, self.flags)
+    fn request_flush(&self, count: usize, completion: Completion) -> Result<()> {
+        let flags = request_flags(completion);
+        (0..count).try_for_each(|_| self.dev.flush(self.index, flags))
     }
 
-    fn invalidate(&self) -> Result<()> {
+    fn request_invalidate(&self) -> Result<()> {
         self.dev.invalidate(self.index)
     }
 }

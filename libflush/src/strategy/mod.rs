@@ -9,34 +9,76 @@ use crate::{Error, Result};
 
 mod dummy_page;
 mod ioctl;
+mod kernel;
 mod legacy;
 mod mmio_remap;
 mod sim;
 mod uring;
 
-pub use dummy_page::DummyPage;
-pub(crate) use ioctl::device_backing as ioctl_device_backing;
-pub use ioctl::Ioctl;
+pub(crate) use dummy_page::caller_dummy_page;
+pub use dummy_page::{DummyPage, DUMMY_PAGE_MIN};
+pub use ioctl::{Ioctl, IoctlTransport};
+pub use kernel::{KernelFlush, Transport};
 pub use legacy::Legacy;
+pub(crate) use mmio_remap::caller_remap_page;
 pub use mmio_remap::{MmioRemap, REMAP_HDP_MEM_FLUSH_CNTL, REMAP_HDP_REG_FLUSH_CNTL};
-pub use sim::Sim;
-pub use uring::{Uring, UringConfig};
+pub use sim::{Sim, SimTransport};
+pub use uring::{Uring, UringConfig, UringTransport};
 
-/// A way to make CPU stores through a VRAM BAR visible to the GPU.
+/// When a flush may return.
+///
+/// Both are ordered: once `flush` returns, no later store by the caller (the AQL packet
+/// header, the doorbell) can reach the GPU before the flush does. A completed flush has also
+/// landed: the HDP has drained, which a read from the device after the flush proves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Completion {
+    /// Return once the flush request is ordered before later stores (one posted store for
+    /// the remap page; no posting read in the kernel).
+    Posted,
+    /// Return once the flush has landed (ROCclr's store-and-read-back; `HDP_FLUSH_F_SYNC`).
+    #[default]
+    Completed,
+}
+
+impl Completion {
+    /// "posted" or "completed".
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Posted => "posted",
+            Self::Completed => "completed",
+        }
+    }
+}
+
+/// A way to make CPU stores through a VRAM BAR visible to one GPU.
 ///
 /// Call [`flush`](Flush::flush) after the payload stores and before the store that tells the
-/// GPU to look (doorbell, signal); call [`invalidate`](Flush::invalidate) before reading
-/// through the BAR what the GPU wrote.
+/// GPU to look (AQL packet header, doorbell, signal); call [`invalidate`](Flush::invalidate)
+/// before reading through the BAR what the GPU wrote. Every strategy issues the barriers this
+/// needs on x86_64, aarch64 and powerpc64 itself: the caller adds none.
 pub trait Flush: Send + Sync {
     /// Which strategy this is.
     fn kind(&self) -> StrategyKind;
 
-    /// What the flush really acts on: hardware, a kernel model, a stand-in mapping, the simulator.
+    /// What the flush really acts on: hardware, an emulated device, a kernel model, a stand-in
+    /// mapping, the simulator.
     fn backing(&self) -> Backing;
 
     /// Flush the HDP write FIFO: every BAR store issued before this call reaches VRAM before
-    /// any store issued after it.
-    fn flush(&self) -> Result<()>;
+    /// any store issued after it, and, with [`Completion::Completed`], before this returns.
+    /// Strategies that can only complete (a readback) do so for either.
+    fn flush_with(&self, completion: Completion) -> Result<()>;
+
+    /// The completion [`flush`](Flush::flush) gives: what the flusher was opened with.
+    fn completion(&self) -> Completion {
+        Completion::Completed
+    }
+
+    /// [`flush_with`](Flush::flush_with) the flusher's own [`completion`](Flush::completion).
+    fn flush(&self) -> Result<()> {
+        self.flush_with(self.completion())
+    }
 
     /// Invalidate the HDP read cache, so BAR loads after this call see what the GPU wrote.
     fn invalidate(&self) -> Result<()> {
@@ -135,6 +177,9 @@ impl FromStr for StrategyKind {
 pub enum BackingKind {
     /// Real device registers or VRAM.
     Hardware,
+    /// A device QEMU emulates (the `edu` test device): real MMIO through a real kernel, but
+    /// no GPU behind it.
+    EmulatedDevice,
     /// The kernel module's in-kernel model (its `sim` backend).
     KernelModel,
     /// Ordinary memory standing in for a device mapping: measures the CPU side only.
@@ -154,6 +199,20 @@ pub struct Backing {
     pub detail: String,
 }
 
+impl BackingKind {
+    /// Short name for tables and plots.
+    pub const fn tag(self) -> &'static str {
+        match self {
+            Self::Hardware => "hardware",
+            Self::EmulatedDevice => "emulated",
+            Self::KernelModel => "kernel model",
+            Self::StandIn => "stand-in",
+            Self::Simulator => "simulator",
+            Self::HostKernel => "host kernel",
+        }
+    }
+}
+
 impl Backing {
     /// A backing of `kind` described by `detail`.
     pub fn new(kind: BackingKind, detail: impl Into<String>) -> Self {
@@ -166,6 +225,15 @@ impl Backing {
     /// True unless this is real hardware.
     pub fn is_stand_in(&self) -> bool {
         self.kind != BackingKind::Hardware
+    }
+
+    /// True for real hardware and for an emulated device: memory-mapped I/O through a real
+    /// kernel, not a model or ordinary memory.
+    pub fn is_device(&self) -> bool {
+        matches!(
+            self.kind,
+            BackingKind::Hardware | BackingKind::EmulatedDevice
+        )
     }
 }
 

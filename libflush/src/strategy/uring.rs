@@ -1,29 +1,35 @@
 //! The flush IOCTL's requests carried by io_uring `URING_CMD`: many flushes per system call,
 //! or none at all with SQPOLL, answering the "tons of extra IOCTL overhead" worry.
+//!
+//! A handle keeps a pool of rings: a call takes one, runs on it without holding any lock, and
+//! puts it back, so threads sharing a handle never wait for each other's completions; the pool
+//! grows to the number of threads flushing at once. Each ring tags its calls' SQEs
+//! (`crate::ring`), so a completion is never credited to the wrong call.
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use super::ioctl::device_backing;
-use super::{Backing, Flush, StrategyKind};
+use super::ioctl::{device_backing, request_flags};
+use super::{Backing, Completion, KernelFlush, StrategyKind, Transport};
+use crate::barrier::Fences;
 use crate::device::HdpFlushDevice;
-use crate::error::errno_of;
-use crate::ring::submit_copies;
+use crate::ring::{RingCounters, TaggedRing};
 use crate::uapi::{self, HdpFlushRequest};
 use crate::{Error, Result};
-use io_uring::{opcode, types, IoUring};
+use io_uring::{opcode, squeue, types};
 
-/// How to set the ring up.
+/// How to set the rings up.
 #[derive(Clone, Copy, Debug)]
 pub struct UringConfig {
-    /// Device index.
+    /// Module device index.
     pub device: u32,
-    /// `HDP_FLUSH_F_*` for every flush.
-    pub flags: u32,
+    /// What [`crate::Flush::flush`] and batches give.
+    pub completion: Completion,
     /// Submission queue entries: the largest batch sent in one `io_uring_enter`.
     pub entries: u32,
-    /// Use a kernel SQ polling thread that idles after this many milliseconds.
+    /// Use a kernel SQ polling thread per ring that idles after this many milliseconds.
     pub sqpoll_idle_ms: Option<u32>,
 }
 
@@ -31,7 +37,7 @@ impl Default for UringConfig {
     fn default() -> Self {
         Self {
             device: 0,
-            flags: 0,
+            completion: Completion::Completed,
             entries: 128,
             sqpoll_idle_ms: None,
         }
@@ -39,10 +45,14 @@ impl Default for UringConfig {
 }
 
 /// `URING_CMD` with `cmd_op` = the FLUSH / INVALIDATE ioctl number, request in the SQE.
-pub struct Uring {
+pub type Uring = KernelFlush<UringTransport>;
+
+/// One module device, reached through a pool of io_urings.
+pub struct UringTransport {
     dev: HdpFlushDevice,
-    ring: Mutex<IoUring>,
     config: UringConfig,
+    idle: Mutex<Vec<TaggedRing>>,
+    counters: Arc<RingCounters>,
     backing: Backing,
 }
 
@@ -54,75 +64,110 @@ impl Uring {
 
     /// A ring on the device node at `path`.
     pub fn open_path(path: &Path, config: UringConfig) -> Result<Self> {
-        let dev = HdpFlushDevice::open(path)?;
+        Self::on_device(HdpFlushDevice::open(path)?, config)
+    }
+
+    /// Rings for `config.device` through an open handle. One ring is set up now, so an
+    /// io_uring the kernel or a sandbox refuses is an error here, not at the first flush.
+    pub fn on_device(dev: HdpFlushDevice, config: UringConfig) -> Result<Self> {
         let backing = device_backing(&dev, config.device)?;
         if dev.version().features & uapi::HDP_FLUSH_FEAT_URING_CMD == 0 {
             return Err(Error::Unavailable {
                 strategy: StrategyKind::Uring,
-                reason: format!("{}: the module does not serve URING_CMD", path.display()),
+                reason: format!(
+                    "{}: the module does not serve URING_CMD",
+                    dev.path().display()
+                ),
             });
         }
-        let mut builder = IoUring::builder();
-        if let Some(idle) = config.sqpoll_idle_ms {
-            builder.setup_sqpoll(idle);
-        }
-        let ring = builder
-            .build(config.entries)
-            .map_err(|e| Error::os("io_uring", "setup", errno_of(&e)))?;
-        Ok(Self {
+        let counters = Arc::new(RingCounters::default());
+        let first = TaggedRing::new(config.entries, config.sqpoll_idle_ms, Arc::clone(&counters))?;
+        let transport = UringTransport {
             dev,
-            ring: Mutex::new(ring),
             config,
+            idle: Mutex::new(vec![first]),
+            counters,
             backing,
-        })
+        };
+        Ok(Self::with_transport(transport, config.completion))
     }
 
-    /// The ring's configuration.
+    /// The rings' configuration.
     pub fn config(&self) -> UringConfig {
-        self.config
+        self.transport().config
     }
 
-    /// Submit `count` copies of one command and reap them all.
+    /// `io_uring_enter` system calls made so far by all of this handle's rings.
+    pub fn io_uring_enters(&self) -> u64 {
+        self.transport().counters.enters.load(Ordering::Relaxed)
+    }
+
+    /// Rings this handle has set up (one per thread that flushed at the same time as others).
+    pub fn rings(&self) -> usize {
+        self.transport().rings_made()
+    }
+}
+
+impl UringTransport {
+    fn rings_made(&self) -> usize {
+        Arc::strong_count(&self.counters) - 1
+    }
+
+    /// Run `count` copies of one command on a ring of the pool, taken for the call only.
     fn submit(&self, cmd_op: u32, op: &'static str, flags: u32, count: usize) -> Result<()> {
         let cmd = HdpFlushRequest::new(self.config.device, flags).to_cmd_bytes();
-        // The request travels inside the SQE's command area: the entry points at no buffer.
-        let entry = opcode::UringCmd16::new(types::Fd(self.dev.as_fd().as_raw_fd()), cmd_op)
-            .cmd(cmd)
-            .build();
-        let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-        // As for the ioctl: the payload stores must be ordered before the kernel (or its
-        // SQ polling thread, on another CPU) writes the flush register.
-        crate::barrier::store_fence();
-        match submit_copies(&mut ring, &entry, count)? {
+        let entry: squeue::Entry =
+            opcode::UringCmd16::new(types::Fd(self.dev.as_fd().as_raw_fd()), cmd_op)
+                .cmd(cmd)
+                .build();
+        let taken = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let mut ring = match taken {
+            Some(ring) => ring,
+            None => TaggedRing::new(
+                self.config.entries,
+                self.config.sqpoll_idle_ms,
+                Arc::clone(&self.counters),
+            )?,
+        };
+        // SAFETY: the request travels inside the SQE's command area: the entries reference no
+        // memory.
+        let outcome = unsafe { ring.run(std::iter::repeat_n(entry, count)) };
+        if !ring.is_poisoned() {
+            self.idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(ring);
+        }
+        match outcome?.failed {
             None => Ok(()),
             Some(errno) => Err(Error::os(self.dev.path().display().to_string(), op, errno)),
         }
     }
 }
 
-impl Flush for Uring {
-    fn kind(&self) -> StrategyKind {
-        StrategyKind::Uring
-    }
+impl Fences for UringTransport {}
+
+impl Transport for UringTransport {
+    const KIND: StrategyKind = StrategyKind::Uring;
 
     fn backing(&self) -> Backing {
         self.backing.clone()
     }
 
-    fn flush(&self) -> Result<()> {
-        self.flush_batch(1)
-    }
-
-    fn invalidate(&self) -> Result<()> {
-        self.submit(uapi::HDP_FLUSH_IOC_INVALIDATE, "URING_CMD INVALIDATE", 0, 1)
-    }
-
-    fn flush_batch(&self, count: usize) -> Result<()> {
+    fn request_flush(&self, count: usize, completion: Completion) -> Result<()> {
         self.submit(
             uapi::HDP_FLUSH_IOC_FLUSH,
             "URING_CMD FLUSH",
-            self.config.flags,
+            request_flags(completion),
             count,
         )
+    }
+
+    fn request_invalidate(&self) -> Result<()> {
+        self.submit(uapi::HDP_FLUSH_IOC_INVALIDATE, "URING_CMD INVALIDATE", 0, 1)
     }
 }

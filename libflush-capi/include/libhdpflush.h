@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/*
+ * libhdpflush: flush one AMD GPU's HDP write FIFO after writing its VRAM through the BAR, on
+ * any page size. The C ABI of the libflush Rust crate. Link with -lhdpflush
+ * (pkg-config --cflags --libs hdpflush).
+ *
+ * A runtime opens one flusher per GPU when it creates the device, naming the GPU by PCI
+ * address, KFD gpu_id or hdp_flush module device index, and passing the mappings it has:
+ *
+ *     struct hdpflush_open_options o = { .size = sizeof o };
+ *     o.remap = info.HDP_MEM_FLUSH_CNTL;        // from HSA_AMD_AGENT_INFO_HDP_FLUSH; NULL on 64K
+ *     hdpflush_gpu *g;
+ *     if (hdpflush_open_pci("0000:03:00.0", &o, &g) < 0)
+ *         fprintf(stderr, "no HDP flush: %s\n", hdpflush_last_error());
+ *     ...
+ *     memcpy(kernarg_in_vram, args, size);      // through the BAR
+ *     hdpflush_gpu_flush(g, 0);                 // flushed, and ordered before what follows
+ *     store the AQL packet header, ring the doorbell
+ *
+ * The strategy per GPU, in order: the remap page if given; else the hdp_flush kernel module if
+ * it serves that GPU (ioctl, or io_uring with HDPFLUSH_OPEN_BATCHED); else the dummy page if
+ * given and HDPFLUSH_OPEN_ALLOW_DUMMY_PAGE is set; else -ENODEV with the reason in
+ * hdpflush_last_error(). Never a simulator unless asked for by name (HDPFLUSH_STRATEGY=sim).
+ * The environment variable HDPFLUSH_STRATEGY names a strategy for every flusher of the
+ * process (for tests and benchmarks); one it cannot use is an error, not a fallback.
+ *
+ * Every function that returns int returns 0 on success or a negative errno, never 0 on
+ * failure:
+ *   -EINVAL      a bad argument: NULL handle or out pointer, a malformed PCI address, a NULL
+ *                or misaligned mapping, a dummy page under 4096 bytes, unknown flag bits,
+ *                options.size too small or reserved not 0; or a bad HDPFLUSH_STRATEGY /
+ *                HDPFLUSH_GPU
+ *   -ENODEV      no way to flush this GPU here, the GPU is not found, a named strategy cannot
+ *                flush it, or (hdpflush_flush) the process has no single GPU to flush
+ *   -EOPNOTSUPP  invalidate on a strategy without an invalidate register (remap page, dummy
+ *                page) or a module device without one configured
+ *   -EIO         the device failed the flush (the kernel module's error) or an io_uring lost
+ *                a completion
+ *   -ENOTRECOVERABLE  a bug inside libhdpflush was caught (a Rust panic); the message says where
+ *   or another errno the kernel returned for the request (see the module's uAPI).
+ * After any failure, hdpflush_last_error() says what happened and what to do.
+ *
+ * Thread safety: every function may be called from any thread. One handle may be flushed
+ * from several threads at once; hdpflush_close() must not race with other calls on it.
+ */
+#ifndef LIBHDPFLUSH_H
+#define LIBHDPFLUSH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One GPU's flusher. */
+typedef struct hdpflush_gpu hdpflush_gpu;
+
+/* hdpflush_open_options.flags */
+#define HDPFLUSH_OPEN_ALLOW_DUMMY_PAGE (1u << 0) /* use dummy_page when nothing better serves
+                                                    the GPU: it relies on a BAR read draining
+                                                    the HDP write FIFO, which AMD has not
+                                                    documented */
+#define HDPFLUSH_OPEN_BATCHED (1u << 1) /* io_uring rather than one ioctl per flush */
+#define HDPFLUSH_OPEN_SQPOLL (1u << 2)  /* with BATCHED: a kernel SQ polling thread, so steady
+                                           flushing makes no system call */
+#define HDPFLUSH_OPEN_POSTED (1u << 3)  /* hdpflush_gpu_flush(g, 0) posts instead of completing */
+
+struct hdpflush_open_options {
+    uint32_t size;  /* sizeof(struct hdpflush_open_options) */
+    uint32_t flags; /* HDPFLUSH_OPEN_* */
+    /* This GPU's HDP_MEM_FLUSH_CNTL in the caller's mapping of its MMIO remap page
+     * (hsa_amd_hdp_flush_t.HDP_MEM_FLUSH_CNTL), or NULL. Must stay mapped until close. */
+    volatile uint32_t *remap;
+    /* A host-visible VRAM page of this GPU that nothing else uses, or NULL. Must stay mapped
+     * until close. */
+    volatile void *dummy_page;
+    size_t dummy_page_len; /* at least 4096 */
+    uint32_t sqpoll_idle_ms; /* with HDPFLUSH_OPEN_SQPOLL: poller idle time; 0 means 1000 */
+    uint32_t reserved;       /* 0 */
+};
+
+/* Open a flusher for one GPU; *out is set on success. opts may be NULL (nothing offered,
+ * completed flushes). */
+int hdpflush_open_pci(const char *pci_address, const struct hdpflush_open_options *opts,
+                      hdpflush_gpu **out); /* "0000:03:00.0" or "03:00.0" */
+int hdpflush_open_gpu_id(uint32_t kfd_gpu_id, const struct hdpflush_open_options *opts,
+                         hdpflush_gpu **out); /* KFD topology gpu_id */
+int hdpflush_open_index(uint32_t module_index, const struct hdpflush_open_options *opts,
+                        hdpflush_gpu **out); /* hdp_flush module device index */
+
+/* hdpflush_gpu_flush() flags; 0: as opened (completed unless HDPFLUSH_OPEN_POSTED). */
+#define HDPFLUSH_FLUSH_POSTED (1u << 0)    /* return once ordered before later stores */
+#define HDPFLUSH_FLUSH_COMPLETED (1u << 1) /* return once the flush has landed */
+
+/* Flush the GPU's HDP write FIFO: every BAR store made before the call reaches VRAM before
+ * any store made after it (the AQL packet header, the doorbell). The barriers this needs are
+ * issued inside; the caller adds none. */
+int hdpflush_gpu_flush(hdpflush_gpu *gpu, uint32_t flags);
+
+/* Flush several GPUs (e.g. after writing peer buffers on each). Every one is flushed even if
+ * one fails; the first failure is returned and hdpflush_last_error() names its GPU. */
+int hdpflush_flush_gpus(hdpflush_gpu *const *gpus, size_t count, uint32_t flags);
+
+/* Invalidate the GPU's HDP read cache before reading through the BAR what the GPU wrote. */
+int hdpflush_gpu_invalidate(hdpflush_gpu *gpu);
+
+/* The strategy: "mmio-remap", "ioctl", "uring", "dummy-page", "legacy" or "sim". Static
+ * storage. NULL for a NULL handle. */
+const char *hdpflush_gpu_strategy(const hdpflush_gpu *gpu);
+
+/* Why that strategy, for this GPU. Valid until hdpflush_close(gpu). */
+const char *hdpflush_gpu_reason(const hdpflush_gpu *gpu);
+
+/* Close the flusher (NULL is ignored). */
+void hdpflush_close(hdpflush_gpu *gpu);
+
+/* This thread's last failure: what happened and what to do, or NULL if the last call on this
+ * thread succeeded. Valid until this thread's next hdpflush_* call. */
+const char *hdpflush_last_error(void);
+
+/* --- One GPU per process ------------------------------------------------------------------
+ * For programs that use a single GPU: the flusher is opened on first use for the GPU named by
+ * HDPFLUSH_GPU (PCI address, gpu_id:N or index:N), else the host's only AMD GPU, with nothing
+ * offered (so through the hdp_flush module). Same rules: no simulator unless named. */
+int hdpflush_flush(void);
+int hdpflush_invalidate(void);
+/* Its strategy, or NULL if there is none. Static storage. */
+const char *hdpflush_strategy(void);
+/* Why there is none, or NULL. Static storage. */
+const char *hdpflush_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LIBHDPFLUSH_H */
