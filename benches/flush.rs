@@ -2,18 +2,26 @@
 //! such in the group name), flush and, where the strategy has one, invalidate.
 //!
 //! `hdpflush bench` is the side-by-side comparison; these give criterion's statistics and
-//! change detection across commits for each strategy on its own.
+//! change detection across commits for each strategy on its own. A flush that fails ends the
+//! bench: a failure timed as a success would be a wrong number.
 
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion};
 use libflush::strategy::BackingKind;
-use libflush::{Flush, StrategyKind, Uring, UringConfig};
+use libflush::{Completion, Flush, StrategyKind, Uring, UringConfig};
 
 fn group_name(kind: StrategyKind, f: &dyn Flush) -> String {
     match f.backing().kind {
-        BackingKind::StandIn => format!("{kind}/stand-in"),
-        _ => kind.to_string(),
+        BackingKind::Hardware => kind.to_string(),
+        other => format!("{kind}/{}", other.tag().replace(' ', "-")),
+    }
+}
+
+/// `op`'s result, or the end of the bench with what failed.
+fn checked(what: &str, r: libflush::Result<()>) {
+    if let Err(e) = r {
+        panic!("{what} failed during the benchmark: {e}");
     }
 }
 
@@ -27,9 +35,16 @@ fn strategies(c: &mut Criterion) {
             }
         };
         let mut g = c.benchmark_group(group_name(kind, f.as_ref()));
-        g.bench_function("flush", |b| b.iter(|| f.flush()));
+        for completion in [Completion::Completed, Completion::Posted] {
+            let name = format!("flush {}", completion.name());
+            g.bench_function(&name, |b| {
+                b.iter(|| checked(&name, f.flush_with(completion)))
+            });
+        }
         if f.invalidate().is_ok() {
-            g.bench_function("invalidate", |b| b.iter(|| f.invalidate()));
+            g.bench_function("invalidate", |b| {
+                b.iter(|| checked("invalidate", f.invalidate()))
+            });
         }
         g.finish();
     }
@@ -51,7 +66,7 @@ fn uring_batches(c: &mut Criterion) {
         };
         g.throughput(criterion::Throughput::Elements(batch as u64));
         g.bench_function(batch.to_string(), |b| {
-            b.iter_batched(|| (), |()| ring.flush_batch(batch), BatchSize::SmallInput)
+            b.iter(|| checked("uring batch", ring.flush_batch(batch)))
         });
     }
     g.finish();

@@ -218,9 +218,11 @@ fn cases_for(kind: StrategyKind, args: &BenchArgs) -> libflush::Result<Vec<Case>
                             .map_err(unavailable)?;
                             ops.push(Box::new(move || ring.flush_batch(n)));
                         }
+                        // io_uring flushes complete (SYNC), as the default flusher does: say
+                        // so, beside the ioctl's posted and completed rows.
                         let variant = match sq {
-                            Some(_) => format!("batch {batch}, sqpoll"),
-                            None => format!("batch {batch}"),
+                            Some(_) => format!("completed, batch {batch}, sqpoll"),
+                            None => format!("completed, batch {batch}"),
                         };
                         cases.push(Case {
                             strategy: kind.name().into(),

@@ -881,8 +881,8 @@ fn hdpflush_bench_runs_ioctl_and_uring_in_the_guest() -> TestResult {
         ("ioctl", "posted", 1),
         ("ioctl", "completed", 1),
         ("ioctl", "completed, 4 threads", 4),
-        ("uring", "batch 1", 1),
-        ("uring", "batch 32, 4 threads", 4),
+        ("uring", "completed, batch 1", 1),
+        ("uring", "completed, batch 32, 4 threads", 4),
     ] {
         let r = find(variant).ok_or_else(|| format!("case `{strategy} ({variant})` missing"))?;
         ensure(r["strategy"] == strategy && r["threads"] == threads, || {
