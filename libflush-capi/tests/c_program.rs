@@ -175,3 +175,11 @@ fn every_bad_argument_gets_its_errno_and_a_message() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_callers_remap_page_and_opted_in_vram_page_are_used_as_given() {
+    let (out, stdout) = run(&["--caller-mappings"], None);
+    assert!(out.status.success(), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert_eq!(stdout.matches("ok  ").count(), 6, "{stdout}");
+}

@@ -8,6 +8,8 @@
  *                                             index:N), flush each as opened, posted and
  *                                             completed, invalidate, flush all at once, close
  *   flush_gpus --process                      the process-wide hdpflush_flush()
+ *   flush_gpus --caller-mappings              a remap page and a VRAM page the caller mapped
+ *                                             (here: ordinary memory) are used as given
  *   flush_gpus --bad-input                    every bad argument gets its errno, never 0
  *   flush_gpus --layout                       sizeof/offsetof of hdpflush_open_options
  *
@@ -90,6 +92,52 @@ static int process(void)
     return failures ? 1 : 0;
 }
 
+static void check(const char *what, int ok)
+{
+    printf("%s %s\n", ok ? "ok  " : "FAIL", what);
+    if (!ok)
+        failures++;
+}
+
+/* A GPU no module serves, with the caller's own mappings: the remap page wins; the VRAM page
+ * is used only when opted into. Ordinary memory stands in for the mappings, so the stores are
+ * checked where they land. */
+static int caller_mappings(void)
+{
+    static uint32_t remap[1024] __attribute__((aligned(4096)));
+    static uint32_t vram[1024] __attribute__((aligned(4096)));
+    const char *gpu = "0000:7f:1f.7";
+    hdpflush_gpu *g = NULL;
+    struct hdpflush_open_options o = {.size = sizeof o, .remap = remap};
+    int rc = hdpflush_open_pci(gpu, &o, &g);
+    report("open-remap", gpu, rc, rc ? NULL : hdpflush_gpu_strategy(g));
+    if (rc == 0) {
+        check("remap page chosen", strcmp(hdpflush_gpu_strategy(g), "mmio-remap") == 0);
+        report("flush-remap", gpu, hdpflush_gpu_flush(g, 0), "completed");
+        check("1 stored to HDP_MEM_FLUSH_CNTL", remap[0] == 1);
+        hdpflush_close(g);
+    }
+    o.remap = NULL;
+    o.dummy_page = vram;
+    o.dummy_page_len = sizeof vram;
+    rc = hdpflush_open_pci(gpu, &o, &g);
+    const char *msg = hdpflush_last_error();
+    check("a VRAM page without the opt-in is not used: ENODEV",
+          rc == -ENODEV && msg && strstr(msg, "not opted into"));
+    o.flags = HDPFLUSH_OPEN_ALLOW_DUMMY_PAGE;
+    rc = hdpflush_open_pci(gpu, &o, &g);
+    report("open-dummy", gpu, rc, rc ? NULL : hdpflush_gpu_strategy(g));
+    if (rc == 0) {
+        check("dummy page chosen", strcmp(hdpflush_gpu_strategy(g), "dummy-page") == 0);
+        report("flush-dummy", gpu, hdpflush_gpu_flush(g, 0), "1");
+        report("flush-dummy", gpu, hdpflush_gpu_flush(g, 0), "2");
+        check("two stores half a page apart", vram[0] == 1 && vram[512] == 1);
+        check("no invalidate register: EOPNOTSUPP", hdpflush_gpu_invalidate(g) == -EOPNOTSUPP);
+        hdpflush_close(g);
+    }
+    return failures ? 1 : 0;
+}
+
 /* Each check: what the call returned must be `want`, and a message must say why. */
 static void expect(const char *what, int rc, int want)
 {
@@ -160,6 +208,8 @@ int main(int argc, char **argv)
         return process();
     if (argc == 2 && strcmp(argv[1], "--bad-input") == 0)
         return bad_input();
+    if (argc == 2 && strcmp(argv[1], "--caller-mappings") == 0)
+        return caller_mappings();
     if (argc == 2 && strcmp(argv[1], "--layout") == 0) {
         printf("size %zu remap %zu dummy_page %zu dummy_page_len %zu sqpoll_idle_ms %zu "
                "reserved %zu\n",
@@ -185,7 +235,7 @@ int main(int argc, char **argv)
     }
     if (first == argc) {
         fprintf(stderr, "usage: flush_gpus [--posted] [--batched] GPU... | --process | "
-                        "--bad-input | --layout\n");
+                        "--caller-mappings | --bad-input | --layout\n");
         return 2;
     }
     return gpus(argc - first, argv + first, flags);
