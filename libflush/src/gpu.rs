@@ -396,34 +396,15 @@ mod tests {
     fn host_fixture(root: &Path) {
         use fixture::*;
         kfd_node(root, 0, 0, pci("0000:00:00.0"));
-        kfd_node(root, 1, 53422, pci("0000:03:00.0"));
-        kfd_node(root, 2, 21042, pci("0000:83:00.0"));
-        kfd_node(root, 3, 7777, pci("0001:c1:00.0"));
-        pci_function(
-            root,
-            pci("0000:03:00.0"),
-            0x1002,
-            0x740f,
-            0x038000,
-            Some("amdgpu"),
-        );
-        pci_function(
-            root,
-            pci("0000:83:00.0"),
-            0x1002,
-            0x740f,
-            0x038000,
-            Some("amdgpu"),
-        );
-        // MI300-class: processing accelerator, class 0x12.
-        pci_function(
-            root,
-            pci("0001:c1:00.0"),
-            0x1002,
-            0x74a1,
-            0x120000,
-            Some("amdgpu"),
-        );
+        // The last one is MI300-class: a processing accelerator, class 0x12.
+        for (node, gpu_id, at, device, class) in [
+            (1, 53422, "0000:03:00.0", 0x740f, 0x038000),
+            (2, 21042, "0000:83:00.0", 0x740f, 0x038000),
+            (3, 7777, "0001:c1:00.0", 0x74a1, 0x120000),
+        ] {
+            kfd_node(root, node, gpu_id, pci(at));
+            pci_function(root, pci(at), 0x1002, device, class, Some("amdgpu"));
+        }
         // An AMD audio function and a NIC: not GPUs.
         pci_function(root, pci("0000:03:00.1"), 0x1002, 0xab28, 0x040300, None);
         pci_function(root, pci("0000:41:00.0"), 0x15b3, 0x101d, 0x020000, None);

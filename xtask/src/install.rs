@@ -10,6 +10,24 @@ use crate::run::{cargo, fail, output, step, workspace_root, StepResult};
 /// The shared library's soname (set by libflush-capi/build.rs).
 const SONAME: &str = "libhdpflush.so.0";
 
+/// `cc` compiling libflush-capi/tests/c/flush_gpus.c (written against the header alone) into
+/// `exe`; the caller adds what it links with.
+pub fn c_program(cc: &str, exe: &Path) -> Command {
+    let capi = workspace_root().join("libflush-capi");
+    let mut cmd = Command::new(cc);
+    cmd.args([
+        "-std=c11",
+        "-D_DEFAULT_SOURCE",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+    ])
+    .arg(capi.join("tests/c/flush_gpus.c"))
+    .arg("-o")
+    .arg(exe);
+    cmd
+}
+
 /// libflush-capi's version, from its manifest.
 fn version() -> StepResult<String> {
     let manifest = workspace_root().join("libflush-capi/Cargo.toml");

@@ -60,22 +60,12 @@ fn guest_binaries(arch: Arch) -> StepResult<GuestBinaries> {
         Arch::X86_64 => "cc",
         Arch::Arm64 => "aarch64-linux-gnu-gcc",
     };
-    let capi = workspace_root().join("libflush-capi");
-    let mut cmd = Command::new(cc);
-    cmd.args([
-        "-static",
-        "-std=c11",
-        "-D_DEFAULT_SOURCE",
-        "-Wall",
-        "-Wextra",
-        "-Werror",
-        "-I",
-    ])
-    .arg(capi.join("include"))
-    .arg(capi.join("tests/c/flush_gpus.c"))
-    .arg(out.join("libhdpflush.a"))
-    .args(["-lpthread", "-ldl", "-lm", "-o"])
-    .arg(&c_program);
+    let mut cmd = crate::install::c_program(cc, &c_program);
+    cmd.arg("-static")
+        .arg("-I")
+        .arg(workspace_root().join("libflush-capi/include"))
+        .arg(out.join("libhdpflush.a"))
+        .args(["-lpthread", "-ldl", "-lm"]);
     crate::run::output(&format!("C program {}", arch.name()), cmd)?;
     Ok(GuestBinaries {
         tests: out.join("hdpflush-guest-tests"),
