@@ -286,9 +286,9 @@ fn read_dec(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// Writing fixture sysfs trees, for tests here and in dependent crates' tests.
-#[doc(hidden)]
-pub mod fixture {
+/// Writing fixture sysfs trees, for the tests of resolution and selection.
+#[cfg(test)]
+pub(crate) mod fixture {
     use std::path::Path;
 
     use super::{PciAddress, KFD_NODES, PCI_DEVICES};
