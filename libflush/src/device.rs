@@ -221,6 +221,16 @@ pub fn device_name(info: &HdpFlushDeviceInfo) -> String {
     String::from_utf8_lossy(&info.name[..end]).into_owned()
 }
 
+/// What a module backend acts on: the module's model, an emulated device, or a GPU.
+pub fn backend_backing(backend: u32) -> crate::strategy::BackingKind {
+    use crate::strategy::BackingKind;
+    match backend {
+        uapi::HDP_FLUSH_BACKEND_SIM => BackingKind::KernelModel,
+        uapi::HDP_FLUSH_BACKEND_PCITEST => BackingKind::EmulatedDevice,
+        _ => BackingKind::Hardware,
+    }
+}
+
 /// The backend as text.
 pub fn backend_name(backend: u32) -> &'static str {
     match backend {

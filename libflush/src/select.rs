@@ -829,11 +829,7 @@ fn bench_availability(
                 KmodStatus::Loaded { devices, .. } => match devices.first() {
                     Some(d) => Availability::Ready {
                         backing: Backing::new(
-                            match d.backend {
-                                uapi::HDP_FLUSH_BACKEND_SIM => BackingKind::KernelModel,
-                                uapi::HDP_FLUSH_BACKEND_PCITEST => BackingKind::EmulatedDevice,
-                                _ => BackingKind::Hardware,
-                            },
+                            crate::device::backend_backing(d.backend),
                             format!("{} device {}", uapi::HDP_FLUSH_DEVICE_PATH, d.describe()),
                         ),
                     },

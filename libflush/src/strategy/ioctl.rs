@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
-use super::{Backing, BackingKind, Completion, KernelFlush, StrategyKind, Transport};
+use super::{Backing, Completion, KernelFlush, StrategyKind, Transport};
 use crate::barrier::Fences;
-use crate::device::{backend_name, device_name, HdpFlushDevice};
+use crate::device::{backend_backing, backend_name, device_name, HdpFlushDevice};
 use crate::uapi;
 use crate::Result;
 
@@ -66,11 +66,7 @@ pub(crate) fn request_flags(completion: Completion) -> u32 {
 pub(crate) fn device_backing(dev: &HdpFlushDevice, index: u32) -> Result<Backing> {
     dev.check_index(index)?;
     let info = dev.device_info(index)?;
-    let kind = match info.backend {
-        uapi::HDP_FLUSH_BACKEND_SIM => BackingKind::KernelModel,
-        uapi::HDP_FLUSH_BACKEND_PCITEST => BackingKind::EmulatedDevice,
-        _ => BackingKind::Hardware,
-    };
+    let kind = backend_backing(info.backend);
     let detail = format!(
         "{} device {index}: {} ({} backend)",
         dev.path().display(),
