@@ -46,8 +46,8 @@ module! {
     license: "GPL",
 }
 
-module_param!(sim_devices: u32 = 1, param_ops_uint, "uint",
-    "Simulated devices to create, 0-8 (default 1)");
+module_param!(sim_devices: u32 = 0, param_ops_uint, "uint",
+    "Simulated devices to create after the hardware ones, 0-8 (default 0: a real host flushes only hardware)");
 module_param!(sim_delay_ns: u32 = 1000, param_ops_uint, "uint",
     "Modelled PCIe round trip of a synchronous sim flush in ns, 0-1000000 (default 1000)");
 module_param!(sim_fail_every: u32 = 0, param_ops_uint, "uint",
@@ -279,9 +279,8 @@ fn amdgpu_offsets() -> core::result::Result<AmdgpuOffsets, &'static str> {
     })
 }
 
-/// Find and set up every device the parameters ask for.
-fn discover() -> Result<KVec<Device>> {
-    let mut devices = KVec::new();
+/// Set up the simulated devices the parameters ask for, after the hardware ones.
+fn add_sims(devices: &mut KVec<Device>) -> Result {
     for i in 0..sim_devices.get() {
         devices.push(
             Device::new(AnyBackend::Sim(Sim::new(
@@ -307,44 +306,70 @@ fn discover() -> Result<KVec<Device>> {
             ),
         }
     }
-    if pcitest.get() {
-        for dev in PciDev::find_all(backend::EDU_VENDOR, backend::EDU_DEVICE)? {
-            let name = dev.ident().name;
-            match PciTest::probe(dev) {
-                Ok(b) => {
-                    devices.push(Device::new(AnyBackend::PciTest(b))?, GFP_KERNEL)?;
-                    pr_info!(
-                        "device {}: pcitest {} (QEMU edu, BAR0 liveness register)\n",
-                        devices.len() - 1,
-                        name_str(&name)
-                    );
-                }
-                Err(e) => pr_warn!("pcitest {}: not used ({:?})\n", name_str(&name), e),
+    Ok(())
+}
+
+/// Set up the QEMU `edu` devices, when asked to.
+fn add_pcitest(devices: &mut KVec<Device>) -> Result {
+    if !pcitest.get() {
+        return Ok(());
+    }
+    for dev in PciDev::find_all(backend::EDU_VENDOR, backend::EDU_DEVICE)? {
+        let name = dev.ident().name;
+        match PciTest::probe(dev) {
+            Ok(b) => {
+                devices.push(Device::new(AnyBackend::PciTest(b))?, GFP_KERNEL)?;
+                pr_info!(
+                    "device {}: pcitest {} (QEMU edu, BAR0 liveness register)\n",
+                    devices.len() - 1,
+                    name_str(&name)
+                );
             }
+            Err(e) => pr_warn!("pcitest {}: not used ({:?})\n", name_str(&name), e),
         }
     }
-    if amdgpu.get() {
-        let gpus = Amdgpu::find()?;
-        if !gpus.is_empty() {
-            match amdgpu_offsets() {
-                Err(why) => pr_warn!("{} AMD GPU(s) not served: {}\n", gpus.len(), why),
-                Ok(offsets) => {
-                    for dev in gpus {
-                        let name = dev.ident().name;
-                        match Amdgpu::probe(dev, offsets) {
-                            Ok(b) => {
-                                devices.push(Device::new(AnyBackend::Amdgpu(b))?, GFP_KERNEL)?;
-                                pr_info!("device {}: amdgpu {} (flush register at {:#x}, post read at {:#x}, invalidate {})\n",
-                                    devices.len() - 1, name_str(&name), offsets.flush, offsets.post,
-                                    if offsets.invalidate.is_some() { "set" } else { "unset" });
-                            }
-                            Err(e) => pr_warn!("amdgpu {}: not used ({:?})\n", name_str(&name), e),
-                        }
-                    }
-                }
+    Ok(())
+}
+
+/// Set up the AMD GPUs, when asked to.
+fn add_amdgpus(devices: &mut KVec<Device>) -> Result {
+    if !amdgpu.get() {
+        return Ok(());
+    }
+    let gpus = Amdgpu::find()?;
+    if gpus.is_empty() {
+        return Ok(());
+    }
+    let offsets = match amdgpu_offsets() {
+        Ok(offsets) => offsets,
+        Err(why) => {
+            pr_warn!("{} AMD GPU(s) not served: {}\n", gpus.len(), why);
+            return Ok(());
+        }
+    };
+    for dev in gpus {
+        let name = dev.ident().name;
+        match Amdgpu::probe(dev, offsets) {
+            Ok(b) => {
+                devices.push(Device::new(AnyBackend::Amdgpu(b))?, GFP_KERNEL)?;
+                pr_info!("device {}: amdgpu {} (flush register at {:#x}, post read at {:#x}, invalidate {})\n",
+                    devices.len() - 1, name_str(&name), offsets.flush, offsets.post,
+                    if offsets.invalidate.is_some() { "set" } else { "unset" });
             }
+            Err(e) => pr_warn!("amdgpu {}: not used ({:?})\n", name_str(&name), e),
         }
     }
+    Ok(())
+}
+
+/// Find and set up every device the parameters ask for. Hardware first: GPUs, then emulated
+/// test devices, then simulated ones, so that index 0 is a simulator only where nothing else
+/// is served (and only when `sim_devices` asks for one).
+fn discover() -> Result<KVec<Device>> {
+    let mut devices = KVec::new();
+    add_amdgpus(&mut devices)?;
+    add_pcitest(&mut devices)?;
+    add_sims(&mut devices)?;
     Ok(devices)
 }
 

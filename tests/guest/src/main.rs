@@ -1,7 +1,7 @@
 //! Guest tests: run inside the QEMU guest that `cargo xtask vm-test` boots, as root, with two
 //! QEMU `edu` devices present. Loads `hdp_flush.ko` with two simulated devices (so the module
-//! serves four: two sims, then the two emulated PCI devices), runs the tests, prints one line
-//! per test and a closing `guest: N passed, M failed` line that xtask checks.
+//! serves four: the two emulated PCI devices first, then the two sims), runs the tests, prints
+//! one line per test and a closing `guest: N passed, M failed` line that xtask checks.
 //!
 //! Built static (`+crt-static`) so it runs in a busybox initramfs.
 
@@ -207,6 +207,12 @@ fn device_info_describes_sim_and_pcitest_devices() -> TestResult {
     }
     ensure(seen == (true, true), || {
         format!("sim/pcitest seen: {seen:?}")
+    })?;
+    // Hardware first: every emulated device is numbered before every simulated one.
+    let sims = devices_with(&d, HDP_FLUSH_BACKEND_SIM)?;
+    let edus = devices_with(&d, HDP_FLUSH_BACKEND_PCITEST)?;
+    ensure(edus.iter().all(|e| sims.iter().all(|s| e < s)), || {
+        format!("emulated devices {edus:?} must come before sims {sims:?}")
     })
 }
 
@@ -950,6 +956,16 @@ fn rmmod_is_refused_while_a_file_is_open_then_reload_works() -> TestResult {
             format!("{bad}: device created")
         })?;
     }
+    // Loaded with no parameters, the module serves what hardware there is and no simulator.
+    insmod(&[])?;
+    let d = dev()?;
+    let sims = devices_with(&d, HDP_FLUSH_BACKEND_SIM)?;
+    let edus = devices_with(&d, HDP_FLUSH_BACKEND_PCITEST)?;
+    ensure(sims.is_empty() && edus == [0, 1], || {
+        format!("defaults: sims {sims:?}, emulated {edus:?}")
+    })?;
+    drop(d);
+    rmmod()?;
     insmod(MODULE_PARAMS)?;
     dev().map(drop)
 }
@@ -958,7 +974,12 @@ fn rmmod_is_refused_while_a_file_is_open_then_reload_works() -> TestResult {
 /// stays usable. The sim backend's `sim_fail_every` injects the failures.
 fn backend_errors_reach_ioctl_and_uring_callers_and_are_counted() -> TestResult {
     let reload = |args: &[&str]| rmmod().and_then(|()| insmod(args));
-    reload(&["sim_fail_every=3", "sim_delay_ns=0", "pcitest=0"])?;
+    reload(&[
+        "sim_devices=1",
+        "sim_fail_every=3",
+        "sim_delay_ns=0",
+        "pcitest=0",
+    ])?;
     let result = (|| -> TestResult {
         let flusher = Ioctl::open(0, Completion::Completed).map_err(|e| e.to_string())?;
         flusher.flush().map_err(|e| e.to_string())?;
