@@ -11,6 +11,7 @@ use kernel::c_str;
 use kernel::error::Error;
 use kernel::prelude::*;
 
+use crate::params::AmdgpuDevice;
 use crate::sys::{ndelay, IoPage, PciDev, PciIdent};
 use crate::uapi;
 
@@ -181,31 +182,17 @@ impl Backend for PciTest {
 // ---------------------------------------------------------------------------------------------
 
 /// AMD's PCI vendor id.
-pub const AMD_VENDOR: u32 = 0x1002;
-/// PCI base class of display controllers.
-const CLASS_DISPLAY: u32 = 0x03;
-/// Register BAR on gfx7 (Bonaire) and newer (`adev->rmmio_base`), and before.
+pub const AMD_VENDOR: u16 = 0x1002;
+/// PCI base classes amdgpu drives: display controllers, and processing accelerators
+/// (MI300-class Instinct parts).
+const GPU_CLASSES: [u32; 2] = [0x03, 0x12];
+/// The register BAR of every GPU amdgpu drives with SOC15 IP blocks (`adev->rmmio_base =
+/// pci_resource_start(pdev, 5)` for Bonaire and newer). There is no fallback: on SOC15 parts
+/// BAR 2 is the doorbell BAR, and a flush stored there would ring a doorbell.
 const AMDGPU_RMMIO_BAR: u32 = 5;
-const AMDGPU_RMMIO_BAR_PRE_GFX7: u32 = 2;
-/// `MMIO_REG_HOLE_OFFSET` on 4K pages: amdgpu remaps HDP_MEM_FLUSH_CNTL to this page (nbio
-/// v2.3, v4.3, v6.1, v7.0, v7.2, v7.4, v7.7, nbif v6.3.1; MI300's v7.9 uses 0x1A000 and
-/// v7.11 0x44000, and SR-IOV VFs have no remap at all: those need `amdgpu_flush_offset`).
-const MMIO_REG_HOLE_OFFSET_4K: u64 = 0x80000 - 4096;
 
-/// Register offsets for one GPU, in bytes from the start of the register BAR.
-#[derive(Clone, Copy)]
-pub struct AmdgpuOffsets {
-    /// HDP_MEM_COHERENCY_FLUSH_CNTL (or its remap): store 0 to flush.
-    pub flush: u64,
-    /// A register that is harmless to read, to post the flush (amdgpu reads the NBIO memsize
-    /// register; reading the flush register back breaks some platforms).
-    pub post: u64,
-    /// HDP_READ_CACHE_INVALIDATE, if known: store 1, read back.
-    pub invalidate: Option<u64>,
-}
-
-/// An AMD GPU bound to amdgpu: stores to its HDP flush register through our own mapping of
-/// just the register pages involved.
+/// An AMD GPU the administrator named in `amdgpu_devices`, bound to amdgpu: stores to its HDP
+/// flush register through our own mapping of just the register pages involved.
 ///
 /// NOT EXERCISED: no AMD GPU is reachable from the machines this was written on. The sequence
 /// follows `hdp_v4_0_flush_hdp` / `hdp_v4_0_invalidate_hdp` (drivers/gpu/drm/amd/amdgpu) and
@@ -226,46 +213,56 @@ fn map_page_of(dev: &PciDev, bar: u32, offset: u64) -> Result<(IoPage, usize)> {
     Ok((dev.map(bar, page, 4096)?, (offset - page) as usize))
 }
 
+/// Why a named GPU is not served: the module keeps loading without it (`Absent`), or the
+/// parameter is wrong and the load fails (`Refused`), each with its message.
+pub enum NotServed {
+    /// Not there (yet): no such device, or not bound to amdgpu.
+    Absent(&'static str),
+    /// The parameter names something that is not what it says.
+    Refused(Error),
+}
+
 impl Amdgpu {
-    /// Every AMD display-class device bound to amdgpu.
-    pub fn find() -> Result<KVec<PciDev>> {
-        let mut gpus = KVec::new();
-        for dev in PciDev::find_all(AMD_VENDOR, kernel::bindings::PCI_ANY_ID as u32)? {
-            if dev.ident().class >> 16 == CLASS_DISPLAY {
-                gpus.push(dev, GFP_KERNEL)?;
-            }
-        }
-        Ok(gpus)
-    }
-
-    /// The default flush offset on this kernel, if there is one.
-    pub fn default_flush_offset(page_size: usize) -> Option<u64> {
-        // On 64K pages amdgpu sets up no remap hole: the real register's offset comes from IP
-        // discovery, known only to amdgpu and to an admin who reads it (docs/kernel-module.md).
-        (page_size == 4096).then_some(MMIO_REG_HOLE_OFFSET_4K)
-    }
-
-    /// Set up `dev` with `offsets`, which are checked against the register BAR.
-    pub fn probe(dev: PciDev, offsets: AmdgpuOffsets) -> Result<Self> {
+    /// Set up `dev`, named with `gpu`'s offsets. The offsets are checked against its register
+    /// BAR before anything is mapped.
+    pub fn probe(dev: PciDev, gpu: &AmdgpuDevice) -> core::result::Result<Self, NotServed> {
         let ident = dev.ident();
-        if !dev.is_bound_to(c_str!("amdgpu")) {
-            pr_warn!(
-                "{}: not bound to amdgpu; its HDP registers are not set up, skipped\n",
-                crate::name_str(&ident.name)
+        let name = crate::name_str(&ident.name);
+        if ident.vendor != AMD_VENDOR || !GPU_CLASSES.contains(&(ident.class >> 16)) {
+            pr_err!(
+                "amdgpu_devices: {} is not an AMD GPU (vendor {:04x}, class {:06x})\n",
+                name,
+                ident.vendor,
+                ident.class
             );
-            return Err(ENODEV);
+            return Err(NotServed::Refused(EINVAL));
         }
-        let bar = if dev.mem_bar(AMDGPU_RMMIO_BAR).is_some() {
-            AMDGPU_RMMIO_BAR
-        } else {
-            AMDGPU_RMMIO_BAR_PRE_GFX7
+        if !dev.is_bound_to(c_str!("amdgpu")) {
+            return Err(NotServed::Absent(
+                "not bound to amdgpu, which sets its HDP registers up",
+            ));
+        }
+        let Some((_, bar_len)) = dev.mem_bar(AMDGPU_RMMIO_BAR) else {
+            pr_err!(
+                "amdgpu_devices: {} has no register BAR {}\n",
+                name,
+                AMDGPU_RMMIO_BAR
+            );
+            return Err(NotServed::Refused(EINVAL));
         };
-        let (flush_page, flush_in_page) = map_page_of(&dev, bar, offsets.flush)?;
-        let (post_page, post_in_page) = map_page_of(&dev, bar, offsets.post)?;
-        let invalidate = match offsets.invalidate {
-            Some(off) => Some(map_page_of(&dev, bar, off)?),
-            None => None,
-        };
+        if let Err(e) = gpu.check_bar(bar_len) {
+            pr_err!("amdgpu_devices: {}: {}\n", name, e);
+            return Err(NotServed::Refused(EINVAL));
+        }
+        let map = |offset| map_page_of(&dev, AMDGPU_RMMIO_BAR, offset);
+        let mapped = (|| {
+            let (flush_page, flush_in_page) = map(gpu.flush)?;
+            let (post_page, post_in_page) = map(gpu.post)?;
+            let invalidate = gpu.invalidate.map(map).transpose()?;
+            Ok((flush_page, flush_in_page, post_page, post_in_page, invalidate))
+        })();
+        let (flush_page, flush_in_page, post_page, post_in_page, invalidate) =
+            mapped.map_err(NotServed::Refused)?;
         Ok(Self {
             _dev: dev,
             ident,

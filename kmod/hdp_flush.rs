@@ -30,10 +30,11 @@ use kernel::{c_str, new_spinlock};
 
 pub mod backend;
 pub mod coalesce;
+pub mod params;
 pub mod sys;
 pub mod uapi;
 
-use backend::{Amdgpu, AmdgpuOffsets, AnyBackend, Backend, PciTest, Sim};
+use backend::{Amdgpu, AnyBackend, Backend, NotServed, PciTest, Sim};
 use coalesce::{Coalescer, Completed, FlushLock};
 use sys::{MiscDevice, MiscHandler, PciDev, UserSlicer};
 use uapi::*;
@@ -54,14 +55,8 @@ module_param!(sim_fail_every: u32 = 0, param_ops_uint, "uint",
     "Make every n-th sim flush or invalidate fail with EIO, to test error paths (default 0: never)");
 module_param!(pcitest: bool = true, param_ops_bool, "bool",
     "Serve QEMU edu devices (1234:11e8) as test hardware (default Y)");
-module_param!(amdgpu: bool = true, param_ops_bool, "bool",
-    "Serve AMD GPUs bound to amdgpu (default Y)");
-module_param!(amdgpu_flush_offset: u64 = u64::MAX, param_ops_ullong, "ullong",
-    "Byte offset of HDP_MEM_COHERENCY_FLUSH_CNTL (or its remap) in the register BAR; default on 4K pages: the remap hole 0x7f000; required on 64K pages");
-module_param!(amdgpu_post_offset: u64 = 0, param_ops_ullong, "ullong",
-    "Byte offset of a register that is harmless to read, to post a flush (default 0, MM_INDEX)");
-module_param!(amdgpu_invalidate_offset: u64 = u64::MAX, param_ops_ullong, "ullong",
-    "Byte offset of HDP_READ_CACHE_INVALIDATE; unset: INVALIDATE returns EOPNOTSUPP on amdgpu devices");
+module_param_string_hw!(amdgpu_devices, 1024,
+    "The AMD GPUs to serve, each with its register offsets: DOMAIN:BUS:DEV.FN@FLUSH[/post=OFFSET][/invalidate=OFFSET],... (default: none; see docs/kernel-module.md)");
 
 /// Largest accepted `sim_devices`.
 const MAX_SIM_DEVICES: u32 = 8;
@@ -248,34 +243,17 @@ fn check_params() -> Result {
             return Err(EINVAL);
         }
     }
-    for (name, v) in [
-        ("amdgpu_flush_offset", amdgpu_flush_offset.get()),
-        ("amdgpu_post_offset", amdgpu_post_offset.get()),
-        ("amdgpu_invalidate_offset", amdgpu_invalidate_offset.get()),
-    ] {
-        if v != u64::MAX && v % 4 != 0 {
-            pr_err!("{}={:#x} is not 4-byte aligned\n", name, v);
-            return Err(EINVAL);
-        }
-    }
-    Ok(())
+    named_gpus().map(drop)
 }
 
-/// The amdgpu offsets from the parameters, or why there are none.
-fn amdgpu_offsets() -> core::result::Result<AmdgpuOffsets, &'static str> {
-    let flush = match amdgpu_flush_offset.get() {
-        u64::MAX => Amdgpu::default_flush_offset(kernel::page::PAGE_SIZE)
-            .ok_or("PAGE_SIZE is not 4K, so amdgpu has no remap hole: set amdgpu_flush_offset (see docs/kernel-module.md)")?,
-        v => v,
-    };
-    let invalidate = match amdgpu_invalidate_offset.get() {
-        u64::MAX => None,
-        v => Some(v),
-    };
-    Ok(AmdgpuOffsets {
-        flush,
-        post: amdgpu_post_offset.get(),
-        invalidate,
+/// The GPUs `amdgpu_devices` names, parsed and checked.
+fn named_gpus() -> Result<params::AmdgpuDevices> {
+    let value = amdgpu_devices.get().inspect_err(|_| {
+        pr_err!("amdgpu_devices is not UTF-8\n");
+    })?;
+    params::parse_amdgpu_devices(value).map_err(|e| {
+        pr_err!("{}\n", e);
+        EINVAL
     })
 }
 
@@ -331,32 +309,38 @@ fn add_pcitest(devices: &mut KVec<Device>) -> Result {
     Ok(())
 }
 
-/// Set up the AMD GPUs, when asked to.
+/// Set up the AMD GPUs `amdgpu_devices` names. One that is absent or not bound to amdgpu is
+/// skipped with a warning; one the parameter gets wrong fails the load.
 fn add_amdgpus(devices: &mut KVec<Device>) -> Result {
-    if !amdgpu.get() {
-        return Ok(());
-    }
-    let gpus = Amdgpu::find()?;
-    if gpus.is_empty() {
-        return Ok(());
-    }
-    let offsets = match amdgpu_offsets() {
-        Ok(offsets) => offsets,
-        Err(why) => {
-            pr_warn!("{} AMD GPU(s) not served: {}\n", gpus.len(), why);
-            return Ok(());
-        }
-    };
-    for dev in gpus {
+    for gpu in named_gpus()?.iter() {
+        let at = gpu.pci;
+        let Some(dev) = PciDev::find_at(at.domain, at.bus, at.devfn) else {
+            pr_warn!(
+                "amdgpu_devices: no PCI device at {:04x}:{:02x}:{:02x}.{}; not served\n",
+                at.domain,
+                at.bus,
+                at.devfn >> 3,
+                at.devfn & 7
+            );
+            continue;
+        };
         let name = dev.ident().name;
-        match Amdgpu::probe(dev, offsets) {
+        match Amdgpu::probe(dev, gpu) {
             Ok(b) => {
                 devices.push(Device::new(AnyBackend::Amdgpu(b))?, GFP_KERNEL)?;
-                pr_info!("device {}: amdgpu {} (flush register at {:#x}, post read at {:#x}, invalidate {})\n",
-                    devices.len() - 1, name_str(&name), offsets.flush, offsets.post,
-                    if offsets.invalidate.is_some() { "set" } else { "unset" });
+                pr_info!(
+                    "device {}: amdgpu {} (flush register at {:#x}, post read at {:#x}, invalidate {})\n",
+                    devices.len() - 1,
+                    name_str(&name),
+                    gpu.flush,
+                    gpu.post,
+                    if gpu.invalidate.is_some() { "set" } else { "unset" }
+                );
             }
-            Err(e) => pr_warn!("amdgpu {}: not used ({:?})\n", name_str(&name), e),
+            Err(NotServed::Absent(why)) => {
+                pr_warn!("amdgpu_devices: {}: {}; not served\n", name_str(&name), why)
+            }
+            Err(NotServed::Refused(e)) => return Err(e),
         }
     }
     Ok(())

@@ -346,6 +346,19 @@ impl PciDev {
         Ok(found)
     }
 
+    /// The device at `domain:bus:devfn`, if there is one.
+    pub fn find_at(domain: u32, bus: u8, devfn: u8) -> Option<PciDev> {
+        // SAFETY: a lookup by location; it returns a new reference (or null), which the
+        // returned PciDev puts on drop.
+        let pdev = unsafe {
+            bindings::pci_get_domain_bus_and_slot(domain as c_int, bus.into(), devfn.into())
+        };
+        (!pdev.is_null()).then_some(PciDev {
+            pdev,
+            claimed_bar: None,
+        })
+    }
+
     /// Identification.
     pub fn ident(&self) -> PciIdent {
         let mut name = [0u8; 32];
@@ -499,6 +512,45 @@ impl<T: Copy> ParamCell<T> {
     }
 }
 
+/// Storage for a string parameter of at most `N - 1` bytes, NUL-terminated: written by the
+/// kernel (`param_ops_string`) while loading the module, before `init`, read-only afterwards.
+#[repr(transparent)]
+pub struct ParamString<const N: usize>(UnsafeCell<[u8; N]>);
+
+// SAFETY: as for ParamCell: the only write happens while the module loads.
+unsafe impl<const N: usize> Sync for ParamString<N> {}
+
+impl<const N: usize> ParamString<N> {
+    /// An empty string.
+    pub const fn new() -> Self {
+        Self(UnsafeCell::new([0; N]))
+    }
+
+    /// The value given at load time, up to its NUL; EINVAL if it is not UTF-8.
+    pub fn get(&self) -> Result<&str> {
+        // SAFETY: see the Sync impl: no writer exists once code can call this.
+        let bytes = unsafe { &*self.0.get() };
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(N);
+        core::str::from_utf8(&bytes[..end]).map_err(|_| EINVAL)
+    }
+
+    /// The `kparam_string` the kernel parses into.
+    pub const fn kparam(&'static self) -> KParamString {
+        KParamString(bindings::kparam_string {
+            maxlen: N as c_uint,
+            string: self.0.get().cast(),
+        })
+    }
+}
+
+/// A `struct kparam_string`, as `module_param_string()` emits it in C.
+#[repr(transparent)]
+pub struct KParamString(pub bindings::kparam_string);
+
+// SAFETY: the entry is immutable; its pointer refers to a static the kernel writes only while
+// loading the module.
+unsafe impl Sync for KParamString {}
+
 /// A `struct kernel_param` in the `__param` section, as `module_param()` emits it in C.
 #[repr(transparent)]
 pub struct KernelParam(pub bindings::kernel_param);
@@ -550,6 +602,44 @@ macro_rules! module_param {
                 $typename,
                 "\0"
             ));
+        };
+    };
+}
+
+/// `module_param_string_hw!(NAME, LEN, "description")`: a 0444 string parameter of at most
+/// `LEN - 1` bytes, declared as configuring hardware (`KERNEL_PARAM_FL_HWPARAM`, as
+/// `module_param_hw` does in C), so the kernel refuses it under lockdown.
+#[macro_export]
+macro_rules! module_param_string_hw {
+    ($name:ident, $len:expr, $desc:literal) => {
+        #[allow(non_upper_case_globals)]
+        #[doc = $desc]
+        pub static $name: $crate::sys::ParamString<$len> = $crate::sys::ParamString::new();
+        const _: () = {
+            static KPARAM: $crate::sys::KParamString = $name.kparam();
+            #[link_section = "__param"]
+            #[used]
+            static PARAM: $crate::sys::KernelParam =
+                $crate::sys::KernelParam(kernel::bindings::kernel_param {
+                    name: kernel::c_str!(stringify!($name)).as_char_ptr(),
+                    // SAFETY: only the address of the loader-provided module object is taken.
+                    mod_: unsafe { $crate::sys::__this_module.get() },
+                    ops: core::ptr::addr_of!(kernel::bindings::param_ops_string),
+                    perm: 0o444,
+                    level: -1,
+                    flags: kernel::bindings::KERNEL_PARAM_FL_HWPARAM as u8,
+                    __bindgen_anon_1: kernel::bindings::kernel_param__bindgen_ty_1 {
+                        str_: &KPARAM.0,
+                    },
+                });
+            #[link_section = ".modinfo"]
+            #[used]
+            static PARM: [u8; concat!("parm=", stringify!($name), ":", $desc, "\0").len()] =
+                *$crate::sys::bytes(concat!("parm=", stringify!($name), ":", $desc, "\0"));
+            #[link_section = ".modinfo"]
+            #[used]
+            static PARMTYPE: [u8; concat!("parmtype=", stringify!($name), ":string\0").len()] =
+                *$crate::sys::bytes(concat!("parmtype=", stringify!($name), ":string\0"));
         };
     };
 }

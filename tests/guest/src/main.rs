@@ -948,7 +948,10 @@ fn rmmod_is_refused_while_a_file_is_open_then_reload_works() -> TestResult {
     for bad in [
         "sim_devices=99",
         "sim_delay_ns=5000000",
-        "amdgpu_flush_offset=3",
+        "amdgpu_devices=0000:0f:00.0",
+        "amdgpu_devices=0000:0f:00.0@0x7f002",
+        "amdgpu_devices=0000:0f:00.0@0x7f000/post=0x7f000",
+        "amdgpu_devices=0f:00.0@8,0000:0f:00.0@12",
     ] {
         let out = sh("insmod", &[MODULE_PATH, bad])?;
         ensure(!out.status.success(), || format!("insmod accepted {bad}"))?;
@@ -956,6 +959,7 @@ fn rmmod_is_refused_while_a_file_is_open_then_reload_works() -> TestResult {
             format!("{bad}: device created")
         })?;
     }
+    amdgpu_devices_are_checked_up_to_the_hardware()?;
     // Loaded with no parameters, the module serves what hardware there is and no simulator.
     insmod(&[])?;
     let d = dev()?;
@@ -968,6 +972,43 @@ fn rmmod_is_refused_while_a_file_is_open_then_reload_works() -> TestResult {
     rmmod()?;
     insmod(MODULE_PARAMS)?;
     dev().map(drop)
+}
+
+/// `amdgpu_devices` with no AMD GPU here: a device that is not an AMD GPU is refused and fails
+/// the load; an address with no device is skipped with a warning and the rest is served.
+fn amdgpu_devices_are_checked_up_to_the_hardware() -> TestResult {
+    let edu = sh("sh", &["-c", "cd /sys/bus/pci/devices && for d in *; do [ \"$(cat $d/vendor)\" = 0x1234 ] && echo $d && break; done"])?;
+    let edu = String::from_utf8_lossy(&edu.stdout).trim().to_owned();
+    ensure(!edu.is_empty(), || "no edu device in sysfs".into())?;
+    let named = format!("amdgpu_devices={edu}@0x7f000");
+    let out = sh("insmod", &[MODULE_PATH, &named])?;
+    ensure(!out.status.success(), || format!("insmod accepted {named}"))?;
+    let log = String::from_utf8_lossy(&sh("dmesg", &[])?.stdout).into_owned();
+    ensure(
+        log.contains(&format!(
+            "amdgpu_devices: {edu} is not an AMD GPU (vendor 1234"
+        )),
+        || format!("no refusal in dmesg for {named}"),
+    )?;
+    let absent = "amdgpu_devices=0000:7f:1f.7@0x7f000";
+    insmod(&[absent])?;
+    let param = std::fs::read_to_string("/sys/module/hdp_flush/parameters/amdgpu_devices")
+        .map_err(|e| e.to_string())?;
+    ensure(param.trim() == "0000:7f:1f.7@0x7f000", || {
+        format!("sysfs: {param}")
+    })?;
+    let d = dev()?;
+    ensure(
+        devices_with(&d, HDP_FLUSH_BACKEND_AMDGPU)?.is_empty(),
+        || "an absent GPU served".into(),
+    )?;
+    drop(d);
+    let log = String::from_utf8_lossy(&sh("dmesg", &[])?.stdout).into_owned();
+    ensure(
+        log.contains("amdgpu_devices: no PCI device at 0000:7f:1f.7; not served"),
+        || "no warning for an absent GPU".into(),
+    )?;
+    rmmod()
 }
 
 /// A backend failure reaches the caller as EIO through both paths and is counted; the module
