@@ -259,7 +259,13 @@ impl Amdgpu {
             let (flush_page, flush_in_page) = map(gpu.flush)?;
             let (post_page, post_in_page) = map(gpu.post)?;
             let invalidate = gpu.invalidate.map(map).transpose()?;
-            Ok((flush_page, flush_in_page, post_page, post_in_page, invalidate))
+            Ok((
+                flush_page,
+                flush_in_page,
+                post_page,
+                post_in_page,
+                invalidate,
+            ))
         })();
         let (flush_page, flush_in_page, post_page, post_in_page, invalidate) =
             mapped.map_err(NotServed::Refused)?;
