@@ -128,8 +128,9 @@ const EDU_LIVENESS: usize = 0x04;
 /// flush takes: a posted flush is one store; a synchronous one also reads back and checks the
 /// device answered (the inverse of the token), so a lost store is an error, not a silent pass.
 pub struct PciTest {
-    _dev: PciDev,
+    // Fields drop in order: the mapping goes before the device releases its region.
     regs: IoPage,
+    _dev: PciDev,
     ident: PciIdent,
     token: AtomicU32,
 }
@@ -146,8 +147,8 @@ impl PciTest {
         }
         let ident = dev.ident();
         Ok(Self {
-            _dev: dev,
             regs,
+            _dev: dev,
             ident,
             token: AtomicU32::new(1),
         })
@@ -198,13 +199,14 @@ const AMDGPU_RMMIO_BAR: u32 = 5;
 /// follows `hdp_v4_0_flush_hdp` / `hdp_v4_0_invalidate_hdp` (drivers/gpu/drm/amd/amdgpu) and
 /// the same code path (claim-free mapping, writel/readl) runs against QEMU's edu device.
 pub struct Amdgpu {
-    _dev: PciDev,
-    ident: PciIdent,
+    // Fields drop in order: the mappings go before the device reference.
     flush_page: IoPage,
     flush_in_page: usize,
     post_page: IoPage,
     post_in_page: usize,
     invalidate: Option<(IoPage, usize)>,
+    _dev: PciDev,
+    ident: PciIdent,
 }
 
 /// Map the 4K page of `bar` holding `offset`, and `offset`'s position in it.
@@ -270,13 +272,13 @@ impl Amdgpu {
         let (flush_page, flush_in_page, post_page, post_in_page, invalidate) =
             mapped.map_err(NotServed::Refused)?;
         Ok(Self {
-            _dev: dev,
-            ident,
             flush_page,
             flush_in_page,
             post_page,
             post_in_page,
             invalidate,
+            _dev: dev,
+            ident,
         })
     }
 }

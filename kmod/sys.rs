@@ -81,10 +81,12 @@ pub struct MiscDevice<T: MiscHandler> {
 }
 
 // SAFETY: the C structures are only touched by the kernel after registration (which
-// synchronises internally) and the handler is `Sync`.
+// synchronises internally), `registered` is written only before publication, and the handler is
+// `Sync` (a MiscHandler bound).
 unsafe impl<T: MiscHandler> Sync for MiscDevice<T> {}
-// SAFETY: as above; nothing is tied to the creating thread.
-unsafe impl<T: MiscHandler> Send for MiscDevice<T> {}
+// SAFETY: as above; the C structures are tied to no thread, and the handler may move with the
+// device because it is `Send`.
+unsafe impl<T: MiscHandler + Send> Send for MiscDevice<T> {}
 
 impl<T: MiscHandler> MiscDevice<T> {
     /// Register `/dev/<name>` with `mode`, owned by `module` (so an open file pins the module
@@ -124,10 +126,15 @@ impl<T: MiscHandler> MiscDevice<T> {
             (*misc).fops = fops;
             (*misc).mode = mode;
         }
+        // The flag is written while nothing else can see `dev`: before registration publishes
+        // it, and, if registration fails, while it still is not published.
+        this.registered = true;
         // SAFETY: `misc` is fully initialised and pinned for as long as it is registered
         // (until Drop, which deregisters it).
-        to_result(unsafe { bindings::misc_register(misc) })?;
-        this.registered = true;
+        if let Err(e) = to_result(unsafe { bindings::misc_register(misc) }) {
+            this.registered = false;
+            return Err(e);
+        }
         Ok(dev)
     }
 
@@ -227,23 +234,97 @@ impl IoPage {
         Ok(unsafe { self.base.add(offset) }.cast())
     }
 
-    /// `writel`: order earlier stores, then one 32-bit store.
+    /// `writel`: earlier memory accesses ordered before one 32-bit store.
     pub fn writel(&self, offset: usize, value: u32) -> Result {
         let p = self.at(offset)?;
-        io_write_barrier();
         // SAFETY: `p` is an aligned address inside our live mapping of device memory.
-        unsafe { core::ptr::write_volatile(p, value) };
+        unsafe { mmio_write32(p, value) };
         Ok(())
     }
 
-    /// `readl`: one 32-bit load, ordered before later loads.
+    /// `readl`: one 32-bit load, ordered before later memory accesses.
     pub fn readl(&self, offset: usize) -> Result<u32> {
         let p = self.at(offset)?;
         // SAFETY: as for `writel`.
-        let v = unsafe { core::ptr::read_volatile(p) };
-        io_read_barrier();
-        Ok(v)
+        Ok(unsafe { mmio_read32(p) })
     }
+}
+
+// The kernel's `writel`/`readl` are static inline C, which bindgen cannot bind; these are the
+// same instructions, per architecture (arch/*/include/asm/io.h in 6.12). There is no fallback:
+// another architecture's accessors must be written here, not guessed.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("hdp_flush knows the MMIO accessors of x86_64 and arm64 only; add this architecture's to kmod/sys.rs");
+
+/// x86's `writel`: one `movl` to uncached memory, which x86 keeps in order with every other
+/// store; the `memory` clobber keeps the compiler from moving accesses across it.
+///
+/// # Safety
+/// `p` is a 4-aligned address inside a live MMIO mapping.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn mmio_write32(p: *mut u32, value: u32) {
+    // SAFETY: the caller's contract; the asm stores to `p` and nothing else.
+    unsafe {
+        core::arch::asm!("mov dword ptr [{p}], {v:e}", p = in(reg) p, v = in(reg) value,
+            options(nostack, preserves_flags))
+    };
+}
+
+/// x86's `readl`: one `movl` from uncached memory, with a `memory` clobber.
+///
+/// # Safety
+/// As for [`mmio_write32`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn mmio_read32(p: *const u32) -> u32 {
+    let v: u32;
+    // SAFETY: the caller's contract; the asm loads from `p` and nothing else.
+    unsafe {
+        core::arch::asm!("mov {v:e}, dword ptr [{p}]", p = in(reg) p, v = out(reg) v,
+            options(nostack, preserves_flags))
+    };
+    v
+}
+
+/// arm64's `writel`: `__iowmb()` (`dmb oshst`: earlier stores, normal memory included, are
+/// observed first), then `__raw_writel`, a plain `str` with no writeback addressing, which a
+/// hypervisor can emulate on MMIO.
+///
+/// # Safety
+/// As for the x86 version.
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+unsafe fn mmio_write32(p: *mut u32, value: u32) {
+    // SAFETY: the caller's contract; a barrier, then one store to `p`.
+    unsafe {
+        core::arch::asm!("dmb oshst", "str {v:w}, [{p}]", p = in(reg) p, v = in(reg) value,
+            options(nostack, preserves_flags))
+    };
+}
+
+/// arm64's `readl`: `__raw_readl` (a plain `ldr`), then `__io_ar`: `dmb oshld` and a dummy
+/// control dependency on the value, so later accesses (and a following delay) wait for it.
+///
+/// # Safety
+/// As for the x86 version.
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+unsafe fn mmio_read32(p: *const u32) -> u32 {
+    let v: u32;
+    // SAFETY: the caller's contract; one load from `p`, a barrier, and a branch that is never
+    // taken (it depends on the loaded value only to order what follows).
+    unsafe {
+        core::arch::asm!(
+            "ldr {v:w}, [{p}]",
+            "dmb oshld",
+            "eor {t}, {v:x}, {v:x}",
+            "cbnz {t}, .",
+            p = in(reg) p, v = out(reg) v, t = out(reg) _,
+            options(nostack)
+        )
+    };
+    v
 }
 
 impl Drop for IoPage {
@@ -255,30 +336,6 @@ impl Drop for IoPage {
             bindings::pci_dev_put(self.pdev);
         }
     }
-}
-
-/// The barrier `writel` puts before its store (arm64: `dma_wmb` = `dmb oshst`).
-#[inline(always)]
-fn io_write_barrier() {
-    #[cfg(target_arch = "aarch64")]
-    // SAFETY: a barrier instruction; touches no memory or registers.
-    unsafe {
-        core::arch::asm!("dmb oshst", options(nostack, preserves_flags))
-    };
-    #[cfg(not(target_arch = "aarch64"))]
-    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
-}
-
-/// The barrier `readl` puts after its load (arm64: `dma_rmb` = `dmb oshld`).
-#[inline(always)]
-fn io_read_barrier() {
-    #[cfg(target_arch = "aarch64")]
-    // SAFETY: a barrier instruction; touches no memory or registers.
-    unsafe {
-        core::arch::asm!("dmb oshld", options(nostack, preserves_flags))
-    };
-    #[cfg(not(target_arch = "aarch64"))]
-    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -493,8 +550,9 @@ pub fn ndelay(ns: u32) {
 #[repr(transparent)]
 pub struct ParamCell<T>(UnsafeCell<T>);
 
-// SAFETY: the only write happens while the module loads, before any reader can exist.
-unsafe impl<T> Sync for ParamCell<T> {}
+// SAFETY: the only write happens while the module loads, before any reader can exist; readers
+// copy the value out, so it must be shareable between threads.
+unsafe impl<T: Copy + Sync> Sync for ParamCell<T> {}
 
 impl<T: Copy> ParamCell<T> {
     /// A parameter with default `v`.
