@@ -6,31 +6,67 @@
 //! was already in flight when the request arrived could miss the requester's stores.
 //!
 //! Flushes are numbered; `started` counts flushes begun. A request snapshots `started` when it
-//! arrives (`arrived`), then takes the flush lock. Under the lock, [`Completed`] holds the
-//! number of the last flush that succeeded, and of the last *synchronous* one; flushes are
-//! serialised by the lock, so if that number is greater than `arrived`, the flush it names
-//! started after the request arrived and has finished: the request is done without touching
-//! the hardware. Otherwise it runs its own flush. A synchronous request (the caller asked for the
-//! flush to have landed) only counts synchronous flushes: a posted one never waited for that.
+//! arrives (`arrived`), then takes the device lock. Under the lock, [`State`] holds the number
+//! of the last flush that succeeded, and of the last *synchronous* one; flushes are serialised
+//! by the lock, so if that number is greater than `arrived`, the flush it names started after
+//! the request arrived and has finished: the request is done without touching the hardware.
+//! Otherwise it runs its own flush. A synchronous request (the caller asked for the flush to
+//! have landed) only counts synchronous flushes: a posted one never waited for that.
 //!
-//! No dependency but `core`: the kernel module wraps it in a kernel spinlock, and libflush's
-//! host tests wrap it in a std mutex and hammer it from many threads.
+//! **The barrier contract.** A request may ride on a flush another CPU issues, whose barriers
+//! do not order the requester's stores. So:
+//! - the requester orders its BAR stores before its request (user space: a store fence after
+//!   the payload, before the ioctl or the io_uring submission: `sfence` / `dsb st` / `sync`);
+//! - [`FlushLock::full_barrier`] (`mb()`) runs before the arrival snapshot, so on this CPU
+//!   everything before the request, the requester's stores included, is complete before the
+//!   snapshot is taken; a flush numbered after the snapshot starts after them.
+//!
+//! The counters STATS reports live in [`State`] too, under the same lock as the outcomes they
+//! count: a reader always sees `hw_flushes + coalesced + flush_errors == flush_requests`, and a
+//! reset under load zeroes all of them at one instant.
+//!
+//! No dependency but `core`: the kernel module wraps it in a kernel mutex, and libflush's host
+//! tests wrap it in a std mutex and hammer it from many threads.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-/// The last completed flushes, kept under the flush lock.
+/// What STATS reports for one device.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Completed {
+pub struct Counters {
+    /// FLUSH requests that reached the lock.
+    pub flush_requests: u64,
+    /// Hardware flushes issued that succeeded.
+    pub hw_flushes: u64,
+    /// Requests satisfied by another request's flush.
+    pub coalesced: u64,
+    /// FLUSH requests whose hardware flush failed.
+    pub flush_errors: u64,
+    /// INVALIDATE requests that reached the lock.
+    pub invalidates: u64,
+    /// Of those, the ones whose hardware invalidate failed.
+    pub invalidate_errors: u64,
+}
+
+/// Everything kept under the device lock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct State {
     /// Number of the last flush that succeeded, posted or synchronous.
     pub any: u64,
     /// Number of the last synchronous flush that succeeded.
     pub sync: u64,
+    /// The counters.
+    pub counters: Counters,
 }
 
-/// A lock around [`Completed`].
+/// The device lock, around [`State`].
 pub trait FlushLock {
-    /// Run `f` with the lock held.
-    fn with<R>(&self, f: impl FnOnce(&mut Completed) -> R) -> R;
+    /// Run `f` with the lock held, waiting for it.
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R;
+    /// Run `f` with the lock held if it is free now; `None` if it is not.
+    fn try_with<R>(&self, f: impl FnOnce(&mut State) -> R) -> Option<R>;
+    /// A full barrier (`mb()`): every earlier memory access of this CPU, to device memory too,
+    /// completes before any later one.
+    fn full_barrier();
 }
 
 /// How a request was satisfied.
@@ -42,122 +78,97 @@ pub enum Outcome {
     Coalesced,
 }
 
-/// Counters a device reports through STATS.
-#[derive(Default)]
-pub struct Counters {
-    /// FLUSH requests received.
-    pub flush_requests: AtomicU64,
-    /// Hardware flushes issued.
-    pub hw_flushes: AtomicU64,
-    /// Requests satisfied by another request's flush.
-    pub coalesced: AtomicU64,
-    /// INVALIDATE requests.
-    pub invalidates: AtomicU64,
-    /// Requests that failed in the backend.
-    pub errors: AtomicU64,
+/// What a caller wants of one FLUSH.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// May ride on another request's flush.
+    pub coalesce: bool,
+    /// Needs the flush to have landed.
+    pub sync: bool,
+    /// Must not wait for the lock (io_uring's non-blocking issue): if it is held, nothing
+    /// happens, nothing is counted, and the caller retries from a context that may sleep.
+    pub nonblock: bool,
 }
 
-/// A snapshot of [`Counters`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CounterValues {
-    /// See [`Counters::flush_requests`].
-    pub flush_requests: u64,
-    /// See [`Counters::hw_flushes`].
-    pub hw_flushes: u64,
-    /// See [`Counters::coalesced`].
-    pub coalesced: u64,
-    /// See [`Counters::invalidates`].
-    pub invalidates: u64,
-    /// See [`Counters::errors`].
-    pub errors: u64,
-}
+/// The lock was held and the request could not wait: retry where waiting is allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WouldBlock;
 
-impl Counters {
-    /// Read all counters; with `reset`, zero each one as it is read.
-    pub fn read(&self, reset: bool) -> CounterValues {
-        let get = |c: &AtomicU64| {
-            if reset {
-                c.swap(0, Ordering::Relaxed)
-            } else {
-                c.load(Ordering::Relaxed)
-            }
-        };
-        CounterValues {
-            flush_requests: get(&self.flush_requests),
-            hw_flushes: get(&self.hw_flushes),
-            coalesced: get(&self.coalesced),
-            invalidates: get(&self.invalidates),
-            errors: get(&self.errors),
-        }
-    }
-}
+/// A request's result: its outcome, the hardware's error, or [`WouldBlock`].
+pub type Done<T, E> = Result<Result<T, E>, WouldBlock>;
 
 /// The coalescing state of one device.
 pub struct Coalescer<L: FlushLock> {
     lock: L,
     started: AtomicU64,
-    /// What STATS reports.
-    pub counters: Counters,
 }
 
 impl<L: FlushLock> Coalescer<L> {
-    /// A coalescer around `lock`, which must start at `Completed::default()`.
+    /// A coalescer around `lock`, which must start at `State::default()`.
     pub const fn new(lock: L) -> Self {
         Self {
             lock,
             started: AtomicU64::new(0),
-            counters: Counters {
-                flush_requests: AtomicU64::new(0),
-                hw_flushes: AtomicU64::new(0),
-                coalesced: AtomicU64::new(0),
-                invalidates: AtomicU64::new(0),
-                errors: AtomicU64::new(0),
-            },
+        }
+    }
+
+    fn locked<R>(&self, nonblock: bool, f: impl FnOnce(&mut State) -> R) -> Result<R, WouldBlock> {
+        if nonblock {
+            self.lock.try_with(f).ok_or(WouldBlock)
+        } else {
+            Ok(self.lock.with(f))
         }
     }
 
     /// Satisfy one flush request, running `hw` only if no suitable flush completed meanwhile.
-    /// `sync`: the caller needs the flush to have landed, and `hw` makes it so. With
-    /// `coalesce == false` the request always runs its own hardware flush.
-    pub fn flush<E>(
-        &self,
-        coalesce: bool,
-        sync: bool,
-        hw: impl FnOnce() -> Result<(), E>,
-    ) -> Result<Outcome, E> {
-        self.counters.flush_requests.fetch_add(1, Ordering::Relaxed);
-        // SeqCst: the snapshot must not be satisfied by a flush the caller's earlier stores
-        // could have missed; it pairs with the increment below.
+    /// `hw` makes the flush land when `req.sync`.
+    pub fn flush<E>(&self, req: Request, hw: impl FnOnce() -> Result<(), E>) -> Done<Outcome, E> {
+        L::full_barrier();
+        // SeqCst: the snapshot and the increment below are one total order, so a flush
+        // numbered above the snapshot began after it.
         let arrived = self.started.load(Ordering::SeqCst);
-        let result = self.lock.with(|done| {
-            let covering = if sync { done.sync } else { done.any };
-            if coalesce && covering > arrived {
+        self.locked(req.nonblock, |st| {
+            st.counters.flush_requests += 1;
+            let covering = if req.sync { st.sync } else { st.any };
+            if req.coalesce && covering > arrived {
+                st.counters.coalesced += 1;
                 return Ok(Outcome::Coalesced);
             }
             let number = self.started.fetch_add(1, Ordering::SeqCst) + 1;
-            hw()?;
-            done.any = number;
-            if sync {
-                done.sync = number;
+            if let Err(e) = hw() {
+                st.counters.flush_errors += 1;
+                return Err(e);
+            }
+            st.counters.hw_flushes += 1;
+            st.any = number;
+            if req.sync {
+                st.sync = number;
             }
             Ok(Outcome::Flushed)
-        });
-        match &result {
-            Ok(Outcome::Flushed) => self.counters.hw_flushes.fetch_add(1, Ordering::Relaxed),
-            Ok(Outcome::Coalesced) => self.counters.coalesced.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.counters.errors.fetch_add(1, Ordering::Relaxed),
-        };
-        result
+        })
     }
 
     /// Run one invalidate (never coalesced: it must follow the GPU's writes, which the
     /// request, not the module, knows about), counting it.
-    pub fn invalidate<E>(&self, hw: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
-        self.counters.invalidates.fetch_add(1, Ordering::Relaxed);
-        let result = self.lock.with(|_| hw());
-        if result.is_err() {
-            self.counters.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        result
+    pub fn invalidate<E>(&self, nonblock: bool, hw: impl FnOnce() -> Result<(), E>) -> Done<(), E> {
+        self.locked(nonblock, |st| {
+            st.counters.invalidates += 1;
+            let result = hw();
+            if result.is_err() {
+                st.counters.invalidate_errors += 1;
+            }
+            result
+        })
+    }
+
+    /// The counters, all at one instant; with `reset`, zeroed at that instant.
+    pub fn counters(&self, reset: bool) -> Counters {
+        self.lock.with(|st| {
+            let now = st.counters;
+            if reset {
+                st.counters = Counters::default();
+            }
+            now
+        })
     }
 }

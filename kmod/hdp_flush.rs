@@ -23,10 +23,9 @@
 
 use core::mem::size_of;
 
+use kernel::c_str;
 use kernel::prelude::*;
-use kernel::sync::SpinLock;
 use kernel::types::{AsBytes, FromBytes};
-use kernel::{c_str, new_spinlock};
 
 pub mod backend;
 pub mod coalesce;
@@ -35,8 +34,8 @@ pub mod sys;
 pub mod uapi;
 
 use backend::{Amdgpu, AnyBackend, Backend, NotServed, PciTest, Sim};
-use coalesce::{Coalescer, Completed, FlushLock};
-use sys::{MiscDevice, MiscHandler, PciDev, UserSlicer};
+use coalesce::{Coalescer, Done, FlushLock, Request, State};
+use sys::{KMutex, LockKey, MiscDevice, MiscHandler, PciDev, UringCmd, UserSlicer};
 use uapi::*;
 
 module! {
@@ -63,15 +62,30 @@ const MAX_SIM_DEVICES: u32 = 8;
 /// Largest accepted `sim_delay_ns` (1 ms: anything longer is a configuration mistake).
 const MAX_SIM_DELAY_NS: u32 = 1_000_000;
 
-/// A kernel spinlock around the last completed flush numbers. Spinning, not sleeping: a flush
-/// takes about one PCIe round trip, and io_uring may issue from a context that must not sleep.
-struct KernelLock(Pin<KBox<SpinLock<Completed>>>);
+/// A kernel mutex around a device's coalescing state and counters. Sleeping, not spinning:
+/// a flush holds it across a PCIe round trip (the posting read), and a hung or removed GPU
+/// must not stall every other CPU spinning on it. io_uring's non-blocking issue path only tries
+/// it, and retries from a worker that may sleep.
+struct KernelLock(Pin<KBox<KMutex<State>>>);
+
+static DEVICE_LOCK_KEY: LockKey = LockKey::new();
 
 impl FlushLock for KernelLock {
-    fn with<R>(&self, f: impl FnOnce(&mut Completed) -> R) -> R {
-        let mut guard = self.0.lock();
-        f(&mut guard)
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.0.lock())
     }
+    fn try_with<R>(&self, f: impl FnOnce(&mut State) -> R) -> Option<R> {
+        self.0.try_lock().map(|mut st| f(&mut st))
+    }
+    fn full_barrier() {
+        sys::full_barrier();
+    }
+}
+
+/// A request that would have had to wait answers EAGAIN: io_uring then retries it from a
+/// worker thread, where waiting is allowed.
+fn done<T>(d: Done<T, Error>) -> Result<T> {
+    d.map_err(|_| EAGAIN)?
 }
 
 /// One served device.
@@ -83,7 +97,11 @@ struct Device {
 impl Device {
     fn new(backend: AnyBackend) -> Result<Self> {
         let lock = KBox::pin_init(
-            new_spinlock!(Completed::default(), "hdp_flush_device"),
+            KMutex::new(
+                State::default(),
+                c_str!("hdp_flush_device"),
+                &DEVICE_LOCK_KEY,
+            ),
             GFP_KERNEL,
         )?;
         Ok(Self {
@@ -92,16 +110,21 @@ impl Device {
         })
     }
 
-    fn flush(&self, flags: u32) -> Result {
+    fn flush(&self, flags: u32, nonblock: bool) -> Result {
         let sync = flags & HDP_FLUSH_F_SYNC != 0;
-        let coalesce = flags & HDP_FLUSH_F_NO_COALESCE == 0;
-        self.coalescer
-            .flush(coalesce, sync, || self.backend.flush(sync))
-            .map(drop)
+        let req = Request {
+            coalesce: flags & HDP_FLUSH_F_NO_COALESCE == 0,
+            sync,
+            nonblock,
+        };
+        done(self.coalescer.flush(req, || self.backend.flush(sync))).map(drop)
     }
 
-    fn invalidate(&self) -> Result {
-        self.coalescer.invalidate(|| self.backend.invalidate())
+    fn invalidate(&self, nonblock: bool) -> Result {
+        done(
+            self.coalescer
+                .invalidate(nonblock, || self.backend.invalidate()),
+        )
     }
 }
 
@@ -118,7 +141,15 @@ pub(crate) fn name_str(name: &[u8]) -> &str {
 
 impl HdpFlush {
     fn device(&self, index: u32) -> Result<&Device> {
-        self.devices.get(index as usize).ok_or(ENODEV)
+        let count = self.devices.len();
+        let index = index as usize;
+        if index >= count {
+            return Err(ENODEV);
+        }
+        // The bounds check above may be speculated past; the clamped index cannot.
+        self.devices
+            .get(sys::array_index_nospec(index, count))
+            .ok_or(ENODEV)
     }
 
     fn version(&self) -> HdpFlushVersion {
@@ -136,6 +167,11 @@ impl HdpFlush {
     fn request(&self, req: &HdpFlushRequest, valid_flags: u32) -> Result<&Device> {
         if req.flags & !valid_flags != 0 || req.reserved != 0 {
             return Err(EINVAL);
+        }
+        // A dedicated hardware flush per request is for measuring; unprivileged floods of
+        // them would cost every other caller of the device.
+        if req.flags & HDP_FLUSH_F_NO_COALESCE != 0 && !sys::capable_sys_admin() {
+            return Err(EPERM);
         }
         self.device(req.device)
     }
@@ -160,11 +196,11 @@ impl HdpFlush {
     }
 
     fn stats(&self, req: &HdpFlushStats) -> Result<HdpFlushStats> {
-        if req.flags & !HDP_FLUSH_STATS_FLAGS != 0 || req.reserved != [0; 2] {
+        if req.flags & !HDP_FLUSH_STATS_FLAGS != 0 || req.reserved != [0; 1] {
             return Err(EINVAL);
         }
         let reset = req.flags & HDP_FLUSH_STATS_F_RESET != 0;
-        let v = self.device(req.device)?.coalescer.counters.read(reset);
+        let v = self.device(req.device)?.coalescer.counters(reset);
         Ok(HdpFlushStats {
             device: req.device,
             flags: req.flags,
@@ -172,8 +208,9 @@ impl HdpFlush {
             hw_flushes: v.hw_flushes,
             coalesced: v.coalesced,
             invalidates: v.invalidates,
-            errors: v.errors,
-            reserved: [0; 2],
+            flush_errors: v.flush_errors,
+            invalidate_errors: v.invalidate_errors,
+            reserved: [0; 1],
         })
     }
 }
@@ -200,12 +237,12 @@ impl MiscHandler for HdpFlush {
             HDP_FLUSH_IOC_FLUSH => {
                 let req = read_arg(&arg)?;
                 self.request(&req, HDP_FLUSH_FLUSH_FLAGS)?
-                    .flush(req.flags)?;
+                    .flush(req.flags, false)?;
             }
             HDP_FLUSH_IOC_INVALIDATE => {
                 let req = read_arg(&arg)?;
                 self.request(&req, HDP_FLUSH_INVALIDATE_FLAGS)?
-                    .invalidate()?;
+                    .invalidate(false)?;
             }
             HDP_FLUSH_IOC_STATS => {
                 let reply = self.stats(&read_arg(&arg)?)?;
@@ -216,17 +253,21 @@ impl MiscHandler for HdpFlush {
         Ok(0)
     }
 
-    fn uring_cmd(&self, cmd_op: u32, req: HdpFlushRequest) -> Result<i32> {
-        // Completed inline: a flush never sleeps (spinlock, busy-wait), so the non-blocking
-        // issue path can finish it too.
-        match cmd_op {
-            HDP_FLUSH_IOC_FLUSH => self
-                .request(&req, HDP_FLUSH_FLUSH_FLAGS)?
-                .flush(req.flags)?,
-            HDP_FLUSH_IOC_INVALIDATE => self
-                .request(&req, HDP_FLUSH_INVALIDATE_FLAGS)?
-                .invalidate()?,
+    fn uring_cmd(&self, cmd: UringCmd) -> Result<i32> {
+        let valid_flags = match cmd.cmd_op {
+            HDP_FLUSH_IOC_FLUSH => HDP_FLUSH_FLUSH_FLAGS,
+            HDP_FLUSH_IOC_INVALIDATE => HDP_FLUSH_INVALIDATE_FLAGS,
             _ => return Err(ENOTTY),
+        };
+        // No command of ours uses a fixed buffer or any SQE field besides its 16-byte request:
+        // anything else set is a caller's mistake, refused so it can gain meaning later.
+        if cmd.cmd_flags != 0 || cmd.unused_set {
+            return Err(EINVAL);
+        }
+        let dev = self.request(&cmd.req, valid_flags)?;
+        match cmd.cmd_op {
+            HDP_FLUSH_IOC_FLUSH => dev.flush(cmd.req.flags, cmd.nonblock)?,
+            _ => dev.invalidate(cmd.nonblock)?,
         }
         Ok(0)
     }

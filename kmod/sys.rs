@@ -49,10 +49,27 @@ unsafe impl AsBytes for HdpFlushVersion {}
 pub trait MiscHandler: Sync + Sized {
     /// An ioctl: `cmd` as given, `arg` the user pointer (or value).
     fn ioctl(&self, cmd: u32, arg: UserSlicer) -> Result<i64>;
-    /// An io_uring `URING_CMD` with `cmd_op` and the request from the SQE's command area,
-    /// completed inline with the returned value: it must not sleep, since io_uring may issue
-    /// it from a non-blocking context.
-    fn uring_cmd(&self, cmd_op: u32, req: HdpFlushRequest) -> Result<i32>;
+    /// An io_uring `URING_CMD`, completed inline with the returned value. With
+    /// `cmd.nonblock` it must not sleep: `EAGAIN` makes io_uring retry it from a worker
+    /// thread that may.
+    fn uring_cmd(&self, cmd: UringCmd) -> Result<i32>;
+}
+
+/// A `URING_CMD` SQE as read once, each field with one volatile read: the SQE may still be in
+/// the ring user space shares with the kernel, where it can change under us.
+#[derive(Clone, Copy)]
+pub struct UringCmd {
+    /// `sqe->cmd_op`.
+    pub cmd_op: u32,
+    /// `sqe->uring_cmd_flags` (`IORING_URING_CMD_*`).
+    pub cmd_flags: u32,
+    /// Whether a field a command of ours never uses is nonzero: `ioprio`, `addr`, `len`,
+    /// `buf_index`, `file_index`, or, with 128-byte SQEs, the command area past our 16 bytes.
+    pub unused_set: bool,
+    /// The request from the first 16 bytes of the command area.
+    pub req: HdpFlushRequest,
+    /// `IO_URING_F_NONBLOCK`: issued where sleeping is not allowed.
+    pub nonblock: bool,
 }
 
 /// Builds `UserSlice`s for an ioctl's argument, sized by the caller.
@@ -119,7 +136,12 @@ impl<T: MiscHandler> MiscDevice<T> {
             misc.write_bytes(0, 1);
             (*fops).owner = module.as_ptr();
             (*fops).unlocked_ioctl = Some(Self::ioctl_trampoline);
-            (*fops).compat_ioctl = Some(Self::ioctl_trampoline);
+            // 32-bit callers: the same structs (fixed-width, no pointers inside), the argument
+            // pointer converted by compat_ptr(), as compat_ptr_ioctl does for every arch.
+            #[cfg(CONFIG_COMPAT)]
+            {
+                (*fops).compat_ioctl = Some(bindings::compat_ptr_ioctl);
+            }
             (*fops).uring_cmd = Some(Self::uring_cmd_trampoline);
             (*misc).minor = bindings::MISC_DYNAMIC_MINOR as c_int;
             (*misc).name = name.as_char_ptr();
@@ -177,19 +199,49 @@ impl<T: MiscHandler> MiscDevice<T> {
     /// Only io_uring calls this, with a live command on a file opened on our device.
     unsafe extern "C" fn uring_cmd_trampoline(
         ioucmd: *mut bindings::io_uring_cmd,
-        _issue_flags: c_uint,
+        issue_flags: c_uint,
     ) -> c_int {
-        // SAFETY: io_uring passes a valid command whose file is one of ours; the SQE stays
-        // readable for the duration of this call, and its command area is 16 bytes with
-        // 64-byte SQEs (the only size that carries our 16-byte request).
-        let (dev, cmd_op, bytes) = unsafe {
+        let sqe128 = issue_flags & bindings::io_uring_cmd_flags_IO_URING_F_SQE128 as c_uint != 0;
+        // SAFETY: io_uring passes a valid command whose file is one of ours; its SQE stays
+        // readable for the duration of this call, 64 bytes long, or 128 with SQE128. Every
+        // field is read once, volatile, through raw pointers: no reference to memory user
+        // space may be writing is formed.
+        let (dev, cmd) = unsafe {
             let dev = Self::from_file((*ioucmd).file);
             let sqe = (*ioucmd).sqe;
-            let area = core::ptr::addr_of!((*sqe).__bindgen_anon_6).cast::<[u8; 16]>();
-            (dev, (*ioucmd).cmd_op, core::ptr::read_unaligned(area))
+            let rd64 = |p: *const u64| core::ptr::read_volatile(p);
+            let area = core::ptr::addr_of!((*sqe).__bindgen_anon_6).cast::<u8>();
+            let mut bytes = [0u8; 16];
+            for (i, b) in bytes.iter_mut().enumerate() {
+                *b = core::ptr::read_volatile(area.add(i));
+            }
+            let mut unused =
+                u64::from(core::ptr::read_volatile(core::ptr::addr_of!((*sqe).ioprio)))
+                    | rd64(core::ptr::addr_of!((*sqe).__bindgen_anon_2).cast())
+                    | u64::from(core::ptr::read_volatile(core::ptr::addr_of!((*sqe).len)))
+                    | u64::from(core::ptr::read_volatile(
+                        core::ptr::addr_of!((*sqe).__bindgen_anon_4).cast::<u16>(),
+                    ))
+                    | u64::from(core::ptr::read_volatile(
+                        core::ptr::addr_of!((*sqe).__bindgen_anon_5).cast::<u32>(),
+                    ));
+            if sqe128 {
+                // The command area is 80 bytes: ours is the first 16; the rest must be 0.
+                for i in 16..80 {
+                    unused |= u64::from(core::ptr::read_volatile(area.add(i)));
+                }
+            }
+            let cmd = UringCmd {
+                cmd_op: (*ioucmd).cmd_op,
+                cmd_flags: (*ioucmd).flags,
+                unused_set: unused != 0,
+                req: HdpFlushRequest::from_cmd_bytes(&bytes),
+                nonblock: issue_flags & bindings::io_uring_cmd_flags_IO_URING_F_NONBLOCK as c_uint
+                    != 0,
+            };
+            (dev, cmd)
         };
-        let req = HdpFlushRequest::from_cmd_bytes(&bytes);
-        match dev.handler.uring_cmd(cmd_op, req) {
+        match dev.handler.uring_cmd(cmd) {
             Ok(v) => v,
             Err(e) => e.to_errno(),
         }
@@ -526,6 +578,133 @@ impl Drop for PciDev {
         // SAFETY: drops the reference taken in `find_all`.
         unsafe { bindings::pci_dev_put(self.pdev) };
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A mutex that can be tried
+// ---------------------------------------------------------------------------------------------
+
+/// A lockdep class for a [`KMutex`]: static storage the kernel initialises itself.
+#[repr(transparent)]
+pub struct LockKey(Opaque<bindings::lock_class_key>);
+
+// SAFETY: lockdep synchronises its own use of the key.
+unsafe impl Sync for LockKey {}
+
+impl LockKey {
+    /// A key for a `static`.
+    pub const fn new() -> Self {
+        Self(Opaque::uninit())
+    }
+}
+
+/// A kernel `struct mutex` around `T`, which 6.12's `kernel::sync::Mutex` lacks one thing for:
+/// `mutex_trylock`, which io_uring's non-blocking issue path needs.
+#[pin_data]
+pub struct KMutex<T> {
+    #[pin]
+    raw: Opaque<bindings::mutex>,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: `data` is only reached through the mutex, which serialises every access; `T` may be
+// handed from thread to thread, so it must be `Send`.
+unsafe impl<T: Send> Sync for KMutex<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Send for KMutex<T> {}
+
+/// The lock held on a [`KMutex`]; released on drop.
+pub struct KMutexGuard<'a, T> {
+    mutex: &'a KMutex<T>,
+}
+
+impl<T> KMutex<T> {
+    /// A mutex named `name` (for lockdep) of class `key`, around `data`.
+    pub fn new(data: T, name: &'static CStr, key: &'static LockKey) -> impl PinInit<Self> {
+        pin_init!(Self {
+            data: UnsafeCell::new(data),
+            // SAFETY: `slot` is valid, pinned storage for a mutex; `name` and `key` are
+            // static, as lockdep requires.
+            raw <- Opaque::ffi_init(|slot| unsafe {
+                bindings::__mutex_init(slot, name.as_char_ptr(), key.0.get())
+            }),
+        })
+    }
+
+    /// Wait for the lock (may sleep).
+    pub fn lock(&self) -> KMutexGuard<'_, T> {
+        // SAFETY: `raw` was initialised by `new` and is pinned with `self`.
+        unsafe { bindings::mutex_lock(self.raw.get()) };
+        KMutexGuard { mutex: self }
+    }
+
+    /// The lock if it is free now (never sleeps).
+    pub fn try_lock(&self) -> Option<KMutexGuard<'_, T>> {
+        // SAFETY: as above.
+        let acquired = unsafe { bindings::mutex_trylock(self.raw.get()) } != 0;
+        // Build the guard only if the lock is ours: dropping one unlocks the mutex.
+        acquired.then(|| KMutexGuard { mutex: self })
+    }
+}
+
+impl<T> core::ops::Deref for KMutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the mutex, so nothing else accesses `data`.
+        unsafe { &*self.mutex.data.get() }
+    }
+}
+
+impl<T> core::ops::DerefMut for KMutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as above, and the guard is borrowed mutably.
+        unsafe { &mut *self.mutex.data.get() }
+    }
+}
+
+impl<T> Drop for KMutexGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: this guard's existence means this context holds the mutex.
+        unsafe { bindings::mutex_unlock(self.mutex.raw.get()) };
+    }
+}
+
+/// `mb()`: every earlier memory access of this CPU, to device memory too, completes before any
+/// later one (x86 `mfence`, arm64 `dsb sy`, as arch/*/include/asm/barrier.h).
+#[inline(always)]
+pub fn full_barrier() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a barrier instruction; touches no memory or registers.
+    unsafe {
+        core::arch::asm!("mfence", options(nostack, preserves_flags))
+    };
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: a barrier instruction; touches no memory or registers.
+    unsafe {
+        core::arch::asm!("dsb sy", options(nostack, preserves_flags))
+    };
+}
+
+/// Whether the calling task may administer the system (`capable(CAP_SYS_ADMIN)`).
+pub fn capable_sys_admin() -> bool {
+    // SAFETY: capable() only reads the current task's credentials.
+    unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as c_int) }
+}
+
+/// `array_index_nospec(index, size)`: `index` if it is below `size`, else 0, computed without a
+/// branch the CPU could speculate past (the generic `array_index_mask_nospec` of
+/// include/linux/nospec.h), so a bounds-checked index from user space cannot steer a
+/// speculative load out of bounds.
+#[inline(always)]
+pub fn array_index_nospec(index: usize, size: usize) -> usize {
+    let mut index = index;
+    // OPTIMIZER_HIDE_VAR: the compiler may not see through the mask and make it a branch.
+    // SAFETY: an empty asm statement that only claims to change a register.
+    unsafe {
+        core::arch::asm!("/* {0} */", inout(reg) index, options(pure, nomem, nostack, preserves_flags))
+    };
+    let mask = !((index | size.wrapping_sub(1).wrapping_sub(index)) as isize) >> (usize::BITS - 1);
+    index & mask as usize
 }
 
 // ---------------------------------------------------------------------------------------------

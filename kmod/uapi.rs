@@ -20,7 +20,7 @@ use core::mem::size_of;
 /// Major version: bumped on any incompatible change. User space refuses a different major.
 pub const HDP_FLUSH_API_MAJOR: u32 = 1;
 /// Minor version: bumped when commands or flags are added compatibly.
-pub const HDP_FLUSH_API_MINOR: u32 = 0;
+pub const HDP_FLUSH_API_MINOR: u32 = 1;
 
 /// Where the misc device appears.
 pub const HDP_FLUSH_DEVICE_PATH: &str = "/dev/hdp_flush";
@@ -187,7 +187,8 @@ pub const HDP_FLUSH_IOC_STATS: u32 = HDP_FLUSH_COMMANDS[5].1.encode(IOC_LAYOUT);
 /// FLUSH: return only after the flush has landed (register store + posting read), instead of
 /// after the posted store, which is what a store to the 4K remap page gives.
 pub const HDP_FLUSH_F_SYNC: u32 = 1 << 0;
-/// FLUSH: issue a dedicated hardware flush instead of joining one in flight. For measurements.
+/// FLUSH: issue a dedicated hardware flush instead of joining one in flight. For measurements;
+/// needs `CAP_SYS_ADMIN` (`EPERM` otherwise): a flood of them costs every other caller.
 pub const HDP_FLUSH_F_NO_COALESCE: u32 = 1 << 1;
 /// Every flag FLUSH accepts.
 pub const HDP_FLUSH_FLUSH_FLAGS: u32 = HDP_FLUSH_F_SYNC | HDP_FLUSH_F_NO_COALESCE;
@@ -279,18 +280,21 @@ pub struct HdpFlushStats {
     pub device: u32,
     /// In: `HDP_FLUSH_STATS_F_*` bits.
     pub flags: u32,
-    /// FLUSH requests received (ioctl and io_uring).
+    /// FLUSH requests that passed validation (ioctl and io_uring). Always
+    /// `hw_flushes + coalesced + flush_errors`: all are counted, read and reset at one instant.
     pub flush_requests: u64,
-    /// Hardware flushes issued; `<= flush_requests` thanks to coalescing.
+    /// Hardware flushes issued and succeeded; `<= flush_requests` thanks to coalescing.
     pub hw_flushes: u64,
     /// Requests satisfied by a flush another caller issued.
     pub coalesced: u64,
-    /// INVALIDATE requests (each one is a hardware invalidate).
+    /// INVALIDATE requests that passed validation (each one is a hardware invalidate).
     pub invalidates: u64,
-    /// Requests that failed after validation (hardware or backend errors).
-    pub errors: u64,
+    /// FLUSH requests whose hardware flush failed (uAPI 1.0 called it `errors`).
+    pub flush_errors: u64,
+    /// INVALIDATE requests whose hardware invalidate failed (uAPI 1.1).
+    pub invalidate_errors: u64,
     /// Zero.
-    pub reserved: [u64; 2],
+    pub reserved: [u64; 1],
 }
 
 /// Size of an io_uring SQE's command area with 64-byte SQEs.

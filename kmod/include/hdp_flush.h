@@ -13,13 +13,13 @@
 #include <linux/types.h>
 
 #define HDP_FLUSH_API_MAJOR 1
-#define HDP_FLUSH_API_MINOR 0
+#define HDP_FLUSH_API_MINOR 1
 #define HDP_FLUSH_DEVICE_PATH "/dev/hdp_flush"
 #define HDP_FLUSH_IOC_MAGIC 'H'
 
 /* FLUSH flags */
 #define HDP_FLUSH_F_SYNC (1u << 0)        /* return after the flush has landed (readback) */
-#define HDP_FLUSH_F_NO_COALESCE (1u << 1) /* own hardware flush; for measurements */
+#define HDP_FLUSH_F_NO_COALESCE (1u << 1) /* own hardware flush; for measurements; CAP_SYS_ADMIN */
 #define HDP_FLUSH_FLUSH_FLAGS (HDP_FLUSH_F_SYNC | HDP_FLUSH_F_NO_COALESCE)
 #define HDP_FLUSH_INVALIDATE_FLAGS 0u
 /* STATS flags */
@@ -65,6 +65,7 @@ struct hdp_flush_request {
 	__u64 reserved;
 };
 
+/* Counted, read and reset at one instant: flush_requests == hw_flushes + coalesced + flush_errors. */
 struct hdp_flush_stats {
 	__u32 device; /* in */
 	__u32 flags;  /* in: HDP_FLUSH_STATS_F_* */
@@ -72,8 +73,9 @@ struct hdp_flush_stats {
 	__u64 hw_flushes;
 	__u64 coalesced;
 	__u64 invalidates;
-	__u64 errors;
-	__u64 reserved[2];
+	__u64 flush_errors;      /* uAPI 1.0: "errors" */
+	__u64 invalidate_errors; /* uAPI 1.1 */
+	__u64 reserved[1];
 };
 
 #define HDP_FLUSH_IOC_VERSION _IOR(HDP_FLUSH_IOC_MAGIC, 0xA0, struct hdp_flush_version)

@@ -12,20 +12,38 @@
 mod coalesce;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, TryLockError};
 
-use coalesce::{Coalescer, Completed, FlushLock, Outcome};
+use coalesce::{Coalescer, Counters, FlushLock, Outcome, Request, State, WouldBlock};
 
-struct StdLock(Mutex<Completed>);
+struct StdLock(Mutex<State>);
 
 impl FlushLock for StdLock {
-    fn with<R>(&self, f: impl FnOnce(&mut Completed) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         f(&mut self.0.lock().unwrap())
+    }
+    fn try_with<R>(&self, f: impl FnOnce(&mut State) -> R) -> Option<R> {
+        match self.0.try_lock() {
+            Ok(mut st) => Some(f(&mut st)),
+            Err(TryLockError::WouldBlock) => None,
+            Err(TryLockError::Poisoned(p)) => panic!("{p}"),
+        }
+    }
+    fn full_barrier() {
+        std::sync::atomic::fence(Ordering::SeqCst);
     }
 }
 
 fn coalescer() -> Coalescer<StdLock> {
-    Coalescer::new(StdLock(Mutex::new(Completed::default())))
+    Coalescer::new(StdLock(Mutex::new(State::default())))
+}
+
+fn request(coalesce: bool, sync: bool) -> Request {
+    Request {
+        coalesce,
+        sync,
+        nonblock: false,
+    }
 }
 
 /// Stores issued, stores ordered by the flushes so far, stores landed by synchronous ones.
@@ -56,54 +74,79 @@ impl Hdp {
     }
 }
 
-/// `threads` callers flushing at once; caller t is synchronous when `sync(t)`.
+fn sums_agree(v: &Counters) -> bool {
+    v.hw_flushes + v.coalesced + v.flush_errors == v.flush_requests
+}
+
+/// `threads` callers flushing at once; caller t is synchronous when `sync(t)`. A reader reads
+/// (and, with `reset_under_load`, resets) the counters throughout, checking they always agree.
 fn storm(
     threads: usize,
     per_thread: usize,
     coalesce: bool,
     sync: impl Fn(usize) -> bool + Sync,
+    reset_under_load: bool,
 ) -> (Coalescer<StdLock>, u64) {
     let hdp = Hdp::default();
     let c = coalescer();
     let violations = AtomicU64::new(0);
+    let running = AtomicBool::new(true);
     std::thread::scope(|s| {
-        for t in 0..threads {
-            let (hdp, c, violations, sync) = (&hdp, &c, &violations, sync(t));
-            s.spawn(move || {
-                for _ in 0..per_thread {
-                    let mine = hdp.store();
-                    c.flush(coalesce, sync, || hdp.hw_flush(sync)).unwrap();
-                    if !hdp.covers(mine, sync) {
-                        violations.fetch_add(1, Ordering::Relaxed);
+        let reader = s.spawn(|| {
+            let mut reads = 0u64;
+            while running.load(Ordering::Relaxed) {
+                let v = c.counters(reset_under_load);
+                assert!(sums_agree(&v), "counters disagree mid-storm: {v:?}");
+                reads += 1;
+                std::thread::yield_now();
+            }
+            reads
+        });
+        let callers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (hdp, c, violations, sync) = (&hdp, &c, &violations, sync(t));
+                s.spawn(move || {
+                    for _ in 0..per_thread {
+                        let mine = hdp.store();
+                        c.flush(request(coalesce, sync), || hdp.hw_flush(sync))
+                            .unwrap()
+                            .unwrap();
+                        if !hdp.covers(mine, sync) {
+                            violations.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
-                }
-            });
+                })
+            })
+            .collect();
+        for h in callers {
+            h.join().unwrap();
         }
+        running.store(false, Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0, "the reader read");
     });
     (c, violations.into_inner())
 }
 
 #[test]
 fn every_request_completes_on_a_flush_that_started_after_it_arrived() {
-    let (c, violations) = storm(8, 2000, true, |_| true);
+    let (c, violations) = storm(8, 2000, true, |_| true, false);
     assert_eq!(violations, 0);
-    let v = c.counters.read(false);
+    let v = c.counters(false);
     assert_eq!(v.flush_requests, 16_000);
-    assert_eq!(v.hw_flushes + v.coalesced, v.flush_requests, "{v:?}");
-    assert!(v.hw_flushes <= v.flush_requests);
-    assert_eq!(v.errors, 0);
+    assert!(sums_agree(&v), "{v:?}");
+    assert_eq!(v.flush_errors, 0);
 }
 
 #[test]
 fn concurrent_requests_share_hardware_flushes() {
     // With eight threads and a flush that yields, requests queue behind the lock and most of
     // them find a newer flush done. Without coalescing every request flushes.
-    let (c, _) = storm(8, 2000, true, |_| false);
-    let shared = c.counters.read(false);
+    let (c, _) = storm(8, 2000, true, |_| false, false);
+    let shared = c.counters(false);
     assert!(shared.coalesced > 0, "{shared:?}");
-    let (c, violations) = storm(8, 500, false, |_| false);
+    let (c, violations) = storm(8, 500, false, |_| false, false);
     assert_eq!(violations, 0);
-    let own = c.counters.read(false);
+    let own = c.counters(false);
     assert_eq!((own.hw_flushes, own.coalesced), (4000, 0), "{own:?}");
 }
 
@@ -112,54 +155,123 @@ fn a_synchronous_request_only_rides_on_a_synchronous_flush() {
     // Half the callers post, half wait for landing: the posted flushes must never satisfy a
     // synchronous request, while posted requests may ride on either kind.
     for _ in 0..3 {
-        let (c, violations) = storm(8, 2000, true, |t| t % 2 == 0);
+        let (c, violations) = storm(8, 2000, true, |t| t % 2 == 0, false);
         assert_eq!(violations, 0);
-        let v = c.counters.read(false);
-        assert_eq!(v.hw_flushes + v.coalesced, v.flush_requests, "{v:?}");
+        assert!(sums_agree(&c.counters(false)));
     }
+}
+
+#[test]
+fn counters_reset_under_load_still_always_agree() {
+    // The reader resets at every read while eight threads flush: each read is one instant.
+    let (c, violations) = storm(8, 2000, true, |t| t % 3 == 0, true);
+    assert_eq!(violations, 0);
+    let v = c.counters(false);
+    assert!(sums_agree(&v), "{v:?}");
+    assert!(v.flush_requests < 16_000, "resets happened: {v:?}");
 }
 
 #[test]
 fn a_lone_request_always_flushes_itself() {
     let c = coalescer();
     for sync in [false, true, false] {
-        assert_eq!(c.flush::<()>(true, sync, || Ok(())), Ok(Outcome::Flushed));
+        let out = c.flush::<()>(request(true, sync), || Ok(()));
+        assert_eq!(out, Ok(Ok(Outcome::Flushed)));
     }
-    assert_eq!(c.counters.read(false).hw_flushes, 3);
+    assert_eq!(c.counters(false).hw_flushes, 3);
 }
 
 #[test]
 fn a_failed_flush_satisfies_nobody() {
     let c = coalescer();
-    assert_eq!(c.flush(true, true, || Err("bus error")), Err("bus error"));
+    let failed = c.flush(request(true, true), || Err("bus error"));
+    assert_eq!(failed, Ok(Err("bus error")));
     // The next request must not coalesce onto the failed flush.
     let ran = AtomicBool::new(false);
-    let out = c.flush::<()>(true, true, || {
+    let out = c.flush::<()>(request(true, true), || {
         ran.store(true, Ordering::Relaxed);
         Ok(())
     });
-    assert_eq!(out, Ok(Outcome::Flushed));
+    assert_eq!(out, Ok(Ok(Outcome::Flushed)));
     assert!(ran.into_inner());
-    let v = c.counters.read(true);
-    assert_eq!((v.flush_requests, v.hw_flushes, v.errors), (2, 1, 1));
+    let v = c.counters(true);
+    assert_eq!((v.flush_requests, v.hw_flushes, v.flush_errors), (2, 1, 1));
+    assert!(sums_agree(&v));
+    assert_eq!(c.counters(false), Counters::default(), "reset zeroed them");
+}
+
+#[test]
+fn invalidates_are_counted_apart_and_never_coalesced() {
+    let c = coalescer();
+    let runs = AtomicU64::new(0);
+    for i in 0..5 {
+        let out = c.invalidate(false, || {
+            runs.fetch_add(1, Ordering::Relaxed);
+            if i == 3 {
+                Err("gone")
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(out, Ok(if i == 3 { Err("gone") } else { Ok(()) }));
+    }
+    assert_eq!(runs.into_inner(), 5);
+    let v = c.counters(false);
+    assert_eq!((v.invalidates, v.invalidate_errors), (5, 1));
     assert_eq!(
-        c.counters.read(false).flush_requests,
-        0,
-        "reset zeroed the counters"
+        (v.flush_requests, v.flush_errors),
+        (0, 0),
+        "not mixed into flushes"
     );
 }
 
 #[test]
-fn invalidates_are_counted_and_never_coalesced() {
+fn a_nonblocking_request_that_finds_the_lock_held_does_nothing_and_says_so() {
     let c = coalescer();
-    let runs = AtomicU64::new(0);
-    for _ in 0..5 {
-        c.invalidate::<()>(|| {
-            runs.fetch_add(1, Ordering::Relaxed);
+    let holding = AtomicBool::new(false);
+    let release = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // Hold the lock, as a flush in progress on another CPU would.
+        s.spawn(|| {
+            c.flush::<()>(request(true, true), || {
+                holding.store(true, Ordering::SeqCst);
+                while !release.load(Ordering::SeqCst) {
+                    std::thread::yield_now();
+                }
+                Ok(())
+            })
+            .unwrap()
+            .unwrap();
+        });
+        while !holding.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        let nonblock = Request {
+            coalesce: true,
+            sync: true,
+            nonblock: true,
+        };
+        let ran = AtomicBool::new(false);
+        let out = c.flush::<()>(nonblock, || {
+            ran.store(true, Ordering::SeqCst);
             Ok(())
-        })
-        .unwrap();
-    }
-    assert_eq!(runs.into_inner(), 5);
-    assert_eq!(c.counters.read(false).invalidates, 5);
+        });
+        assert_eq!(out, Err(WouldBlock));
+        assert_eq!(c.invalidate::<()>(true, || Ok(())), Err(WouldBlock));
+        assert!(!ran.load(Ordering::SeqCst), "no hardware touched");
+        release.store(true, Ordering::SeqCst);
+    });
+    let v = c.counters(false);
+    assert_eq!(
+        (v.flush_requests, v.invalidates),
+        (1, 0),
+        "the refused ones are not counted"
+    );
+    // Free lock: the non-blocking path runs normally.
+    let nonblock = Request {
+        coalesce: false,
+        sync: false,
+        nonblock: true,
+    };
+    assert_eq!(c.flush::<()>(nonblock, || Ok(())), Ok(Ok(Outcome::Flushed)));
 }

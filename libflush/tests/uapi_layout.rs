@@ -56,7 +56,8 @@ fn expectations() -> Vec<(String, u64)> {
             hw_flushes,
             coalesced,
             invalidates,
-            errors,
+            flush_errors,
+            invalidate_errors,
             reserved
         ]
     );

@@ -235,7 +235,7 @@ fn flush_and_invalidate_work_on_every_backend() -> TestResult {
             s.hw_flushes,
             s.coalesced,
             s.invalidates,
-            s.errors,
+            s.flush_errors,
         );
         ensure(counts == (3, 3, 0, 1, 0), || format!("device {i}: {s:?}"))?;
     }
@@ -476,7 +476,7 @@ fn uring_strategy_works_with_sqpoll() -> TestResult {
     ring.invalidate().map_err(|e| e.to_string())?;
     let s = stats(&d, 0, false)?;
     ensure(
-        s.flush_requests == total && s.invalidates == 1 && s.errors == 0,
+        s.flush_requests == total && s.invalidates == 1 && s.flush_errors == 0,
         || format!("{s:?}"),
     )
 }
@@ -548,7 +548,7 @@ fn threads_sharing_one_uring_handle_each_complete_their_own() -> TestResult {
     let s = stats(&d, 0, false)?;
     let want = THREADS * (EACH / 5 * 3 + EACH * 4 / 5);
     println!("  {} rings for {THREADS} threads", ring.rings());
-    ensure(s.flush_requests == want && s.errors == 0, || {
+    ensure(s.flush_requests == want && s.flush_errors == 0, || {
         format!("want {want}: {s:?}")
     })?;
     ensure((1..=THREADS as usize).contains(&ring.rings()), || {
@@ -611,12 +611,14 @@ fn stats_stay_consistent_after_an_8_thread_storm() -> TestResult {
     ensure(s.flush_requests == THREADS * EACH, || {
         format!("requests: {s:?}")
     })?;
-    ensure(s.hw_flushes + s.coalesced == s.flush_requests, || {
-        format!("sum: {s:?}")
-    })?;
-    ensure(s.hw_flushes <= s.flush_requests && s.errors == 0, || {
-        format!("{s:?}")
-    })
+    ensure(
+        s.hw_flushes + s.coalesced + s.flush_errors == s.flush_requests,
+        || format!("sum: {s:?}"),
+    )?;
+    ensure(
+        s.hw_flushes <= s.flush_requests && s.flush_errors == 0,
+        || format!("{s:?}"),
+    )
 }
 
 fn bad_ioctls_get_enotty_einval_efault_enodev() -> TestResult {
@@ -745,7 +747,7 @@ fn bad_ioctls_get_enotty_einval_efault_enodev() -> TestResult {
     }
     // A refused request never reached the backend: it is not a backend error.
     let s = stats(&d, 0, false)?;
-    ensure(s.errors == 0, || {
+    ensure(s.flush_errors == 0, || {
         format!("validation failures counted as errors: {s:?}")
     })
 }
@@ -814,6 +816,149 @@ fn bad_uring_cmds_complete_with_the_same_errors() -> TestResult {
             format!("{what}: expected -{want}, got {}", cqe.result())
         })?;
     }
+    Ok(())
+}
+
+/// One SQE on `ring`, its completion's result.
+fn one_cqe<S: io_uring::squeue::EntryMarker>(ring: &mut IoUring<S>, sqe: S) -> Result<i32, String> {
+    // SAFETY: the SQEs of these tests reference no memory (the request is inline; a fixed
+    // buffer's memory is registered with, and owned by, the caller for the ring's lifetime).
+    unsafe { ring.submission().push(&sqe) }.map_err(|e| e.to_string())?;
+    ring.submit_and_wait(1).map_err(|e| e.to_string())?;
+    let cqe = ring.completion().next().ok_or("no completion")?;
+    Ok(cqe.result())
+}
+
+/// Nothing but the 16-byte request may be set in a URING_CMD SQE: a fixed buffer, `addr`,
+/// `len`, `ioprio`, or bytes past the request in a 128-byte SQE are refused with EINVAL, and
+/// never counted as requests.
+fn uring_cmds_with_anything_else_set_are_refused() -> TestResult {
+    let d = dev()?;
+    let fd = d.as_fd_raw();
+    let req = HdpFlushRequest::new(0, 0).to_cmd_bytes();
+    let flush = || opcode::UringCmd16::new(types::Fd(fd), HDP_FLUSH_IOC_FLUSH).cmd(req);
+    let mut ring = IoUring::new(8).map_err(|e| e.to_string())?;
+    let mut buffer = vec![0u8; 4096];
+    let iov = nix::libc::iovec {
+        iov_base: buffer.as_mut_ptr().cast(),
+        iov_len: buffer.len(),
+    };
+    // SAFETY: `buffer` outlives the ring (dropped after it, at the end of this function).
+    unsafe { ring.submitter().register_buffers(&[iov]) }.map_err(|e| e.to_string())?;
+    /// An SQE with one byte at `offset` set to `value` (ioprio at 2, len at 24).
+    fn poke(e: io_uring::squeue::Entry, offset: usize, value: u8) -> io_uring::squeue::Entry {
+        // SAFETY: Entry is a repr(C) wrapper of the 64-byte io_uring_sqe, plain bytes.
+        let mut bytes: [u8; 64] = unsafe { std::mem::transmute(e) };
+        bytes[offset] = value;
+        // SAFETY: as above; any bytes are a valid SQE to build.
+        unsafe { std::mem::transmute(bytes) }
+    }
+    stats(&d, 0, true)?;
+    let einval = -(Errno::EINVAL as i32);
+    for (what, sqe, want) in [
+        ("plain", flush().build(), 0),
+        ("fixed buffer", flush().buf_index(Some(0)).build(), einval),
+        ("addr", flush().addr(Some(0x1000)).build(), einval),
+        ("len", poke(flush().build(), 24, 1), einval),
+        ("ioprio", poke(flush().build(), 2, 1), einval),
+    ] {
+        let got = one_cqe(&mut ring, sqe)?;
+        ensure(got == want, || {
+            format!("{what}: expected {want}, got {got}")
+        })?;
+    }
+    let mut ring128: IoUring<io_uring::squeue::Entry128, io_uring::cqueue::Entry> =
+        IoUring::builder().build(8).map_err(|e| e.to_string())?;
+    let mut area = [0u8; 80];
+    area[..16].copy_from_slice(&req);
+    let sqe128 = |a: [u8; 80]| {
+        opcode::UringCmd80::new(types::Fd(fd), HDP_FLUSH_IOC_FLUSH)
+            .cmd(a)
+            .build()
+    };
+    let got = one_cqe(&mut ring128, sqe128(area))?;
+    ensure(got == 0, || format!("128-byte SQE, rest zero: {got}"))?;
+    area[40] = 1;
+    let got = one_cqe(&mut ring128, sqe128(area))?;
+    ensure(got == einval, || {
+        format!("128-byte SQE with byte 40 set: {got}")
+    })?;
+    drop((ring, ring128));
+    drop(buffer);
+    let s = stats(&d, 0, false)?;
+    ensure(s.flush_requests == 2 && s.flush_errors == 0, || {
+        format!("only the two valid ones counted: {s:?}")
+    })
+}
+
+/// `NO_COALESCE` needs CAP_SYS_ADMIN: a child without it gets EPERM through ioctl and
+/// io_uring, while its ordinary flushes work.
+fn no_coalesce_needs_cap_sys_admin() -> TestResult {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = Command::new(exe)
+        .arg(WITHOUT_SYS_ADMIN)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines() {
+        println!("  | {line}");
+    }
+    ensure(out.status.success(), || format!("child: {}", out.status))
+}
+
+const WITHOUT_SYS_ADMIN: &str = "--without-cap-sys-admin";
+
+/// The child of [`no_coalesce_needs_cap_sys_admin`]: drop CAP_SYS_ADMIN, then try.
+fn without_cap_sys_admin() -> TestResult {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const CAP_SYS_ADMIN: u32 = 21;
+    let header = Header {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget/capset with a version-3 header and two data words, as capabilities(7).
+    let r = unsafe { nix::libc::syscall(nix::libc::SYS_capget, &header, data.as_mut_ptr()) };
+    ensure(r == 0, || "capget failed".into())?;
+    data[0].effective &= !(1 << CAP_SYS_ADMIN);
+    data[0].permitted &= !(1 << CAP_SYS_ADMIN);
+    // SAFETY: as above.
+    let r = unsafe { nix::libc::syscall(nix::libc::SYS_capset, &header, data.as_ptr()) };
+    ensure(r == 0, || "capset failed".into())?;
+    let d = dev()?;
+    let fd = d.as_fd_raw();
+    let req = |flags| HdpFlushRequest::new(0, flags);
+    // SAFETY: a valid request the kernel only reads.
+    let got = unsafe { raw::flush(fd, &req(HDP_FLUSH_F_NO_COALESCE)) };
+    errno_of(
+        got,
+        Errno::EPERM,
+        "ioctl FLUSH NO_COALESCE without CAP_SYS_ADMIN",
+    )?;
+    d.flush(0, HDP_FLUSH_F_SYNC)
+        .map_err(|e| format!("an ordinary flush: {e}"))?;
+    let mut ring = IoUring::new(4).map_err(|e| e.to_string())?;
+    let sqe = opcode::UringCmd16::new(types::Fd(fd), HDP_FLUSH_IOC_FLUSH)
+        .cmd(req(HDP_FLUSH_F_NO_COALESCE).to_cmd_bytes())
+        .build();
+    let got = one_cqe(&mut ring, sqe)?;
+    ensure(got == -(Errno::EPERM as i32), || {
+        format!("URING_CMD NO_COALESCE: {got}")
+    })?;
+    println!(
+        "without CAP_SYS_ADMIN: NO_COALESCE refused with EPERM (ioctl, io_uring); plain flush ok"
+    );
     Ok(())
 }
 
@@ -1042,12 +1187,27 @@ fn backend_errors_reach_ioctl_and_uring_callers_and_are_counted() -> TestResult 
         }
         let s = stats(&dev()?, 0, false)?;
         ensure(
-            (s.flush_requests, s.hw_flushes, s.errors) == (6, 4, 2),
+            (s.flush_requests, s.hw_flushes, s.flush_errors) == (6, 4, 2),
             || format!("{s:?}"),
         )?;
-        // Still serving: operations 7 and 8 succeed.
+        // Still serving: operations 7 and 8 succeed; 9, an invalidate, fails apart.
         flusher.flush().map_err(|e| e.to_string())?;
-        flusher.invalidate().map_err(|e| e.to_string())
+        flusher.invalidate().map_err(|e| e.to_string())?;
+        match flusher.invalidate() {
+            Err(Error::Os {
+                errno: Errno::EIO, ..
+            }) => {}
+            other => return Err(format!("ninth operation: expected EIO, got {other:?}")),
+        }
+        let s = stats(&dev()?, 0, false)?;
+        ensure(
+            (s.flush_errors, s.invalidates, s.invalidate_errors) == (2, 2, 1),
+            || format!("invalidate errors counted apart: {s:?}"),
+        )?;
+        ensure(
+            s.hw_flushes + s.coalesced + s.flush_errors == s.flush_requests,
+            || format!("{s:?}"),
+        )
     })();
     reload(MODULE_PARAMS)?;
     result
@@ -1086,6 +1246,15 @@ macro_rules! tests {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some(WITHOUT_SYS_ADMIN) {
+        match without_cap_sys_admin() {
+            Ok(()) => std::process::exit(0),
+            Err(why) => {
+                println!("FAILED {why}");
+                std::process::exit(1);
+            }
+        }
+    }
     let tests: &[Test] = &tests![
         version_reports_api_devices_page_size_and_features,
         device_info_describes_sim_and_pcitest_devices,
@@ -1102,6 +1271,8 @@ fn main() {
         stats_stay_consistent_after_an_8_thread_storm,
         bad_ioctls_get_enotty_einval_efault_enodev,
         bad_uring_cmds_complete_with_the_same_errors,
+        uring_cmds_with_anything_else_set_are_refused,
+        no_coalesce_needs_cap_sys_admin,
         dummy_page_flushes_through_the_edu_bar_via_sysfs,
         hdpflush_bench_runs_ioctl_and_uring_in_the_guest,
         backend_errors_reach_ioctl_and_uring_callers_and_are_counted,
