@@ -45,6 +45,9 @@ pub struct Counters {
     pub invalidates: u64,
     /// Of those, the ones whose hardware invalidate failed.
     pub invalidate_errors: u64,
+    /// Requests (flush or invalidate) that found the device busy on io_uring's non-blocking
+    /// issue path and were completed by the module's own worker.
+    pub uring_deferred: u64,
 }
 
 /// Everything kept under the device lock.
@@ -78,6 +81,18 @@ pub enum Outcome {
     Coalesced,
 }
 
+/// Where a request is issued from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Issue {
+    /// A context that may wait for the lock (an ioctl).
+    Blocking,
+    /// One that must not (io_uring's non-blocking issue): if the lock is held, nothing
+    /// happens, nothing is counted, and the caller hands the request to a worker.
+    NonBlocking,
+    /// That worker: it waits for the lock, and the request counts as deferred.
+    Deferred,
+}
+
 /// What a caller wants of one FLUSH.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Request {
@@ -85,9 +100,8 @@ pub struct Request {
     pub coalesce: bool,
     /// Needs the flush to have landed.
     pub sync: bool,
-    /// Must not wait for the lock (io_uring's non-blocking issue): if it is held, nothing
-    /// happens, nothing is counted, and the caller retries from a context that may sleep.
-    pub nonblock: bool,
+    /// Where it is issued from.
+    pub issue: Issue,
 }
 
 /// The lock was held and the request could not wait: retry where waiting is allowed.
@@ -112,11 +126,16 @@ impl<L: FlushLock> Coalescer<L> {
         }
     }
 
-    fn locked<R>(&self, nonblock: bool, f: impl FnOnce(&mut State) -> R) -> Result<R, WouldBlock> {
-        if nonblock {
-            self.lock.try_with(f).ok_or(WouldBlock)
-        } else {
-            Ok(self.lock.with(f))
+    fn locked<R>(&self, issue: Issue, f: impl FnOnce(&mut State) -> R) -> Result<R, WouldBlock> {
+        let counted = |st: &mut State| {
+            if issue == Issue::Deferred {
+                st.counters.uring_deferred += 1;
+            }
+            f(st)
+        };
+        match issue {
+            Issue::NonBlocking => self.lock.try_with(counted).ok_or(WouldBlock),
+            Issue::Blocking | Issue::Deferred => Ok(self.lock.with(counted)),
         }
     }
 
@@ -127,7 +146,7 @@ impl<L: FlushLock> Coalescer<L> {
         // SeqCst: the snapshot and the increment below are one total order, so a flush
         // numbered above the snapshot began after it.
         let arrived = self.started.load(Ordering::SeqCst);
-        self.locked(req.nonblock, |st| {
+        self.locked(req.issue, |st| {
             st.counters.flush_requests += 1;
             let covering = if req.sync { st.sync } else { st.any };
             if req.coalesce && covering > arrived {
@@ -150,8 +169,8 @@ impl<L: FlushLock> Coalescer<L> {
 
     /// Run one invalidate (never coalesced: it must follow the GPU's writes, which the
     /// request, not the module, knows about), counting it.
-    pub fn invalidate<E>(&self, nonblock: bool, hw: impl FnOnce() -> Result<(), E>) -> Done<(), E> {
-        self.locked(nonblock, |st| {
+    pub fn invalidate<E>(&self, issue: Issue, hw: impl FnOnce() -> Result<(), E>) -> Done<(), E> {
+        self.locked(issue, |st| {
             st.counters.invalidates += 1;
             let result = hw();
             if result.is_err() {

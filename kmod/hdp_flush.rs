@@ -34,8 +34,10 @@ pub mod sys;
 pub mod uapi;
 
 use backend::{Amdgpu, AnyBackend, Backend, NotServed, PciTest, Sim};
-use coalesce::{Coalescer, Done, FlushLock, Request, State};
-use sys::{KMutex, LockKey, MiscDevice, MiscHandler, PciDev, UringCmd, UserSlicer};
+use coalesce::{Coalescer, Done, FlushLock, Issue, Request, State};
+use sys::{
+    KMutex, LockKey, MiscDevice, MiscHandler, PciDev, UringCmd, UringReply, UserSlicer, WorkQueue,
+};
 use uapi::*;
 
 module! {
@@ -82,10 +84,9 @@ impl FlushLock for KernelLock {
     }
 }
 
-/// A request that would have had to wait answers EAGAIN: io_uring then retries it from a
-/// worker thread, where waiting is allowed.
-fn done<T>(d: Done<T, Error>) -> Result<T> {
-    d.map_err(|_| EAGAIN)?
+/// A request's result; `None` if it would have had to wait for the device lock.
+fn done<T>(d: Done<T, Error>) -> Option<Result<T>> {
+    d.ok()
 }
 
 /// One served device.
@@ -110,27 +111,59 @@ impl Device {
         })
     }
 
-    fn flush(&self, flags: u32, nonblock: bool) -> Result {
+    /// FLUSH; `None` if issued non-blocking while the device is busy (nothing was done or
+    /// counted).
+    fn flush(&self, flags: u32, issue: Issue) -> Option<Result> {
         let sync = flags & HDP_FLUSH_F_SYNC != 0;
         let req = Request {
             coalesce: flags & HDP_FLUSH_F_NO_COALESCE == 0,
             sync,
-            nonblock,
+            issue,
         };
-        done(self.coalescer.flush(req, || self.backend.flush(sync))).map(drop)
+        done(self.coalescer.flush(req, || self.backend.flush(sync))).map(|r| r.map(drop))
     }
 
-    fn invalidate(&self, nonblock: bool) -> Result {
+    /// INVALIDATE; `None` as for [`Device::flush`].
+    fn invalidate(&self, issue: Issue) -> Option<Result> {
         done(
             self.coalescer
-                .invalidate(nonblock, || self.backend.invalidate()),
+                .invalidate(issue, || self.backend.invalidate()),
         )
+    }
+
+    /// What a `URING_CMD` asks of this device.
+    fn run(&self, cmd_op: u32, flags: u32, issue: Issue) -> Option<Result> {
+        match cmd_op {
+            HDP_FLUSH_IOC_FLUSH => self.flush(flags, issue),
+            _ => self.invalidate(issue),
+        }
     }
 }
 
 /// The device list behind `/dev/hdp_flush`; fixed after module init.
 struct HdpFlush {
+    // Drops first: drained before the devices go, so no deferred request outlives them.
+    deferred: WorkQueue,
     devices: KVec<Device>,
+}
+
+/// A pointer to the module's handler, for work that completes a queued `URING_CMD`.
+struct HandlerRef(*const HdpFlush);
+
+// SAFETY: HdpFlush is Sync; the pointer is only used while the queued command is in flight,
+// which pins the file, so the module and the handler: io_uring waits for the command, and the
+// handler's workqueue is drained before the handler is dropped.
+unsafe impl Send for HandlerRef {}
+
+impl HandlerRef {
+    /// The handler.
+    ///
+    /// # Safety
+    /// Only while the queued command it was taken for is in flight (see the Send impl).
+    unsafe fn get(&self) -> &HdpFlush {
+        // SAFETY: the caller's contract keeps the handler alive.
+        unsafe { &*self.0 }
+    }
 }
 
 /// `name` up to its first NUL, for messages.
@@ -196,7 +229,7 @@ impl HdpFlush {
     }
 
     fn stats(&self, req: &HdpFlushStats) -> Result<HdpFlushStats> {
-        if req.flags & !HDP_FLUSH_STATS_FLAGS != 0 || req.reserved != [0; 1] {
+        if req.flags & !HDP_FLUSH_STATS_FLAGS != 0 {
             return Err(EINVAL);
         }
         let reset = req.flags & HDP_FLUSH_STATS_F_RESET != 0;
@@ -210,7 +243,7 @@ impl HdpFlush {
             invalidates: v.invalidates,
             flush_errors: v.flush_errors,
             invalidate_errors: v.invalidate_errors,
-            reserved: [0; 1],
+            uring_deferred: v.uring_deferred,
         })
     }
 }
@@ -236,13 +269,13 @@ impl MiscHandler for HdpFlush {
             }
             HDP_FLUSH_IOC_FLUSH => {
                 let req = read_arg(&arg)?;
-                self.request(&req, HDP_FLUSH_FLUSH_FLAGS)?
-                    .flush(req.flags, false)?;
+                let dev = self.request(&req, HDP_FLUSH_FLUSH_FLAGS)?;
+                dev.flush(req.flags, Issue::Blocking).ok_or(EAGAIN)??;
             }
             HDP_FLUSH_IOC_INVALIDATE => {
                 let req = read_arg(&arg)?;
-                self.request(&req, HDP_FLUSH_INVALIDATE_FLAGS)?
-                    .invalidate(false)?;
+                let dev = self.request(&req, HDP_FLUSH_INVALIDATE_FLAGS)?;
+                dev.invalidate(Issue::Blocking).ok_or(EAGAIN)??;
             }
             HDP_FLUSH_IOC_STATS => {
                 let reply = self.stats(&read_arg(&arg)?)?;
@@ -253,7 +286,7 @@ impl MiscHandler for HdpFlush {
         Ok(0)
     }
 
-    fn uring_cmd(&self, cmd: UringCmd) -> Result<i32> {
+    fn uring_cmd(&self, cmd: UringCmd) -> Result<UringReply> {
         let valid_flags = match cmd.cmd_op {
             HDP_FLUSH_IOC_FLUSH => HDP_FLUSH_FLUSH_FLAGS,
             HDP_FLUSH_IOC_INVALIDATE => HDP_FLUSH_INVALIDATE_FLAGS,
@@ -265,11 +298,30 @@ impl MiscHandler for HdpFlush {
             return Err(EINVAL);
         }
         let dev = self.request(&cmd.req, valid_flags)?;
-        match cmd.cmd_op {
-            HDP_FLUSH_IOC_FLUSH => dev.flush(cmd.req.flags, cmd.nonblock)?,
-            _ => dev.invalidate(cmd.nonblock)?,
+        let issue = if cmd.nonblock {
+            Issue::NonBlocking
+        } else {
+            Issue::Blocking
+        };
+        if let Some(result) = dev.run(cmd.cmd_op, cmd.req.flags, issue) {
+            return result.map(|()| UringReply::Done(0));
         }
-        Ok(0)
+        // The device is busy and this context may not wait. Returning EAGAIN would make
+        // io_uring retry from a worker that re-reads the SQE, and 6.12's io_uring_cmd() leaves
+        // ioucmd->sqe at the shared ring slot, which user space may have reused by then. So the
+        // request (already read and validated) is completed by our own worker instead.
+        let (handler, op, index, flags) =
+            (HandlerRef(self), cmd.cmd_op, cmd.req.device, cmd.req.flags);
+        let completion = cmd.completion;
+        self.deferred.spawn_atomic(move || {
+            // SAFETY: the command is queued and completes below: it is in flight.
+            let this = unsafe { handler.get() };
+            let result = this
+                .device(index)
+                .and_then(|d| d.run(op, flags, Issue::Deferred).ok_or(EAGAIN)?);
+            completion.complete(result.map(|()| 0));
+        })?;
+        Ok(UringReply::Queued)
     }
 }
 
@@ -407,7 +459,13 @@ impl kernel::Module for HdpFlushModule {
         check_params()?;
         let devices = discover()?;
         let count = devices.len();
-        let dev = MiscDevice::register(c_str!("hdp_flush"), 0o660, module, HdpFlush { devices })?;
+        let deferred = WorkQueue::new(c_str!("hdp_flush"))?;
+        let dev = MiscDevice::register(
+            c_str!("hdp_flush"),
+            0o660,
+            module,
+            HdpFlush { deferred, devices },
+        )?;
         pr_info!(
             "/dev/hdp_flush ready: uAPI {}.{}, {} device(s), PAGE_SIZE {}\n",
             HDP_FLUSH_API_MAJOR,

@@ -49,15 +49,51 @@ unsafe impl AsBytes for HdpFlushVersion {}
 pub trait MiscHandler: Sync + Sized {
     /// An ioctl: `cmd` as given, `arg` the user pointer (or value).
     fn ioctl(&self, cmd: u32, arg: UserSlicer) -> Result<i64>;
-    /// An io_uring `URING_CMD`, completed inline with the returned value. With
-    /// `cmd.nonblock` it must not sleep: `EAGAIN` makes io_uring retry it from a worker
-    /// thread that may.
-    fn uring_cmd(&self, cmd: UringCmd) -> Result<i32>;
+    /// An io_uring `URING_CMD`: completed inline with `Done(value)`, or `Queued` after
+    /// handing `cmd.completion` to work that completes it later. With `cmd.nonblock` it must
+    /// not sleep.
+    fn uring_cmd(&self, cmd: UringCmd) -> Result<UringReply>;
+}
+
+/// How a `URING_CMD` was answered.
+pub enum UringReply {
+    /// Completed now with this value.
+    Done(i32),
+    /// The [`UringCompletion`] was handed on; the command completes when it is used.
+    Queued,
+}
+
+/// The right to complete one queued `URING_CMD` (`io_uring_cmd_done`). Dropping it unused is
+/// fine for a command answered inline, and a bug for a queued one: io_uring would wait for it
+/// forever, so [`UringReply::Queued`] must only be returned after handing it on.
+pub struct UringCompletion(*mut bindings::io_uring_cmd);
+
+// SAFETY: io_uring_cmd_done may be called from any context (it completes through task work);
+// the command stays valid until then, because io_uring waits for queued commands.
+unsafe impl Send for UringCompletion {}
+
+impl UringCompletion {
+    /// Complete the command with `result`.
+    pub fn complete(self, result: Result<i32>) {
+        let ret = match result {
+            Ok(v) => v as isize,
+            Err(e) => e.to_errno() as isize,
+        };
+        // SAFETY: the command was queued (-EIOCBQUEUED) and this is its only completion, from
+        // a context that holds no io_uring lock (IO_URING_F_UNLOCKED: completed via task work).
+        unsafe {
+            bindings::io_uring_cmd_done(
+                self.0,
+                ret,
+                0,
+                bindings::io_uring_cmd_flags_IO_URING_F_UNLOCKED as c_uint,
+            )
+        };
+    }
 }
 
 /// A `URING_CMD` SQE as read once, each field with one volatile read: the SQE may still be in
 /// the ring user space shares with the kernel, where it can change under us.
-#[derive(Clone, Copy)]
 pub struct UringCmd {
     /// `sqe->cmd_op`.
     pub cmd_op: u32,
@@ -70,6 +106,8 @@ pub struct UringCmd {
     pub req: HdpFlushRequest,
     /// `IO_URING_F_NONBLOCK`: issued where sleeping is not allowed.
     pub nonblock: bool,
+    /// For completing it later, if the handler queues it.
+    pub completion: UringCompletion,
 }
 
 /// Builds `UserSlice`s for an ioctl's argument, sized by the caller.
@@ -238,11 +276,13 @@ impl<T: MiscHandler> MiscDevice<T> {
                 req: HdpFlushRequest::from_cmd_bytes(&bytes),
                 nonblock: issue_flags & bindings::io_uring_cmd_flags_IO_URING_F_NONBLOCK as c_uint
                     != 0,
+                completion: UringCompletion(ioucmd),
             };
             (dev, cmd)
         };
         match dev.handler.uring_cmd(cmd) {
-            Ok(v) => v,
+            Ok(UringReply::Done(v)) => v,
+            Ok(UringReply::Queued) => -(bindings::EIOCBQUEUED as c_int),
             Err(e) => e.to_errno(),
         }
     }
@@ -705,6 +745,47 @@ pub fn array_index_nospec(index: usize, size: usize) -> usize {
     };
     let mask = !((index | size.wrapping_sub(1).wrapping_sub(index)) as isize) >> (usize::BITS - 1);
     index & mask as usize
+}
+
+// ---------------------------------------------------------------------------------------------
+// A workqueue of our own
+// ---------------------------------------------------------------------------------------------
+
+/// A dedicated, unbound workqueue; drained and destroyed on drop, so no work of ours runs once
+/// its owner is gone.
+pub struct WorkQueue(core::ptr::NonNull<bindings::workqueue_struct>);
+
+// SAFETY: workqueues are used from any CPU; the kernel synchronises them.
+unsafe impl Send for WorkQueue {}
+// SAFETY: as above.
+unsafe impl Sync for WorkQueue {}
+
+impl WorkQueue {
+    /// A workqueue named `name`.
+    pub fn new(name: &'static CStr) -> Result<Self> {
+        // SAFETY: `name` is a static C string used as the format, with no arguments to it.
+        let wq = unsafe {
+            bindings::alloc_workqueue(name.as_char_ptr(), bindings::wq_flags_WQ_UNBOUND, 0)
+        };
+        core::ptr::NonNull::new(wq).map(Self).ok_or(ENOMEM)
+    }
+
+    /// Run `f` on the workqueue. Allocates without sleeping, so it may be called from io_uring's
+    /// non-blocking issue path.
+    pub fn spawn_atomic(&self, f: impl FnOnce() + Send + 'static) -> Result {
+        // SAFETY: the workqueue lives until self is dropped, which drains it first.
+        let queue = unsafe { kernel::workqueue::Queue::from_raw(self.0.as_ptr()) };
+        queue
+            .try_spawn(kernel::alloc::flags::GFP_ATOMIC, f)
+            .map_err(|_| ENOMEM)
+    }
+}
+
+impl Drop for WorkQueue {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new`; destroy_workqueue drains pending and running work first.
+        unsafe { bindings::destroy_workqueue(self.0.as_ptr()) };
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -293,8 +293,9 @@ pub struct HdpFlushStats {
     pub flush_errors: u64,
     /// INVALIDATE requests whose hardware invalidate failed (uAPI 1.1).
     pub invalidate_errors: u64,
-    /// Zero.
-    pub reserved: [u64; 1],
+    /// io_uring requests that found the device busy where they could not wait, and were
+    /// completed by the module's own worker (uAPI 1.1).
+    pub uring_deferred: u64,
 }
 
 /// Size of an io_uring SQE's command area with 64-byte SQEs.

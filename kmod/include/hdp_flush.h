@@ -75,7 +75,7 @@ struct hdp_flush_stats {
 	__u64 invalidates;
 	__u64 flush_errors;      /* uAPI 1.0: "errors" */
 	__u64 invalidate_errors; /* uAPI 1.1 */
-	__u64 reserved[1];
+	__u64 uring_deferred;    /* uAPI 1.1: io_uring requests completed by the module's worker */
 };
 
 #define HDP_FLUSH_IOC_VERSION _IOR(HDP_FLUSH_IOC_MAGIC, 0xA0, struct hdp_flush_version)

@@ -14,7 +14,7 @@ mod coalesce;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, TryLockError};
 
-use coalesce::{Coalescer, Counters, FlushLock, Outcome, Request, State, WouldBlock};
+use coalesce::{Coalescer, Counters, FlushLock, Issue, Outcome, Request, State, WouldBlock};
 
 struct StdLock(Mutex<State>);
 
@@ -42,7 +42,7 @@ fn request(coalesce: bool, sync: bool) -> Request {
     Request {
         coalesce,
         sync,
-        nonblock: false,
+        issue: Issue::Blocking,
     }
 }
 
@@ -205,7 +205,7 @@ fn invalidates_are_counted_apart_and_never_coalesced() {
     let c = coalescer();
     let runs = AtomicU64::new(0);
     for i in 0..5 {
-        let out = c.invalidate(false, || {
+        let out = c.invalidate(Issue::Blocking, || {
             runs.fetch_add(1, Ordering::Relaxed);
             if i == 3 {
                 Err("gone")
@@ -249,7 +249,7 @@ fn a_nonblocking_request_that_finds_the_lock_held_does_nothing_and_says_so() {
         let nonblock = Request {
             coalesce: true,
             sync: true,
-            nonblock: true,
+            issue: Issue::NonBlocking,
         };
         let ran = AtomicBool::new(false);
         let out = c.flush::<()>(nonblock, || {
@@ -257,7 +257,10 @@ fn a_nonblocking_request_that_finds_the_lock_held_does_nothing_and_says_so() {
             Ok(())
         });
         assert_eq!(out, Err(WouldBlock));
-        assert_eq!(c.invalidate::<()>(true, || Ok(())), Err(WouldBlock));
+        assert_eq!(
+            c.invalidate::<()>(Issue::NonBlocking, || Ok(())),
+            Err(WouldBlock)
+        );
         assert!(!ran.load(Ordering::SeqCst), "no hardware touched");
         release.store(true, Ordering::SeqCst);
     });
@@ -271,7 +274,19 @@ fn a_nonblocking_request_that_finds_the_lock_held_does_nothing_and_says_so() {
     let nonblock = Request {
         coalesce: false,
         sync: false,
-        nonblock: true,
+        issue: Issue::NonBlocking,
     };
     assert_eq!(c.flush::<()>(nonblock, || Ok(())), Ok(Ok(Outcome::Flushed)));
+    // The worker that takes a refused request over waits, and is counted as deferred.
+    let deferred = Request {
+        issue: Issue::Deferred,
+        ..nonblock
+    };
+    assert_eq!(c.flush::<()>(deferred, || Ok(())), Ok(Ok(Outcome::Flushed)));
+    assert_eq!(c.invalidate::<()>(Issue::Deferred, || Ok(())), Ok(Ok(())));
+    let v = c.counters(false);
+    assert_eq!(
+        (v.uring_deferred, v.flush_requests, v.invalidates),
+        (2, 3, 1)
+    );
 }

@@ -58,7 +58,7 @@ fn expectations() -> Vec<(String, u64)> {
             invalidates,
             flush_errors,
             invalidate_errors,
-            reserved
+            uring_deferred
         ]
     );
     constants!(

@@ -605,8 +605,8 @@ fn stats_stay_consistent_after_an_8_thread_storm() -> TestResult {
     ensure(failures.is_empty(), || failures.join("; "))?;
     let s = stats(&d, sim, false)?;
     println!(
-        "  {} requests, {} hardware flushes, {} coalesced",
-        s.flush_requests, s.hw_flushes, s.coalesced
+        "  {} requests, {} hardware flushes, {} coalesced, {} io_uring requests completed by the module's worker",
+        s.flush_requests, s.hw_flushes, s.coalesced, s.uring_deferred
     );
     ensure(s.flush_requests == THREADS * EACH, || {
         format!("requests: {s:?}")
@@ -1213,6 +1213,65 @@ fn backend_errors_reach_ioctl_and_uring_callers_and_are_counted() -> TestResult 
     result
 }
 
+/// io_uring flushes that find the device busy where they may not wait are completed by the
+/// module's own worker (never re-read from the shared SQ ring), each exactly once.
+fn busy_device_defers_uring_requests_to_the_modules_worker() -> TestResult {
+    rmmod()?;
+    insmod(&["sim_devices=1", "sim_delay_ns=200000", "pcitest=0"])?;
+    let result = (|| -> TestResult {
+        let d = dev()?;
+        stats(&d, 0, true)?;
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let ring = Uring::open(UringConfig {
+            entries: 8,
+            ..UringConfig::default()
+        })
+        .map_err(|e| e.to_string())?;
+        let busy = std::thread::scope(|s| {
+            // Keep the device lock held: every flush its own, each a 0.2 ms round trip.
+            let hog = s.spawn(|| {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    d.flush(0, HDP_FLUSH_F_SYNC | HDP_FLUSH_F_NO_COALESCE)
+                        .map_err(|e| e.to_string())?;
+                    n += 1;
+                }
+                Ok::<u64, String>(n)
+            });
+            let flushed = (0..100).try_for_each(|i| {
+                if i % 10 == 0 {
+                    ring.flush_batch(5)
+                } else {
+                    ring.flush()
+                }
+            });
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            flushed.map_err(|e| e.to_string())?;
+            hog.join().map_err(|_| "hog panicked".to_string())?
+        })?;
+        let s = stats(&d, 0, false)?;
+        let uring = 90 + 10 * 5;
+        println!(
+            "  {} io_uring requests, {} completed by the module's worker; {busy} ioctls kept it busy",
+            uring, s.uring_deferred
+        );
+        ensure(
+            s.flush_requests == busy + uring && s.flush_errors == 0,
+            || format!("each exactly once: {s:?}"),
+        )?;
+        ensure(s.uring_deferred > 0, || {
+            format!("no request was deferred: {s:?}")
+        })?;
+        ensure(
+            s.hw_flushes + s.coalesced + s.flush_errors == s.flush_requests,
+            || format!("{s:?}"),
+        )
+    })();
+    rmmod()?;
+    insmod(MODULE_PARAMS)?;
+    result
+}
+
 /// An io_uring holding the file also pins the module.
 fn rmmod_is_refused_while_an_io_uring_holds_the_device() -> TestResult {
     let ring = Uring::open(UringConfig::default()).map_err(|e| e.to_string())?;
@@ -1276,6 +1335,7 @@ fn main() {
         dummy_page_flushes_through_the_edu_bar_via_sysfs,
         hdpflush_bench_runs_ioctl_and_uring_in_the_guest,
         backend_errors_reach_ioctl_and_uring_callers_and_are_counted,
+        busy_device_defers_uring_requests_to_the_modules_worker,
         rmmod_is_refused_while_an_io_uring_holds_the_device,
         rmmod_is_refused_while_a_file_is_open_then_reload_works,
     ];
