@@ -4,6 +4,11 @@
 //! A backend only knows how to make its hardware flush or invalidate once; serialisation,
 //! coalescing and counting are the caller's ([`crate::coalesce`]). Register offsets come from
 //! the backend's own constants or module parameters, never from user space.
+//!
+//! A backend is the hardware a device's requests touch (mappings, a reference to the PCI
+//! device). It lives in the device's locked state, so the module can take it away (revoke it)
+//! when the device is removed or unbound; what user space sees of a device ([`Ident`]) is kept
+//! apart and outlives it.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -11,8 +16,9 @@ use kernel::c_str;
 use kernel::error::Error;
 use kernel::prelude::*;
 
+use crate::coalesce::Performed;
 use crate::params::AmdgpuDevice;
-use crate::sys::{ndelay, IoPage, PciDev, PciIdent};
+use crate::sys::{ndelay, IoPage, PciDev, PciIdent, PmState};
 use crate::uapi;
 
 /// How user space sees a device (DEVICE_INFO).
@@ -43,10 +49,22 @@ pub trait Backend: Send + Sync {
     fn ident(&self) -> Ident;
     /// Flush the HDP write FIFO. `sync`: return only once the flush has landed (post the
     /// register write with a read); otherwise the posted store suffices, as with the 4K
-    /// remap page.
-    fn flush(&self, sync: bool) -> Result;
+    /// remap page. `Skipped` when there is nothing to flush (a runtime-suspended GPU).
+    fn flush(&self, sync: bool) -> Result<Performed>;
     /// Invalidate the HDP read cache (always synchronous).
     fn invalidate(&self) -> Result;
+    /// Whether the device is runtime-suspended (for DEVICE_INFO).
+    fn suspended(&self) -> bool {
+        false
+    }
+}
+
+/// A posting read that returns all ones came from no device: it is gone, or in reset.
+fn check_alive(value: u32) -> Result<u32> {
+    if value == u32::MAX {
+        return Err(EIO);
+    }
+    Ok(value)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -96,11 +114,11 @@ impl Backend for Sim {
         }
     }
 
-    fn flush(&self, sync: bool) -> Result {
+    fn flush(&self, sync: bool) -> Result<Performed> {
         if sync {
             ndelay(self.delay_ns);
         }
-        self.injected_fault()
+        self.injected_fault().map(|()| Performed::Flushed)
     }
 
     fn invalidate(&self) -> Result {
@@ -130,7 +148,7 @@ const EDU_LIVENESS: usize = 0x04;
 pub struct PciTest {
     // Fields drop in order: the mapping goes before the device releases its region.
     regs: IoPage,
-    _dev: PciDev,
+    dev: PciDev,
     ident: PciIdent,
     token: AtomicU32,
 }
@@ -148,19 +166,25 @@ impl PciTest {
         let ident = dev.ident();
         Ok(Self {
             regs,
-            _dev: dev,
+            dev,
             ident,
             token: AtomicU32::new(1),
         })
     }
 
     fn store_and_check(&self, check: bool) -> Result {
-        let token = self.token.fetch_add(1, Ordering::Relaxed);
+        // Never 0: its inverse is all ones, what a device that is gone answers.
+        let token = self.token.fetch_add(1, Ordering::Relaxed).max(1);
         self.regs.writel(EDU_LIVENESS, token)?;
-        if check && self.regs.readl(EDU_LIVENESS)? != !token {
+        if check && check_alive(self.regs.readl(EDU_LIVENESS)?)? != !token {
             return Err(EIO);
         }
         Ok(())
+    }
+
+    /// Identity for matching PCI bus events.
+    pub fn key(&self) -> usize {
+        self.dev.key()
     }
 }
 
@@ -169,8 +193,8 @@ impl Backend for PciTest {
         Ident::pci(uapi::HDP_FLUSH_BACKEND_PCITEST, self.ident)
     }
 
-    fn flush(&self, sync: bool) -> Result {
-        self.store_and_check(sync)
+    fn flush(&self, sync: bool) -> Result<Performed> {
+        self.store_and_check(sync).map(|()| Performed::Flushed)
     }
 
     fn invalidate(&self) -> Result {
@@ -205,7 +229,7 @@ pub struct Amdgpu {
     post_page: IoPage,
     post_in_page: usize,
     invalidate: Option<(IoPage, usize)>,
-    _dev: PciDev,
+    dev: PciDev,
     ident: PciIdent,
 }
 
@@ -277,9 +301,16 @@ impl Amdgpu {
             post_page,
             post_in_page,
             invalidate,
-            _dev: dev,
+            dev,
             ident,
         })
+    }
+}
+
+impl Amdgpu {
+    /// Identity for matching PCI bus events.
+    pub fn key(&self) -> usize {
+        self.dev.key()
     }
 }
 
@@ -288,23 +319,39 @@ impl Backend for Amdgpu {
         Ident::pci(uapi::HDP_FLUSH_BACKEND_AMDGPU, self.ident)
     }
 
-    fn flush(&self, sync: bool) -> Result {
+    fn flush(&self, sync: bool) -> Result<Performed> {
+        // amdgpu runtime-suspends idle GPUs; a suspended GPU has nothing in its HDP to flush,
+        // and reading its registers would be an Unsupported Request (an SError on many arm64
+        // servers). Touch it only if it is active, and keep it so until done.
+        let _powered = match self.dev.pm_get_if_active() {
+            PmState::Suspended => return Ok(Performed::Skipped),
+            PmState::Active(reference) => reference,
+        };
         // hdp_v4_0_flush_hdp: WREG32(HDP_MEM_FLUSH_CNTL, 0), then read another register.
         self.flush_page.writel(self.flush_in_page, 0)?;
         if sync {
-            self.post_page.readl(self.post_in_page)?;
+            check_alive(self.post_page.readl(self.post_in_page)?)?;
         }
-        Ok(())
+        Ok(Performed::Flushed)
     }
 
     fn invalidate(&self) -> Result {
-        // hdp_v4_0_invalidate_hdp: WREG32(HDP_READ_CACHE_INVALIDATE, 1), read it back.
         // 6.12's kernel crate has no EOPNOTSUPP constant; from_errno knows the number.
         let unsupported = Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32));
         let (page, off) = self.invalidate.as_ref().ok_or(unsupported)?;
+        // A suspended GPU's read cache holds nothing to invalidate.
+        let _powered = match self.dev.pm_get_if_active() {
+            PmState::Suspended => return Ok(()),
+            PmState::Active(reference) => reference,
+        };
+        // hdp_v4_0_invalidate_hdp: WREG32(HDP_READ_CACHE_INVALIDATE, 1), read it back.
         page.writel(*off, 1)?;
-        page.readl(*off)?;
+        check_alive(page.readl(*off)?)?;
         Ok(())
+    }
+
+    fn suspended(&self) -> bool {
+        self.dev.runtime_suspended()
     }
 }
 
@@ -331,16 +378,28 @@ impl AnyBackend {
             Self::Amdgpu(b) => b,
         }
     }
+
+    /// The PCI device it holds, as [`PciDev::key`]; `None` for the model.
+    pub fn key(&self) -> Option<usize> {
+        match self {
+            Self::Sim(_) => None,
+            Self::PciTest(b) => Some(b.key()),
+            Self::Amdgpu(b) => Some(b.key()),
+        }
+    }
 }
 
 impl Backend for AnyBackend {
     fn ident(&self) -> Ident {
         self.get().ident()
     }
-    fn flush(&self, sync: bool) -> Result {
+    fn flush(&self, sync: bool) -> Result<Performed> {
         self.get().flush(sync)
     }
     fn invalidate(&self) -> Result {
         self.get().invalidate()
+    }
+    fn suspended(&self) -> bool {
+        self.get().suspended()
     }
 }

@@ -22,8 +22,12 @@
 //!   snapshot is taken; a flush numbered after the snapshot starts after them.
 //!
 //! The counters STATS reports live in [`State`] too, under the same lock as the outcomes they
-//! count: a reader always sees `hw_flushes + coalesced + flush_errors == flush_requests`, and a
-//! reset under load zeroes all of them at one instant.
+//! count: a reader always sees `hw_flushes + coalesced + flush_errors + flush_skipped ==
+//! flush_requests`, and a reset under load zeroes all of them at one instant.
+//!
+//! So does the hardware itself (`State::hw`, the device's mappings): nothing reaches it without
+//! the lock, and [`Coalescer::revoke`] takes it away under the lock, after which every request
+//! finds `None` (the device was unbound or removed) and never a stale mapping.
 //!
 //! No dependency but `core`: the kernel module wraps it in a kernel mutex, and libflush's host
 //! tests wrap it in a std mutex and hammer it from many threads.
@@ -39,8 +43,10 @@ pub struct Counters {
     pub hw_flushes: u64,
     /// Requests satisfied by another request's flush.
     pub coalesced: u64,
-    /// FLUSH requests whose hardware flush failed.
+    /// FLUSH requests whose hardware flush failed (or whose device is gone).
     pub flush_errors: u64,
+    /// FLUSH requests with nothing to flush: the device is runtime-suspended.
+    pub flush_skipped: u64,
     /// INVALIDATE requests that reached the lock.
     pub invalidates: u64,
     /// Of those, the ones whose hardware invalidate failed.
@@ -52,24 +58,56 @@ pub struct Counters {
 
 /// Everything kept under the device lock.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct State {
+pub struct State<H> {
     /// Number of the last flush that succeeded, posted or synchronous.
     pub any: u64,
     /// Number of the last synchronous flush that succeeded.
     pub sync: u64,
     /// The counters.
     pub counters: Counters,
+    /// The hardware (`None` once revoked).
+    pub hw: Option<H>,
+}
+
+impl<H> State<H> {
+    /// The state of a device whose hardware is `hw`.
+    pub const fn new(hw: H) -> Self {
+        Self {
+            any: 0,
+            sync: 0,
+            counters: Counters {
+                flush_requests: 0,
+                hw_flushes: 0,
+                coalesced: 0,
+                flush_errors: 0,
+                flush_skipped: 0,
+                invalidates: 0,
+                invalidate_errors: 0,
+                uring_deferred: 0,
+            },
+            hw: Some(hw),
+        }
+    }
 }
 
 /// The device lock, around [`State`].
-pub trait FlushLock {
+pub trait FlushLock<H> {
     /// Run `f` with the lock held, waiting for it.
-    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R;
+    fn with<R>(&self, f: impl FnOnce(&mut State<H>) -> R) -> R;
     /// Run `f` with the lock held if it is free now; `None` if it is not.
-    fn try_with<R>(&self, f: impl FnOnce(&mut State) -> R) -> Option<R>;
+    fn try_with<R>(&self, f: impl FnOnce(&mut State<H>) -> R) -> Option<R>;
     /// A full barrier (`mb()`): every earlier memory access of this CPU, to device memory too,
     /// completes before any later one.
     fn full_barrier();
+}
+
+/// What the hardware did with one flush.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Performed {
+    /// It flushed.
+    Flushed,
+    /// There was nothing to flush (the device is runtime-suspended) and it was not touched.
+    Skipped,
 }
 
 /// How a request was satisfied.
@@ -79,6 +117,8 @@ pub enum Outcome {
     Flushed,
     /// A flush that started after this request arrived satisfied it.
     Coalesced,
+    /// The device had nothing to flush.
+    Skipped,
 }
 
 /// Where a request is issued from.
@@ -111,23 +151,25 @@ pub struct WouldBlock;
 /// A request's result: its outcome, the hardware's error, or [`WouldBlock`].
 pub type Done<T, E> = Result<Result<T, E>, WouldBlock>;
 
-/// The coalescing state of one device.
-pub struct Coalescer<L: FlushLock> {
+/// The coalescing state of one device whose hardware is `H`.
+pub struct Coalescer<L: FlushLock<H>, H> {
     lock: L,
     started: AtomicU64,
+    _hw: core::marker::PhantomData<H>,
 }
 
-impl<L: FlushLock> Coalescer<L> {
-    /// A coalescer around `lock`, which must start at `State::default()`.
+impl<L: FlushLock<H>, H> Coalescer<L, H> {
+    /// A coalescer around `lock`, which must start at `State::new(hw)`.
     pub const fn new(lock: L) -> Self {
         Self {
             lock,
             started: AtomicU64::new(0),
+            _hw: core::marker::PhantomData,
         }
     }
 
-    fn locked<R>(&self, issue: Issue, f: impl FnOnce(&mut State) -> R) -> Result<R, WouldBlock> {
-        let counted = |st: &mut State| {
+    fn locked<R>(&self, issue: Issue, f: impl FnOnce(&mut State<H>) -> R) -> Result<R, WouldBlock> {
+        let counted = |st: &mut State<H>| {
             if issue == Issue::Deferred {
                 st.counters.uring_deferred += 1;
             }
@@ -139,9 +181,13 @@ impl<L: FlushLock> Coalescer<L> {
         }
     }
 
-    /// Satisfy one flush request, running `hw` only if no suitable flush completed meanwhile.
-    /// `hw` makes the flush land when `req.sync`.
-    pub fn flush<E>(&self, req: Request, hw: impl FnOnce() -> Result<(), E>) -> Done<Outcome, E> {
+    /// Satisfy one flush request, running `hw` on the hardware (`None` once revoked) only if no
+    /// suitable flush completed meanwhile. `hw` makes the flush land when `req.sync`.
+    pub fn flush<E>(
+        &self,
+        req: Request,
+        hw: impl FnOnce(Option<&H>) -> Result<Performed, E>,
+    ) -> Done<Outcome, E> {
         L::full_barrier();
         // SeqCst: the snapshot and the increment below are one total order, so a flush
         // numbered above the snapshot began after it.
@@ -154,9 +200,16 @@ impl<L: FlushLock> Coalescer<L> {
                 return Ok(Outcome::Coalesced);
             }
             let number = self.started.fetch_add(1, Ordering::SeqCst) + 1;
-            if let Err(e) = hw() {
-                st.counters.flush_errors += 1;
-                return Err(e);
+            match hw(st.hw.as_ref()) {
+                Err(e) => {
+                    st.counters.flush_errors += 1;
+                    return Err(e);
+                }
+                Ok(Performed::Skipped) => {
+                    st.counters.flush_skipped += 1;
+                    return Ok(Outcome::Skipped);
+                }
+                Ok(Performed::Flushed) => {}
             }
             st.counters.hw_flushes += 1;
             st.any = number;
@@ -169,10 +222,14 @@ impl<L: FlushLock> Coalescer<L> {
 
     /// Run one invalidate (never coalesced: it must follow the GPU's writes, which the
     /// request, not the module, knows about), counting it.
-    pub fn invalidate<E>(&self, issue: Issue, hw: impl FnOnce() -> Result<(), E>) -> Done<(), E> {
+    pub fn invalidate<E>(
+        &self,
+        issue: Issue,
+        hw: impl FnOnce(Option<&H>) -> Result<(), E>,
+    ) -> Done<(), E> {
         self.locked(issue, |st| {
             st.counters.invalidates += 1;
-            let result = hw();
+            let result = hw(st.hw.as_ref());
             if result.is_err() {
                 st.counters.invalidate_errors += 1;
             }
@@ -189,5 +246,17 @@ impl<L: FlushLock> Coalescer<L> {
             }
             now
         })
+    }
+
+    /// `f` of the hardware (`None` once revoked), under the lock.
+    pub fn inspect<R>(&self, f: impl FnOnce(Option<&H>) -> R) -> R {
+        self.lock.with(|st| f(st.hw.as_ref()))
+    }
+
+    /// Take the hardware away: waits for the request using it, and every later one finds
+    /// `None`. The caller drops what is returned (unmapping, releasing the device) after the
+    /// lock is released.
+    pub fn revoke(&self) -> Option<H> {
+        self.lock.with(|st| st.hw.take())
     }
 }

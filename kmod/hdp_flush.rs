@@ -33,10 +33,13 @@ pub mod params;
 pub mod sys;
 pub mod uapi;
 
-use backend::{Amdgpu, AnyBackend, Backend, NotServed, PciTest, Sim};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use backend::{Amdgpu, AnyBackend, Backend, Ident, NotServed, PciTest, Sim};
 use coalesce::{Coalescer, Done, FlushLock, Issue, Request, State};
 use sys::{
-    KMutex, LockKey, MiscDevice, MiscHandler, PciDev, UringCmd, UringReply, UserSlicer, WorkQueue,
+    KMutex, LockKey, MiscDevice, MiscHandler, PciBusNotifier, PciDev, PciEvents, UringCmd,
+    UringReply, UserSlicer, WorkQueue,
 };
 use uapi::*;
 
@@ -68,15 +71,15 @@ const MAX_SIM_DELAY_NS: u32 = 1_000_000;
 /// a flush holds it across a PCIe round trip (the posting read), and a hung or removed GPU
 /// must not stall every other CPU spinning on it. io_uring's non-blocking issue path only tries
 /// it, and retries from a worker that may sleep.
-struct KernelLock(Pin<KBox<KMutex<State>>>);
+struct KernelLock(Pin<KBox<KMutex<State<AnyBackend>>>>);
 
 static DEVICE_LOCK_KEY: LockKey = LockKey::new();
 
-impl FlushLock for KernelLock {
-    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+impl FlushLock<AnyBackend> for KernelLock {
+    fn with<R>(&self, f: impl FnOnce(&mut State<AnyBackend>) -> R) -> R {
         f(&mut self.0.lock())
     }
-    fn try_with<R>(&self, f: impl FnOnce(&mut State) -> R) -> Option<R> {
+    fn try_with<R>(&self, f: impl FnOnce(&mut State<AnyBackend>) -> R) -> Option<R> {
         self.0.try_lock().map(|mut st| f(&mut st))
     }
     fn full_barrier() {
@@ -89,26 +92,42 @@ fn done<T>(d: Done<T, Error>) -> Option<Result<T>> {
     d.ok()
 }
 
-/// One served device.
+/// One served device: what user space sees of it, and its hardware behind the device lock.
 struct Device {
-    backend: AnyBackend,
-    coalescer: Coalescer<KernelLock>,
+    ident: Ident,
+    /// The PCI device it holds ([`PciDev::key`]), to recognise bus events about it.
+    key: Option<usize>,
+    /// Set once the hardware is revoked (removed or unbound); for DEVICE_INFO.
+    revoked: AtomicBool,
+    coalescer: Coalescer<KernelLock, AnyBackend>,
 }
 
 impl Device {
     fn new(backend: AnyBackend) -> Result<Self> {
+        let (ident, key) = (backend.ident(), backend.key());
         let lock = KBox::pin_init(
             KMutex::new(
-                State::default(),
+                State::new(backend),
                 c_str!("hdp_flush_device"),
                 &DEVICE_LOCK_KEY,
             ),
             GFP_KERNEL,
         )?;
         Ok(Self {
-            backend,
+            ident,
+            key,
+            revoked: AtomicBool::new(false),
             coalescer: Coalescer::new(KernelLock(lock)),
         })
+    }
+
+    /// Take the hardware away (it is being removed or unbound): waits for the request using
+    /// it; every later request fails with ENODEV.
+    fn revoke(&self) {
+        let hw = self.coalescer.revoke();
+        self.revoked.store(true, Ordering::Release);
+        // Unmap and release the device now, outside the device lock.
+        drop(hw);
     }
 
     /// FLUSH; `None` if issued non-blocking while the device is busy (nothing was done or
@@ -120,15 +139,14 @@ impl Device {
             sync,
             issue,
         };
-        done(self.coalescer.flush(req, || self.backend.flush(sync))).map(|r| r.map(drop))
+        let hw = |b: Option<&AnyBackend>| b.ok_or(ENODEV)?.flush(sync);
+        done(self.coalescer.flush(req, hw)).map(|r| r.map(drop))
     }
 
     /// INVALIDATE; `None` as for [`Device::flush`].
     fn invalidate(&self, issue: Issue) -> Option<Result> {
-        done(
-            self.coalescer
-                .invalidate(issue, || self.backend.invalidate()),
-        )
+        let hw = |b: Option<&AnyBackend>| b.ok_or(ENODEV)?.invalidate();
+        done(self.coalescer.invalidate(issue, hw))
     }
 
     /// What a `URING_CMD` asks of this device.
@@ -210,11 +228,22 @@ impl HdpFlush {
     }
 
     fn device_info(&self, req: &HdpFlushDeviceInfo) -> Result<HdpFlushDeviceInfo> {
-        if req.flags != 0 || req.reserved != [0; 2] {
+        if req.flags != 0 || req.uring_deferred != 0 || req.reserved != [0; 1] {
             return Err(EINVAL);
         }
-        let ident = self.device(req.index)?.backend.ident();
+        let dev = self.device(req.index)?;
+        let ident = dev.ident;
         let pci = ident.pci;
+        let suspended = dev
+            .coalescer
+            .inspect(|hw| hw.is_some_and(Backend::suspended));
+        let mut flags = 0;
+        if dev.revoked.load(Ordering::Acquire) {
+            flags |= HDP_FLUSH_DEVICE_F_REVOKED;
+        }
+        if suspended {
+            flags |= HDP_FLUSH_DEVICE_F_SUSPENDED;
+        }
         Ok(HdpFlushDeviceInfo {
             index: req.index,
             backend: ident.backend,
@@ -222,8 +251,9 @@ impl HdpFlush {
             pci_bdf: pci.map_or(0, |p| (u32::from(p.bus) << 8) | u32::from(p.devfn)),
             vendor: pci.map_or(0, |p| p.vendor),
             device: pci.map_or(0, |p| p.device),
-            flags: 0,
-            reserved: [0; 2],
+            flags,
+            uring_deferred: dev.coalescer.counters(false).uring_deferred,
+            reserved: [0; 1],
             name: ident.name,
         })
     }
@@ -243,8 +273,23 @@ impl HdpFlush {
             invalidates: v.invalidates,
             flush_errors: v.flush_errors,
             invalidate_errors: v.invalidate_errors,
-            uring_deferred: v.uring_deferred,
+            flush_skipped: v.flush_skipped,
         })
+    }
+}
+
+impl PciEvents for HdpFlush {
+    fn device_going(&self, key: usize) {
+        for (index, dev) in self.devices.iter().enumerate() {
+            if dev.key == Some(key) && !dev.revoked.load(Ordering::Acquire) {
+                dev.revoke();
+                pr_info!(
+                    "device {}: {} removed or unbound; its requests now fail with ENODEV\n",
+                    index,
+                    name_str(&dev.ident.name)
+                );
+            }
+        }
     }
 }
 
@@ -451,6 +496,8 @@ fn discover() -> Result<KVec<Device>> {
 }
 
 struct HdpFlushModule {
+    // Drops first: no bus event reaches the handler once the device goes.
+    _events: Pin<KBox<PciBusNotifier<HdpFlush>>>,
     _dev: Pin<KBox<MiscDevice<HdpFlush>>>,
 }
 
@@ -473,7 +520,13 @@ impl kernel::Module for HdpFlushModule {
             count,
             kernel::page::PAGE_SIZE
         );
-        Ok(Self { _dev: dev })
+        // SAFETY: the handler lives in `dev`, pinned in its box, which this module value owns
+        // and drops after the notifier.
+        let events = unsafe { PciBusNotifier::register(dev.handler()) }?;
+        Ok(Self {
+            _events: events,
+            _dev: dev,
+        })
     }
 }
 

@@ -198,6 +198,11 @@ impl<T: MiscHandler> MiscDevice<T> {
         Ok(dev)
     }
 
+    /// The handler calls go to.
+    pub fn handler(&self) -> &T {
+        &self.handler
+    }
+
     /// The `MiscDevice` a file of ours was opened on.
     ///
     /// # Safety
@@ -540,6 +545,46 @@ impl PciDev {
         }
     }
 
+    /// An identity for matching bus events: the address of the device's `struct device`. Only
+    /// compared, never dereferenced; unique while this reference keeps the device alive.
+    pub fn key(&self) -> usize {
+        // SAFETY: we hold a reference; only the field's address is taken.
+        unsafe { core::ptr::addr_of!((*self.pdev).dev) as usize }
+    }
+
+    /// Take a runtime-PM reference if the device is active now, without waking it.
+    pub fn pm_get_if_active(&self) -> PmState<'_> {
+        #[cfg(CONFIG_PM)]
+        {
+            // SAFETY: we hold a reference to the device; pm_runtime_get_if_active only
+            // increments its usage count if it is RPM_ACTIVE, and never resumes it.
+            let r = unsafe { bindings::pm_runtime_get_if_active(&raw mut (*self.pdev).dev) };
+            match r {
+                1 => PmState::Active(Some(PmRef(self))),
+                0 => PmState::Suspended,
+                // -EINVAL: runtime PM is disabled for the device, which is therefore on.
+                _ => PmState::Active(None),
+            }
+        }
+        #[cfg(not(CONFIG_PM))]
+        PmState::Active(None)
+    }
+
+    /// Whether the device is runtime-suspended now (a snapshot, for reports).
+    pub fn runtime_suspended(&self) -> bool {
+        #[cfg(CONFIG_PM)]
+        {
+            // SAFETY: we hold a reference; a racy read of one status word, as
+            // pm_runtime_status_suspended() does.
+            let status = unsafe {
+                core::ptr::read_volatile(&raw const (*self.pdev).dev.power.runtime_status)
+            };
+            status == bindings::rpm_status_RPM_SUSPENDED
+        }
+        #[cfg(not(CONFIG_PM))]
+        false
+    }
+
     /// `bar`'s start and length, if it is a memory BAR.
     pub fn mem_bar(&self, bar: u32) -> Option<(u64, u64)> {
         if bar as usize >= bindings::PCI_STD_NUM_BARS as usize {
@@ -603,6 +648,30 @@ impl PciDev {
             len,
             pdev: self.pdev,
         })
+    }
+}
+
+/// A device's runtime-PM state, for one access.
+pub enum PmState<'a> {
+    /// Powered: access it. The reference (if runtime PM is enabled) is dropped after.
+    Active(Option<PmRef<'a>>),
+    /// Runtime-suspended: do not touch it.
+    Suspended,
+}
+
+/// A runtime-PM usage reference; put on drop (`pm_runtime_put_autosuspend`).
+pub struct PmRef<'a>(&'a PciDev);
+
+impl Drop for PmRef<'_> {
+    fn drop(&mut self) {
+        #[cfg(CONFIG_PM)]
+        // SAFETY: this reference was taken by pm_runtime_get_if_active, and is put once.
+        unsafe {
+            bindings::__pm_runtime_suspend(
+                &raw mut (*self.0.pdev).dev,
+                (bindings::RPM_GET_PUT | bindings::RPM_ASYNC | bindings::RPM_AUTO) as c_int,
+            );
+        }
     }
 }
 
@@ -745,6 +814,89 @@ pub fn array_index_nospec(index: usize, size: usize) -> usize {
     };
     let mask = !((index | size.wrapping_sub(1).wrapping_sub(index)) as isize) >> (usize::BITS - 1);
     index & mask as usize
+}
+
+// ---------------------------------------------------------------------------------------------
+// PCI bus events
+// ---------------------------------------------------------------------------------------------
+
+/// What a module does when a PCI device is about to go.
+pub trait PciEvents: Sync {
+    /// The device with [`PciDev::key`] `key` is about to be removed from the bus, or to lose
+    /// its driver: stop touching it before this returns.
+    fn device_going(&self, key: usize);
+}
+
+/// A registration on the PCI bus's notifier chain, delivering `BUS_NOTIFY_DEL_DEVICE` and
+/// `BUS_NOTIFY_UNBIND_DRIVER` to a handler. Unregistered on drop, which waits for a call in
+/// progress.
+#[pin_data(PinnedDrop)]
+pub struct PciBusNotifier<T: PciEvents> {
+    #[pin]
+    nb: Opaque<bindings::notifier_block>,
+    handler: *const T,
+    #[pin]
+    _pin: PhantomPinned,
+}
+
+// SAFETY: the handler is Sync and outlives the registration (see `register`); the
+// notifier_block is only touched by the notifier chain, which synchronises itself.
+unsafe impl<T: PciEvents> Sync for PciBusNotifier<T> {}
+// SAFETY: as above.
+unsafe impl<T: PciEvents> Send for PciBusNotifier<T> {}
+
+impl<T: PciEvents> PciBusNotifier<T> {
+    /// Deliver PCI bus events to `handler` until the returned value is dropped.
+    ///
+    /// # Safety
+    /// `handler` must stay valid (not move, not be dropped) until the notifier is dropped.
+    pub unsafe fn register(handler: &T) -> Result<Pin<KBox<Self>>> {
+        let handler: *const T = handler;
+        let this = KBox::pin_init(
+            pin_init!(Self {
+                // SAFETY: zero is a valid notifier_block; the callback is set below.
+                nb <- Opaque::ffi_init(|slot: *mut bindings::notifier_block| unsafe {
+                    slot.write_bytes(0, 1);
+                    (*slot).notifier_call = Some(Self::call);
+                }),
+                handler,
+                _pin: PhantomPinned,
+            }),
+            GFP_KERNEL,
+        )?;
+        // SAFETY: `nb` is initialised and pinned until drop, which unregisters it.
+        to_result(unsafe { bindings::bus_register_notifier(&bindings::pci_bus_type, this.nb.get()) })?;
+        Ok(this)
+    }
+
+    /// The chain's callback.
+    ///
+    /// # Safety
+    /// Only the PCI bus notifier chain calls this, with our `nb` and a `struct device *`.
+    unsafe extern "C" fn call(
+        nb: *mut bindings::notifier_block,
+        action: c_ulong,
+        data: *mut core::ffi::c_void,
+    ) -> c_int {
+        let going = action == bindings::bus_notifier_event_BUS_NOTIFY_DEL_DEVICE as c_ulong
+            || action == bindings::bus_notifier_event_BUS_NOTIFY_UNBIND_DRIVER as c_ulong;
+        if going {
+            // SAFETY: `nb` is the field of a registered, pinned Self; `handler` is valid
+            // while it is registered (the contract of `register`).
+            let handler = unsafe { &*(*kernel::container_of!(nb, Self, nb)).handler };
+            handler.device_going(data as usize);
+        }
+        bindings::NOTIFY_DONE as c_int
+    }
+}
+
+#[pinned_drop]
+impl<T: PciEvents> PinnedDrop for PciBusNotifier<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: registered in `register` (a failed registration never returns a value).
+        // Unregistering waits for a callback in progress.
+        unsafe { bindings::bus_unregister_notifier(&bindings::pci_bus_type, self.nb.get()) };
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -211,6 +211,11 @@ pub const HDP_FLUSH_BACKEND_PCITEST: u32 = 1;
 /// DEVICE_INFO.backend: an AMD GPU's HDP flush register.
 pub const HDP_FLUSH_BACKEND_AMDGPU: u32 = 2;
 
+/// DEVICE_INFO.flags out: the device was removed or unbound; its requests fail with `ENODEV`.
+pub const HDP_FLUSH_DEVICE_F_REVOKED: u32 = 1 << 0;
+/// DEVICE_INFO.flags out: the GPU is runtime-suspended now; flushes skip it (nothing to flush).
+pub const HDP_FLUSH_DEVICE_F_SUSPENDED: u32 = 1 << 1;
+
 /// Length of `HdpFlushDeviceInfo::name`, NUL-padded.
 pub const HDP_FLUSH_NAME_LEN: usize = 32;
 
@@ -252,10 +257,13 @@ pub struct HdpFlushDeviceInfo {
     pub vendor: u16,
     /// Out: PCI device id; 0 for the simulator.
     pub device: u16,
-    /// In: must be zero. Out: zero.
+    /// In: must be zero. Out: `HDP_FLUSH_DEVICE_F_*` (uAPI 1.1; zero before).
     pub flags: u32,
+    /// In: zero. Out: io_uring requests the module completed from its own worker because the
+    /// device was busy, since the last STATS reset (uAPI 1.1).
+    pub uring_deferred: u64,
     /// Zero, in and out.
-    pub reserved: [u64; 2],
+    pub reserved: [u64; 1],
     /// Out: NUL-padded human-readable name, e.g. "sim0" or "0000:00:04.0".
     pub name: [u8; HDP_FLUSH_NAME_LEN],
 }
@@ -281,7 +289,8 @@ pub struct HdpFlushStats {
     /// In: `HDP_FLUSH_STATS_F_*` bits.
     pub flags: u32,
     /// FLUSH requests that passed validation (ioctl and io_uring). Always
-    /// `hw_flushes + coalesced + flush_errors`: all are counted, read and reset at one instant.
+    /// `hw_flushes + coalesced + flush_errors + flush_skipped`: all are counted, read and reset
+    /// at one instant.
     pub flush_requests: u64,
     /// Hardware flushes issued and succeeded; `<= flush_requests` thanks to coalescing.
     pub hw_flushes: u64,
@@ -293,9 +302,9 @@ pub struct HdpFlushStats {
     pub flush_errors: u64,
     /// INVALIDATE requests whose hardware invalidate failed (uAPI 1.1).
     pub invalidate_errors: u64,
-    /// io_uring requests that found the device busy where they could not wait, and were
-    /// completed by the module's own worker (uAPI 1.1).
-    pub uring_deferred: u64,
+    /// FLUSH requests with nothing to flush: the GPU was runtime-suspended and was not
+    /// touched (uAPI 1.1).
+    pub flush_skipped: u64,
 }
 
 /// Size of an io_uring SQE's command area with 64-byte SQEs.

@@ -26,6 +26,10 @@
 #define HDP_FLUSH_STATS_F_RESET (1u << 0)
 #define HDP_FLUSH_STATS_FLAGS HDP_FLUSH_STATS_F_RESET
 
+/* DEVICE_INFO.flags out (uAPI 1.1) */
+#define HDP_FLUSH_DEVICE_F_REVOKED (1u << 0)   /* removed or unbound: requests fail with ENODEV */
+#define HDP_FLUSH_DEVICE_F_SUSPENDED (1u << 1) /* runtime-suspended now: flushes skip it */
+
 /* VERSION.features */
 #define HDP_FLUSH_FEAT_URING_CMD (1ull << 0)
 #define HDP_FLUSH_FEAT_COALESCE (1ull << 1)
@@ -53,8 +57,9 @@ struct hdp_flush_device_info {
 	__u32 pci_bdf;    /* out: bus << 8 | devfn */
 	__u16 vendor;     /* out */
 	__u16 device;     /* out */
-	__u32 flags;      /* in: 0 */
-	__u64 reserved[2];
+	__u32 flags;      /* in: 0; out: HDP_FLUSH_DEVICE_F_* (1.1) */
+	__u64 uring_deferred; /* in: 0; out: io_uring requests completed by the module's worker (1.1) */
+	__u64 reserved[1];
 	char name[HDP_FLUSH_NAME_LEN]; /* out, NUL-padded */
 };
 
@@ -65,7 +70,8 @@ struct hdp_flush_request {
 	__u64 reserved;
 };
 
-/* Counted, read and reset at one instant: flush_requests == hw_flushes + coalesced + flush_errors. */
+/* Counted, read and reset at one instant:
+ * flush_requests == hw_flushes + coalesced + flush_errors + flush_skipped. */
 struct hdp_flush_stats {
 	__u32 device; /* in */
 	__u32 flags;  /* in: HDP_FLUSH_STATS_F_* */
@@ -75,7 +81,7 @@ struct hdp_flush_stats {
 	__u64 invalidates;
 	__u64 flush_errors;      /* uAPI 1.0: "errors" */
 	__u64 invalidate_errors; /* uAPI 1.1 */
-	__u64 uring_deferred;    /* uAPI 1.1: io_uring requests completed by the module's worker */
+	__u64 flush_skipped;     /* uAPI 1.1: the GPU was runtime-suspended: nothing to flush */
 };
 
 #define HDP_FLUSH_IOC_VERSION _IOR(HDP_FLUSH_IOC_MAGIC, 0xA0, struct hdp_flush_version)

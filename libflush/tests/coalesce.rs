@@ -14,15 +14,20 @@ mod coalesce;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, TryLockError};
 
-use coalesce::{Coalescer, Counters, FlushLock, Issue, Outcome, Request, State, WouldBlock};
+use coalesce::{
+    Coalescer, Counters, FlushLock, Issue, Outcome, Performed, Request, State, WouldBlock,
+};
 
-struct StdLock(Mutex<State>);
+/// The "hardware": nothing to hold but its presence.
+type Hw = ();
 
-impl FlushLock for StdLock {
-    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+struct StdLock(Mutex<State<Hw>>);
+
+impl FlushLock<Hw> for StdLock {
+    fn with<R>(&self, f: impl FnOnce(&mut State<Hw>) -> R) -> R {
         f(&mut self.0.lock().unwrap())
     }
-    fn try_with<R>(&self, f: impl FnOnce(&mut State) -> R) -> Option<R> {
+    fn try_with<R>(&self, f: impl FnOnce(&mut State<Hw>) -> R) -> Option<R> {
         match self.0.try_lock() {
             Ok(mut st) => Some(f(&mut st)),
             Err(TryLockError::WouldBlock) => None,
@@ -34,8 +39,16 @@ impl FlushLock for StdLock {
     }
 }
 
-fn coalescer() -> Coalescer<StdLock> {
-    Coalescer::new(StdLock(Mutex::new(State::default())))
+fn coalescer() -> Coalescer<StdLock, Hw> {
+    Coalescer::new(StdLock(Mutex::new(State::new(()))))
+}
+
+/// A hardware flush that succeeds through `f`, and fails if the hardware was revoked.
+fn on_hw(f: impl FnOnce() -> Result<(), ()>) -> impl FnOnce(Option<&Hw>) -> Result<Performed, ()> {
+    |hw| {
+        hw.ok_or(())?;
+        f().map(|()| Performed::Flushed)
+    }
 }
 
 fn request(coalesce: bool, sync: bool) -> Request {
@@ -58,14 +71,14 @@ impl Hdp {
     fn store(&self) -> u64 {
         self.issued.fetch_add(1, Ordering::SeqCst) + 1
     }
-    fn hw_flush(&self, sync: bool) -> Result<(), ()> {
+    fn hw_flush(&self, sync: bool) -> Result<Performed, ()> {
         let snapshot = self.issued.load(Ordering::SeqCst);
         std::thread::yield_now(); // a flush takes time; let others arrive meanwhile
         self.ordered.fetch_max(snapshot, Ordering::SeqCst);
         if sync {
             self.landed.fetch_max(snapshot, Ordering::SeqCst);
         }
-        Ok(())
+        Ok(Performed::Flushed)
     }
     /// Whether store `mine` is covered as a request of this kind needs.
     fn covers(&self, mine: u64, sync: bool) -> bool {
@@ -75,7 +88,7 @@ impl Hdp {
 }
 
 fn sums_agree(v: &Counters) -> bool {
-    v.hw_flushes + v.coalesced + v.flush_errors == v.flush_requests
+    v.hw_flushes + v.coalesced + v.flush_errors + v.flush_skipped == v.flush_requests
 }
 
 /// `threads` callers flushing at once; caller t is synchronous when `sync(t)`. A reader reads
@@ -86,7 +99,7 @@ fn storm(
     coalesce: bool,
     sync: impl Fn(usize) -> bool + Sync,
     reset_under_load: bool,
-) -> (Coalescer<StdLock>, u64) {
+) -> (Coalescer<StdLock, Hw>, u64) {
     let hdp = Hdp::default();
     let c = coalescer();
     let violations = AtomicU64::new(0);
@@ -108,7 +121,7 @@ fn storm(
                 s.spawn(move || {
                     for _ in 0..per_thread {
                         let mine = hdp.store();
-                        c.flush(request(coalesce, sync), || hdp.hw_flush(sync))
+                        c.flush(request(coalesce, sync), |_| hdp.hw_flush(sync))
                             .unwrap()
                             .unwrap();
                         if !hdp.covers(mine, sync) {
@@ -175,7 +188,7 @@ fn counters_reset_under_load_still_always_agree() {
 fn a_lone_request_always_flushes_itself() {
     let c = coalescer();
     for sync in [false, true, false] {
-        let out = c.flush::<()>(request(true, sync), || Ok(()));
+        let out = c.flush(request(true, sync), on_hw(|| Ok(())));
         assert_eq!(out, Ok(Ok(Outcome::Flushed)));
     }
     assert_eq!(c.counters(false).hw_flushes, 3);
@@ -184,14 +197,17 @@ fn a_lone_request_always_flushes_itself() {
 #[test]
 fn a_failed_flush_satisfies_nobody() {
     let c = coalescer();
-    let failed = c.flush(request(true, true), || Err("bus error"));
-    assert_eq!(failed, Ok(Err("bus error")));
+    let failed = c.flush(request(true, true), on_hw(|| Err(())));
+    assert_eq!(failed, Ok(Err(())));
     // The next request must not coalesce onto the failed flush.
     let ran = AtomicBool::new(false);
-    let out = c.flush::<()>(request(true, true), || {
-        ran.store(true, Ordering::Relaxed);
-        Ok(())
-    });
+    let out = c.flush(
+        request(true, true),
+        on_hw(|| {
+            ran.store(true, Ordering::Relaxed);
+            Ok(())
+        }),
+    );
     assert_eq!(out, Ok(Ok(Outcome::Flushed)));
     assert!(ran.into_inner());
     let v = c.counters(true);
@@ -205,7 +221,7 @@ fn invalidates_are_counted_apart_and_never_coalesced() {
     let c = coalescer();
     let runs = AtomicU64::new(0);
     for i in 0..5 {
-        let out = c.invalidate(Issue::Blocking, || {
+        let out = c.invalidate(Issue::Blocking, |_| {
             runs.fetch_add(1, Ordering::Relaxed);
             if i == 3 {
                 Err("gone")
@@ -233,13 +249,16 @@ fn a_nonblocking_request_that_finds_the_lock_held_does_nothing_and_says_so() {
     std::thread::scope(|s| {
         // Hold the lock, as a flush in progress on another CPU would.
         s.spawn(|| {
-            c.flush::<()>(request(true, true), || {
-                holding.store(true, Ordering::SeqCst);
-                while !release.load(Ordering::SeqCst) {
-                    std::thread::yield_now();
-                }
-                Ok(())
-            })
+            c.flush(
+                request(true, true),
+                on_hw(|| {
+                    holding.store(true, Ordering::SeqCst);
+                    while !release.load(Ordering::SeqCst) {
+                        std::thread::yield_now();
+                    }
+                    Ok(())
+                }),
+            )
             .unwrap()
             .unwrap();
         });
@@ -252,13 +271,16 @@ fn a_nonblocking_request_that_finds_the_lock_held_does_nothing_and_says_so() {
             issue: Issue::NonBlocking,
         };
         let ran = AtomicBool::new(false);
-        let out = c.flush::<()>(nonblock, || {
-            ran.store(true, Ordering::SeqCst);
-            Ok(())
-        });
+        let out = c.flush(
+            nonblock,
+            on_hw(|| {
+                ran.store(true, Ordering::SeqCst);
+                Ok(())
+            }),
+        );
         assert_eq!(out, Err(WouldBlock));
         assert_eq!(
-            c.invalidate::<()>(Issue::NonBlocking, || Ok(())),
+            c.invalidate::<()>(Issue::NonBlocking, |_| Ok(())),
             Err(WouldBlock)
         );
         assert!(!ran.load(Ordering::SeqCst), "no hardware touched");
@@ -276,17 +298,97 @@ fn a_nonblocking_request_that_finds_the_lock_held_does_nothing_and_says_so() {
         sync: false,
         issue: Issue::NonBlocking,
     };
-    assert_eq!(c.flush::<()>(nonblock, || Ok(())), Ok(Ok(Outcome::Flushed)));
+    assert_eq!(
+        c.flush(nonblock, on_hw(|| Ok(()))),
+        Ok(Ok(Outcome::Flushed))
+    );
     // The worker that takes a refused request over waits, and is counted as deferred.
     let deferred = Request {
         issue: Issue::Deferred,
         ..nonblock
     };
-    assert_eq!(c.flush::<()>(deferred, || Ok(())), Ok(Ok(Outcome::Flushed)));
-    assert_eq!(c.invalidate::<()>(Issue::Deferred, || Ok(())), Ok(Ok(())));
+    assert_eq!(
+        c.flush(deferred, on_hw(|| Ok(()))),
+        Ok(Ok(Outcome::Flushed))
+    );
+    assert_eq!(c.invalidate::<()>(Issue::Deferred, |_| Ok(())), Ok(Ok(())));
     let v = c.counters(false);
     assert_eq!(
         (v.uring_deferred, v.flush_requests, v.invalidates),
         (2, 3, 1)
     );
+}
+
+#[test]
+fn after_revoke_no_request_reaches_the_hardware_and_each_one_fails_counted() {
+    let c = coalescer();
+    let touched = AtomicU64::new(0);
+    let flush = || {
+        c.flush(
+            request(true, true),
+            on_hw(|| {
+                touched.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }),
+        )
+    };
+    assert_eq!(flush(), Ok(Ok(Outcome::Flushed)));
+    assert_eq!(
+        c.revoke(),
+        Some(()),
+        "the hardware handed back to be released"
+    );
+    assert_eq!(c.revoke(), None, "once");
+    for _ in 0..3 {
+        assert_eq!(flush(), Ok(Err(())));
+    }
+    assert_eq!(
+        c.invalidate(Issue::Blocking, |hw| hw.map(drop).ok_or(())),
+        Ok(Err(()))
+    );
+    assert_eq!(touched.load(Ordering::SeqCst), 1);
+    let v = c.counters(false);
+    assert_eq!(
+        (v.flush_requests, v.flush_errors, v.invalidate_errors),
+        (4, 3, 1)
+    );
+    assert!(sums_agree(&v), "{v:?}");
+    assert!(c.inspect(|hw| hw.is_none()));
+}
+
+#[test]
+fn a_skipped_flush_is_counted_apart_and_covers_nobody() {
+    let c = coalescer();
+    let skip = |sync| c.flush(request(true, sync), |_| Ok::<_, ()>(Performed::Skipped));
+    assert_eq!(skip(true), Ok(Ok(Outcome::Skipped)));
+    // A skipped flush is no flush: the next request does not ride on it.
+    assert_eq!(
+        c.flush(request(true, true), on_hw(|| Ok(()))),
+        Ok(Ok(Outcome::Flushed))
+    );
+    let v = c.counters(false);
+    assert_eq!((v.flush_requests, v.flush_skipped, v.hw_flushes), (2, 1, 1));
+    assert!(sums_agree(&v), "{v:?}");
+}
+
+#[test]
+fn revoking_under_load_leaves_every_request_answered_and_the_sums_agreeing() {
+    let c = coalescer();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = c.flush(request(true, true), on_hw(|| Ok(())));
+                }
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(c.revoke(), Some(()));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let v = c.counters(false);
+    assert!(v.flush_errors > 0 && v.hw_flushes > 0, "{v:?}");
+    assert!(sums_agree(&v), "{v:?}");
 }

@@ -39,7 +39,18 @@ fn expectations() -> Vec<(String, u64)> {
     layout!(
         HdpFlushDeviceInfo,
         "hdp_flush_device_info",
-        [index, backend, pci_domain, pci_bdf, vendor, device, flags, reserved, name]
+        [
+            index,
+            backend,
+            pci_domain,
+            pci_bdf,
+            vendor,
+            device,
+            flags,
+            uring_deferred,
+            reserved,
+            name
+        ]
     );
     layout!(
         HdpFlushRequest,
@@ -58,7 +69,7 @@ fn expectations() -> Vec<(String, u64)> {
             invalidates,
             flush_errors,
             invalidate_errors,
-            uring_deferred
+            flush_skipped
         ]
     );
     constants!(
@@ -82,6 +93,8 @@ fn expectations() -> Vec<(String, u64)> {
         HDP_FLUSH_BACKEND_SIM,
         HDP_FLUSH_BACKEND_PCITEST,
         HDP_FLUSH_BACKEND_AMDGPU,
+        HDP_FLUSH_DEVICE_F_REVOKED,
+        HDP_FLUSH_DEVICE_F_SUSPENDED,
         HDP_FLUSH_NAME_LEN,
     );
     // The command table, by the names it gives: each must be the C macro of that value.

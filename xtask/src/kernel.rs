@@ -11,31 +11,44 @@ use crate::pins;
 use crate::run::{fail, output, step, step_logged, workspace_root, StepResult};
 use crate::setup::{bindgen, cache_dir, host_tools};
 
-/// A guest architecture.
+/// A guest: an architecture, and for x86_64 a debug flavour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arch {
     /// x86_64 with 4K pages.
     X86_64,
     /// arm64 with 64K pages: the page size this project is about.
     Arm64,
+    /// x86_64 with lockdep, atomic-sleep checking, KASAN and object debugging
+    /// (`kmod/testing/debug.config`).
+    X86_64Debug,
 }
 
 impl Arch {
     /// Every guest we test.
     pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Arm64];
 
-    /// Our name for it (also the config fragment's name).
+    /// Our name for it.
     pub fn name(self) -> &'static str {
         match self {
             Arch::X86_64 => "x86_64",
             Arch::Arm64 => "arm64",
+            Arch::X86_64Debug => "x86_64-debug",
+        }
+    }
+
+    /// The config fragments merged over common.config, in order.
+    fn fragments(self) -> &'static [&'static str] {
+        match self {
+            Arch::X86_64 => &["x86_64.config"],
+            Arch::Arm64 => &["arm64.config"],
+            Arch::X86_64Debug => &["x86_64.config", "debug.config"],
         }
     }
 
     /// The kernel's ARCH=.
     pub fn kernel_arch(self) -> &'static str {
         match self {
-            Arch::X86_64 => "x86",
+            Arch::X86_64 | Arch::X86_64Debug => "x86",
             Arch::Arm64 => "arm64",
         }
     }
@@ -43,7 +56,7 @@ impl Arch {
     /// The boot image target and its path in the build directory.
     fn image(self) -> (&'static str, &'static str) {
         match self {
-            Arch::X86_64 => ("bzImage", "arch/x86/boot/bzImage"),
+            Arch::X86_64 | Arch::X86_64Debug => ("bzImage", "arch/x86/boot/bzImage"),
             Arch::Arm64 => ("Image", "arch/arm64/boot/Image"),
         }
     }
@@ -51,9 +64,14 @@ impl Arch {
     /// The Rust target of guest user space.
     pub fn rust_target(self) -> &'static str {
         match self {
-            Arch::X86_64 => "x86_64-unknown-linux-gnu",
+            Arch::X86_64 | Arch::X86_64Debug => "x86_64-unknown-linux-gnu",
             Arch::Arm64 => "aarch64-unknown-linux-gnu",
         }
+    }
+
+    /// Whether this is a debug kernel (slower; reports locking and memory bugs).
+    pub fn is_debug(self) -> bool {
+        self == Arch::X86_64Debug
     }
 
     /// Parse `x86_64` / `arm64`.
@@ -171,17 +189,15 @@ pub fn ensure_kernel(arch: Arch) -> StepResult<Kernel> {
     host_tools()?;
     let bindgen = bindgen()?;
     let src = source_tree()?;
-    let common = read(&testing_dir().join("common.config"))?;
-    let specific = read(&testing_dir().join(format!("{}.config", arch.name())))?;
+    let mut parts = vec![read(&testing_dir().join("common.config"))?];
+    for name in arch.fragments() {
+        parts.push(read(&testing_dir().join(name))?);
+    }
+    let fragments = parts.join("\n");
     let mut h = Sha256::new();
     h.update(src.to_string_lossy().as_bytes());
-    for part in [
-        common.as_str(),
-        specific.as_str(),
-        pins::RUSTC_WEB_UPSTREAM,
-        pins::LLVM,
-        pins::BINDGEN_CLI,
-    ] {
+    let pins = [pins::RUSTC_WEB_UPSTREAM, pins::LLVM, pins::BINDGEN_CLI];
+    for part in parts.iter().map(String::as_str).chain(pins) {
         h.update(part);
         h.update([0]);
     }
@@ -211,7 +227,6 @@ pub fn ensure_kernel(arch: Arch) -> StepResult<Kernel> {
         &build.join("config.log"),
         quiet,
     )?;
-    let fragments = format!("{common}\n{specific}");
     let fragment = build.join("hdpflush.config");
     std::fs::write(&fragment, &fragments).map_err(|e| fail("kernel", e.to_string()))?;
     let mut cmd = Command::new(src.join("scripts/kconfig/merge_config.sh"));

@@ -22,12 +22,13 @@ const USAGE: &str = "usage: cargo xtask <command> [options]
 commands:
   test [--host-only]     fmt check, clippy -D warnings, host tests, the install check (a C
                          program built with pkg-config against an installed libhdpflush), the
-                         powerpc64 uAPI check, then the QEMU guest tests on x86_64 (4K pages)
-                         and arm64 (64K pages). What CI runs.
+                         powerpc64 uAPI check, then the QEMU guest tests on x86_64 (4K pages),
+                         arm64 (64K pages) and x86_64-debug. What CI runs.
   install --prefix DIR   libhdpflush.{a,so} (soname libhdpflush.so.0), include/libhdpflush.h
                          and lib/pkgconfig/hdpflush.pc under DIR
   lint                   fmt check and clippy only
   kernel [ARCH...]       build (or reuse) the test kernels; installs what is missing
+  kernel --debug         the debug kernel alone (x86_64-debug: lockdep, KASAN, ...)
   kmod [ARCH...]         build hdp_flush.ko against the test kernels (no warnings allowed)
   vm-test [ARCH...]      build kernel, module and static guest binaries, boot QEMU, run the
                          guest tests
@@ -35,7 +36,9 @@ commands:
                          uapi headers and check every ioctl number against kmod/uapi.rs
   help                   this text
 
-ARCH is x86_64 or arm64 (default: both). Builds are cached in $HDPFLUSH_CACHE
+ARCH is x86_64, arm64 or x86_64-debug (default: all three; the debug kernel runs the same
+guest tests with lockdep, atomic-sleep checks, KASAN and object debugging, and any report
+fails the run). Builds are cached in $HDPFLUSH_CACHE
 (default ~/.cache/hdpflush), keyed by kernel source, config fragments, bindings patch and
 toolchain pins; a second run reuses them.";
 
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
     let result = match command {
         "test" => test(rest),
         "lint" => lint(),
+        "kernel" if rest == ["--debug"] => kernel::ensure_kernel(Arch::X86_64Debug).map(drop),
         "kernel" => arches(rest).and_then(|a| {
             a.into_iter()
                 .try_for_each(|a| kernel::ensure_kernel(a).map(drop))
@@ -92,7 +96,7 @@ fn arches(args: &[String]) -> StepResult<Vec<Arch>> {
             Arch::parse(a).ok_or_else(|| {
                 fail(
                     "arguments",
-                    format!("unknown arch `{a}`: use x86_64 or arm64"),
+                    format!("unknown arch `{a}`: use x86_64, arm64 or x86_64-debug"),
                 )
             })
         })

@@ -43,7 +43,8 @@ fn guest_cargo(arch: Arch, target_dir: &Path) -> StepResult<Command> {
 /// Static guest binaries for `arch`: the tests, the CLI, and the C program linked with
 /// libhdpflush.a built for the guest.
 fn guest_binaries(arch: Arch) -> StepResult<GuestBinaries> {
-    let target_dir = workspace_root().join(format!("target/guest-{}", arch.name()));
+    // One build per Rust target: the debug guest runs the x86_64 binaries.
+    let target_dir = workspace_root().join(format!("target/guest-{}", arch.rust_target()));
     let triple = arch.rust_target();
     let mut cmd = guest_cargo(arch, &target_dir)?;
     cmd.args(["build", "--release", "--locked", "--target", triple])
@@ -57,7 +58,7 @@ fn guest_binaries(arch: Arch) -> StepResult<GuestBinaries> {
     let out = target_dir.join(triple).join("release");
     let c_program = out.join("flush_gpus");
     let cc = match arch {
-        Arch::X86_64 => "cc",
+        Arch::X86_64 | Arch::X86_64Debug => "cc",
         Arch::Arm64 => "aarch64-linux-gnu-gcc",
     };
     let mut cmd = crate::install::c_program(cc, &c_program);
@@ -92,7 +93,7 @@ fn initramfs(arch: Arch, ko: &Path, bins: &GuestBinaries) -> StepResult<PathBuf>
         std::fs::create_dir_all(root.join(sub)).map_err(|e| fail("initramfs", e.to_string()))?;
     }
     let busybox = match arch {
-        Arch::X86_64 => setup::busybox_host()?,
+        Arch::X86_64 | Arch::X86_64Debug => setup::busybox_host()?,
         Arch::Arm64 => setup::busybox_arm64()?,
     };
     copy(&busybox, &root.join("bin/busybox"))?;
@@ -116,7 +117,7 @@ fn initramfs(arch: Arch, ko: &Path, bins: &GuestBinaries) -> StepResult<PathBuf>
 
 fn qemu(arch: Arch, kernel: &Path, initrd: &Path) -> Command {
     let (bin, machine, console): (&str, &[&str], &str) = match arch {
-        Arch::X86_64 => ("qemu-system-x86_64", &[], "ttyS0"),
+        Arch::X86_64 | Arch::X86_64Debug => ("qemu-system-x86_64", &[], "ttyS0"),
         Arch::Arm64 => (
             "qemu-system-aarch64",
             &["-M", "virt", "-cpu", "max"],
@@ -131,13 +132,39 @@ fn qemu(arch: Arch, kernel: &Path, initrd: &Path) -> Command {
         .arg(initrd)
         .args(["-nographic", "-no-reboot", "-m", "512", "-smp", "2"])
         .arg("-append")
-        .arg(format!("console={console} panic=-1 quiet"));
+        .arg(format!(
+            "console={console} panic=-1 {}",
+            console_level(arch)
+        ));
     // QEMU's educational PCI device: the pcitest backend's real MMIO target.
     for _ in 0..EDU_DEVICES {
         cmd.args(["-device", "edu"]);
     }
     cmd
 }
+
+/// What the guest's console shows: quiet, or for the debug kernel everything down to warnings,
+/// so that a lockdep, KASAN or sleep-in-atomic report reaches the console and fails the run;
+/// there the fuzzer also runs fewer calls (KASAN and lockdep make each one far slower).
+fn console_level(arch: Arch) -> &'static str {
+    if arch.is_debug() {
+        "loglevel=5 hdpflush.fuzz_calls=200000"
+    } else {
+        "quiet"
+    }
+}
+
+/// Lines a kernel prints when it finds a bug: any of them fails a guest run.
+const KERNEL_REPORTS: [&str; 8] = [
+    "Kernel panic",
+    "Oops",
+    "BUG:",
+    "WARNING:",
+    "INFO: possible",
+    "possible circular locking",
+    "KASAN:",
+    "UBSAN:",
+];
 
 /// `(passed, failed)` from the guest's closing line.
 fn verdict(lines: &[String]) -> Option<(u32, u32)> {
@@ -234,12 +261,15 @@ fn judge(run: &GuestRun, timeout: u64) -> Result<u32, String> {
     if run.timed_out {
         return Err(format!("the guest did not power off within {timeout} s (hung?); set HDPFLUSH_VM_TIMEOUT to allow more"));
     }
-    if run
+    if let Some(line) = run
         .lines
         .iter()
-        .any(|l| l.contains("Kernel panic") || l.contains("Oops"))
+        .find(|l| KERNEL_REPORTS.iter().any(|r| l.contains(r)))
     {
-        return Err("the guest kernel oopsed or panicked (see the log above)".into());
+        return Err(format!(
+            "the guest kernel reported a bug (see the log above): {}",
+            line.trim()
+        ));
     }
     match verdict(&run.lines) {
         Some((passed, 0)) if passed > 0 && run.success => Ok(passed),
@@ -295,7 +325,21 @@ mod tests {
             Duration::from_secs(10),
         )
         .unwrap();
-        assert!(judge(&oops, 10).unwrap_err().contains("oopsed or panicked"));
+        assert!(judge(&oops, 10).unwrap_err().contains("reported a bug"));
+        for report in [
+            "BUG: sleeping function called from invalid context at kernel/locking/mutex.c:585",
+            "WARNING: possible circular locking dependency detected",
+            "BUG: KASAN: slab-use-after-free in hdp_flush_ioctl+0x1f/0x80",
+        ] {
+            let run = run_guest(
+                sh(&format!(
+                    "echo '{report}'; echo 'guest: 3 passed, 0 failed'"
+                )),
+                Duration::from_secs(10),
+            )
+            .unwrap();
+            assert!(judge(&run, 10).is_err(), "{report} not caught");
+        }
         let failing = run_guest(
             sh("echo 'guest: 2 passed, 1 failed'"),
             Duration::from_secs(10),
