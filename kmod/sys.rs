@@ -865,7 +865,9 @@ impl<T: PciEvents> PciBusNotifier<T> {
             GFP_KERNEL,
         )?;
         // SAFETY: `nb` is initialised and pinned until drop, which unregisters it.
-        to_result(unsafe { bindings::bus_register_notifier(&bindings::pci_bus_type, this.nb.get()) })?;
+        to_result(unsafe {
+            bindings::bus_register_notifier(&bindings::pci_bus_type, this.nb.get())
+        })?;
         Ok(this)
     }
 
