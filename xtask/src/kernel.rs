@@ -25,7 +25,7 @@ pub enum Arch {
 
 impl Arch {
     /// Every guest we test.
-    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Arm64];
+    pub const ALL: [Arch; 3] = [Arch::X86_64, Arch::Arm64, Arch::X86_64Debug];
 
     /// Our name for it.
     pub fn name(self) -> &'static str {

@@ -10,8 +10,15 @@ use crate::kernel::{build_kmod, ensure_kernel, Arch};
 use crate::run::{cargo, fail, step, workspace_root, StepResult};
 use crate::setup;
 
-/// A guest that has not powered off by then has hung.
-const DEFAULT_TIMEOUT_S: u64 = 300;
+/// A guest that has not powered off by then has hung. The debug kernel is far slower (KASAN
+/// and lockdep make each module load take seconds; the whole run took 254 s on a 2-core host).
+fn default_timeout_s(arch: Arch) -> u64 {
+    if arch.is_debug() {
+        1200
+    } else {
+        300
+    }
+}
 /// QEMU `edu` devices per guest: two, so per-GPU routing is tested (the guest tests expect
 /// this many).
 const EDU_DEVICES: usize = 2;
@@ -186,7 +193,7 @@ pub fn vm_test(arch: Arch) -> StepResult {
     let timeout = std::env::var("HDPFLUSH_VM_TIMEOUT")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_TIMEOUT_S);
+        .unwrap_or(default_timeout_s(arch));
     let cmd = qemu(arch, &kernel.image, &initrd);
     eprintln!(
         "==> {name}: {} (timeout {timeout} s)",
