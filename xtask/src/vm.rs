@@ -151,11 +151,10 @@ fn qemu(arch: Arch, kernel: &Path, initrd: &Path) -> Command {
 }
 
 /// What the guest's console shows: quiet, or for the debug kernel everything down to warnings,
-/// so that a lockdep, KASAN or sleep-in-atomic report reaches the console and fails the run;
-/// there the fuzzer also runs fewer calls (KASAN and lockdep make each one far slower).
+/// so that a lockdep, KASAN or sleep-in-atomic report reaches the console and fails the run.
 fn console_level(arch: Arch) -> &'static str {
     if arch.is_debug() {
-        "loglevel=5 hdpflush.fuzz_calls=200000"
+        "loglevel=5"
     } else {
         "quiet"
     }
