@@ -1044,6 +1044,39 @@ macro_rules! module_param {
         #[allow(non_upper_case_globals)]
         #[doc = $desc]
         pub static $name: $crate::sys::ParamCell<$ty> = $crate::sys::ParamCell::new($default);
+        $crate::kernel_param!($name, $ops, 0, arg: $name.as_arg(), $typename, $desc);
+    };
+}
+
+/// `module_param_string_hw!(NAME, LEN, "description")`: a 0444 string parameter of at most
+/// `LEN - 1` bytes, declared as configuring hardware (`KERNEL_PARAM_FL_HWPARAM`, as
+/// `module_param_hw` does in C), so the kernel refuses it under lockdown.
+#[macro_export]
+macro_rules! module_param_string_hw {
+    ($name:ident, $len:expr, $desc:literal) => {
+        #[allow(non_upper_case_globals)]
+        #[doc = $desc]
+        pub static $name: $crate::sys::ParamString<$len> = $crate::sys::ParamString::new();
+        const _: () = {
+            static KPARAM: $crate::sys::KParamString = $name.kparam();
+            $crate::kernel_param!(
+                $name,
+                param_ops_string,
+                kernel::bindings::KERNEL_PARAM_FL_HWPARAM as u8,
+                str_: &KPARAM.0,
+                "string",
+                $desc
+            );
+        };
+    };
+}
+
+/// The `struct kernel_param` in `__param` and the `parm=`/`parmtype=` `.modinfo` entries that C's
+/// `__module_param_call` and `MODULE_PARM_DESC` emit, for parameter `$name`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! kernel_param {
+    ($name:ident, $ops:ident, $flags:expr, $field:ident: $arg:expr, $typename:literal, $desc:literal) => {
         const _: () = {
             #[link_section = "__param"]
             #[used]
@@ -1055,10 +1088,8 @@ macro_rules! module_param {
                     ops: core::ptr::addr_of!(kernel::bindings::$ops),
                     perm: 0o444,
                     level: -1,
-                    flags: 0,
-                    __bindgen_anon_1: kernel::bindings::kernel_param__bindgen_ty_1 {
-                        arg: $name.as_arg(),
-                    },
+                    flags: $flags,
+                    __bindgen_anon_1: kernel::bindings::kernel_param__bindgen_ty_1 { $field: $arg },
                 });
             #[link_section = ".modinfo"]
             #[used]
@@ -1074,44 +1105,6 @@ macro_rules! module_param {
                 $typename,
                 "\0"
             ));
-        };
-    };
-}
-
-/// `module_param_string_hw!(NAME, LEN, "description")`: a 0444 string parameter of at most
-/// `LEN - 1` bytes, declared as configuring hardware (`KERNEL_PARAM_FL_HWPARAM`, as
-/// `module_param_hw` does in C), so the kernel refuses it under lockdown.
-#[macro_export]
-macro_rules! module_param_string_hw {
-    ($name:ident, $len:expr, $desc:literal) => {
-        #[allow(non_upper_case_globals)]
-        #[doc = $desc]
-        pub static $name: $crate::sys::ParamString<$len> = $crate::sys::ParamString::new();
-        const _: () = {
-            static KPARAM: $crate::sys::KParamString = $name.kparam();
-            #[link_section = "__param"]
-            #[used]
-            static PARAM: $crate::sys::KernelParam =
-                $crate::sys::KernelParam(kernel::bindings::kernel_param {
-                    name: kernel::c_str!(stringify!($name)).as_char_ptr(),
-                    // SAFETY: only the address of the loader-provided module object is taken.
-                    mod_: unsafe { $crate::sys::__this_module.get() },
-                    ops: core::ptr::addr_of!(kernel::bindings::param_ops_string),
-                    perm: 0o444,
-                    level: -1,
-                    flags: kernel::bindings::KERNEL_PARAM_FL_HWPARAM as u8,
-                    __bindgen_anon_1: kernel::bindings::kernel_param__bindgen_ty_1 {
-                        str_: &KPARAM.0,
-                    },
-                });
-            #[link_section = ".modinfo"]
-            #[used]
-            static PARM: [u8; concat!("parm=", stringify!($name), ":", $desc, "\0").len()] =
-                *$crate::sys::bytes(concat!("parm=", stringify!($name), ":", $desc, "\0"));
-            #[link_section = ".modinfo"]
-            #[used]
-            static PARMTYPE: [u8; concat!("parmtype=", stringify!($name), ":string\0").len()] =
-                *$crate::sys::bytes(concat!("parmtype=", stringify!($name), ":string\0"));
         };
     };
 }

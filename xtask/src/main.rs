@@ -6,6 +6,8 @@
 mod install;
 mod kernel;
 mod pins;
+#[path = "../../tests/guest/src/reports.rs"]
+mod reports;
 mod run;
 mod setup;
 mod uapi_cross;

@@ -7,6 +7,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::kernel::{build_kmod, ensure_kernel, Arch};
+use crate::reports::KERNEL_REPORTS;
 use crate::run::{cargo, fail, step, workspace_root, StepResult};
 use crate::setup;
 
@@ -159,18 +160,6 @@ fn console_level(arch: Arch) -> &'static str {
         "quiet"
     }
 }
-
-/// Lines a kernel prints when it finds a bug: any of them fails a guest run.
-const KERNEL_REPORTS: [&str; 8] = [
-    "Kernel panic",
-    "Oops",
-    "BUG:",
-    "WARNING:",
-    "INFO: possible",
-    "possible circular locking",
-    "KASAN:",
-    "UBSAN:",
-];
 
 /// `(passed, failed)` from the guest's closing line.
 fn verdict(lines: &[String]) -> Option<(u32, u32)> {

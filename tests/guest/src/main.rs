@@ -22,6 +22,7 @@ use libflush::{
 use nix::errno::Errno;
 
 mod fuzz;
+mod reports;
 
 type TestResult = Result<(), String>;
 
@@ -1449,20 +1450,11 @@ fn fuzz_the_uapi_with_threads_churn_and_a_hot_remove() -> TestResult {
 /// After everything above: the kernel log holds no bug report (a quiet console would not show
 /// a warning, lockdep or KASAN report; the log does).
 fn the_kernel_log_has_no_bug_report() -> TestResult {
-    const REPORTS: [&str; 7] = [
-        "BUG:",
-        "WARNING:",
-        "INFO: possible",
-        "possible circular locking",
-        "KASAN:",
-        "UBSAN:",
-        "Oops",
-    ];
     let out = sh("dmesg", &[])?;
     let log = String::from_utf8_lossy(&out.stdout);
     let found: Vec<&str> = log
         .lines()
-        .filter(|l| REPORTS.iter().any(|r| l.contains(r)))
+        .filter(|l| reports::KERNEL_REPORTS.iter().any(|r| l.contains(r)))
         .collect();
     ensure(found.is_empty(), || {
         format!("the kernel reported: {}", found.join(" | "))
