@@ -57,6 +57,12 @@ pub trait Backend: Send + Sync {
     fn suspended(&self) -> bool {
         false
     }
+    /// The PCI device it uses (a new reference) and the driver that must stay bound to it, to
+    /// check at load that neither went before the bus notifier was listening. `None` for the
+    /// model.
+    fn attachment(&self) -> Option<(PciDev, Option<&'static CStr>)> {
+        None
+    }
 }
 
 /// A posting read that returns all ones came from no device: it is gone, or in reset.
@@ -193,6 +199,10 @@ impl Backend for PciTest {
         Ident::pci(uapi::HDP_FLUSH_BACKEND_PCITEST, self.ident)
     }
 
+    fn attachment(&self) -> Option<(PciDev, Option<&'static CStr>)> {
+        Some((self.dev.new_ref(), None))
+    }
+
     fn flush(&self, sync: bool) -> Result<Performed> {
         self.store_and_check(sync).map(|()| Performed::Flushed)
     }
@@ -215,6 +225,9 @@ const GPU_CLASSES: [u32; 2] = [0x03, 0x12];
 /// pci_resource_start(pdev, 5)` for Bonaire and newer). There is no fallback: on SOC15 parts
 /// BAR 2 is the doorbell BAR, and a flush stored there would ring a doorbell.
 const AMDGPU_RMMIO_BAR: u32 = 5;
+
+/// The driver a served GPU must stay bound to: it set the HDP registers up.
+const AMDGPU_DRIVER: &CStr = c_str!("amdgpu");
 
 /// An AMD GPU the administrator named in `amdgpu_devices`, bound to amdgpu: stores to its HDP
 /// flush register through our own mapping of just the register pages involved.
@@ -263,7 +276,7 @@ impl Amdgpu {
             );
             return Err(NotServed::Refused(EINVAL));
         }
-        if !dev.is_bound_to(c_str!("amdgpu")) {
+        if !dev.is_bound_to(AMDGPU_DRIVER) {
             return Err(NotServed::Absent(
                 "not bound to amdgpu, which sets its HDP registers up",
             ));
@@ -317,6 +330,10 @@ impl Amdgpu {
 impl Backend for Amdgpu {
     fn ident(&self) -> Ident {
         Ident::pci(uapi::HDP_FLUSH_BACKEND_AMDGPU, self.ident)
+    }
+
+    fn attachment(&self) -> Option<(PciDev, Option<&'static CStr>)> {
+        Some((self.dev.new_ref(), Some(AMDGPU_DRIVER)))
     }
 
     fn flush(&self, sync: bool) -> Result<Performed> {
@@ -401,5 +418,8 @@ impl Backend for AnyBackend {
     }
     fn suspended(&self) -> bool {
         self.get().suspended()
+    }
+    fn attachment(&self) -> Option<(PciDev, Option<&'static CStr>)> {
+        self.get().attachment()
     }
 }

@@ -38,7 +38,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use backend::{Amdgpu, AnyBackend, Backend, Ident, NotServed, PciTest, Sim};
 use coalesce::{Coalescer, Done, FlushLock, Issue, Request, State};
 use sys::{
-    KMutex, LockKey, MiscDevice, MiscHandler, PciBusNotifier, PciDev, PciEvents, UringCmd,
+    msleep, KMutex, LockKey, MiscDevice, MiscHandler, PciBusNotifier, PciDev, PciEvents, UringCmd,
     UringReply, UserSlicer, WorkQueue,
 };
 use uapi::*;
@@ -59,9 +59,13 @@ module_param!(sim_fail_every: u32 = 0, param_ops_uint, "uint",
     "Make every n-th sim flush or invalidate fail with EIO, to test error paths (default 0: never)");
 module_param!(pcitest: bool = true, param_ops_bool, "bool",
     "Serve QEMU edu devices (1234:11e8) as test hardware (default Y)");
+module_param!(test_load_pause_ms: u32 = 0, param_ops_uint, "uint",
+    "For tests: pause this long at load between finding devices and listening for their removal, 0-10000 (default 0)");
 module_param_string_hw!(amdgpu_devices, 1024,
     "The AMD GPUs to serve, each with its register offsets: DOMAIN:BUS:DEV.FN@FLUSH[/post=OFFSET][/invalidate=OFFSET],... (default: none; see docs/kernel-module.md)");
 
+/// Largest accepted `test_load_pause_ms`.
+const MAX_TEST_LOAD_PAUSE_MS: u32 = 10_000;
 /// Largest accepted `sim_devices`.
 const MAX_SIM_DEVICES: u32 = 8;
 /// Largest accepted `sim_delay_ns` (1 ms: anything longer is a configuration mistake).
@@ -122,10 +126,17 @@ impl Device {
     }
 
     /// Take the hardware away (it is being removed or unbound): waits for the request using
-    /// it; every later request fails with ENODEV.
-    fn revoke(&self) {
+    /// it; every later request fails with ENODEV. Logs it, once.
+    fn revoke(&self, index: usize) {
         let hw = self.coalescer.revoke();
         self.revoked.store(true, Ordering::Release);
+        if hw.is_some() {
+            pr_info!(
+                "device {}: {} removed or unbound; its requests now fail with ENODEV\n",
+                index,
+                name_str(&self.ident.name)
+            );
+        }
         // Unmap and release the device now, outside the device lock.
         drop(hw);
     }
@@ -282,12 +293,24 @@ impl PciEvents for HdpFlush {
     fn device_going(&self, key: usize) {
         for (index, dev) in self.devices.iter().enumerate() {
             if dev.key == Some(key) && !dev.revoked.load(Ordering::Acquire) {
-                dev.revoke();
-                pr_info!(
-                    "device {}: {} removed or unbound; its requests now fail with ENODEV\n",
-                    index,
-                    name_str(&dev.ident.name)
-                );
+                dev.revoke(index);
+            }
+        }
+    }
+}
+
+impl HdpFlush {
+    /// Revoke the devices that went between discovery and the bus notifier's registration;
+    /// from then on the notifier reports them. Called before user space can reach a device.
+    fn revoke_gone_before_listening(&self) {
+        for (index, dev) in self.devices.iter().enumerate() {
+            // A new reference, so the check (which takes the PCI device's lock, held by the
+            // driver core around the notifier calls that take ours) runs outside our lock.
+            let Some((pci, driver)) = dev.coalescer.inspect(|hw| hw?.attachment()) else {
+                continue;
+            };
+            if !pci.still_attached(driver) {
+                dev.revoke(index);
             }
         }
     }
@@ -375,6 +398,11 @@ fn check_params() -> Result {
     for (name, value, max) in [
         ("sim_devices", sim_devices.get(), MAX_SIM_DEVICES),
         ("sim_delay_ns", sim_delay_ns.get(), MAX_SIM_DELAY_NS),
+        (
+            "test_load_pause_ms",
+            test_load_pause_ms.get(),
+            MAX_TEST_LOAD_PAUSE_MS,
+        ),
     ] {
         if value > max {
             pr_err!("{}={} is out of range 0-{}\n", name, value, max);
@@ -507,12 +535,23 @@ impl kernel::Module for HdpFlushModule {
         let devices = discover()?;
         let count = devices.len();
         let deferred = WorkQueue::new(c_str!("hdp_flush"))?;
-        let dev = MiscDevice::register(
-            c_str!("hdp_flush"),
-            0o660,
-            module,
-            HdpFlush { deferred, devices },
-        )?;
+        let dev = MiscDevice::new(HdpFlush { deferred, devices })?;
+        if test_load_pause_ms.get() > 0 {
+            // Widens the window the check below closes, so a test can remove a device in it.
+            pr_info!(
+                "pausing {} ms before listening for device removal (test_load_pause_ms)\n",
+                test_load_pause_ms.get()
+            );
+            msleep(test_load_pause_ms.get());
+        }
+        // Listen for removals and unbinds before anyone can reach a device, then drop what
+        // went before we listened; only then publish /dev/hdp_flush.
+        // SAFETY: the handler lives in `dev`, pinned in its box, which this module value owns
+        // and drops after the notifier (a field declared after it; on an error below, a local
+        // declared after it).
+        let events = unsafe { PciBusNotifier::register(dev.handler()) }?;
+        dev.handler().revoke_gone_before_listening();
+        dev.as_ref().register(c_str!("hdp_flush"), 0o660, module)?;
         pr_info!(
             "/dev/hdp_flush ready: uAPI {}.{}, {} device(s), PAGE_SIZE {}\n",
             HDP_FLUSH_API_MAJOR,
@@ -520,9 +559,6 @@ impl kernel::Module for HdpFlushModule {
             count,
             kernel::page::PAGE_SIZE
         );
-        // SAFETY: the handler lives in `dev`, pinned in its box, which this module value owns
-        // and drops after the notifier.
-        let events = unsafe { PciBusNotifier::register(dev.handler()) }?;
         Ok(Self {
             _events: events,
             _dev: dev,

@@ -9,6 +9,7 @@
 use core::cell::UnsafeCell;
 use core::marker::PhantomPinned;
 use core::pin::Pin;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use kernel::bindings;
 use kernel::error::to_result;
@@ -121,8 +122,10 @@ impl UserSlicer {
     }
 }
 
-/// A registered misc device whose calls go to `T`. Pinned: the kernel holds pointers to the
-/// embedded `miscdevice` and `file_operations` until `Drop` deregisters it.
+/// A misc device whose calls go to `T`. Pinned: the kernel holds pointers to the embedded
+/// `miscdevice` and `file_operations` while it is registered, until `Drop` deregisters it.
+/// Built first and registered later, so that the handler can be set up (and told about bus
+/// events) before user space can reach it.
 #[pin_data(PinnedDrop)]
 pub struct MiscDevice<T: MiscHandler> {
     #[pin]
@@ -130,13 +133,13 @@ pub struct MiscDevice<T: MiscHandler> {
     #[pin]
     fops: Opaque<bindings::file_operations>,
     handler: T,
-    registered: bool,
+    registered: AtomicBool,
     #[pin]
     _pin: PhantomPinned,
 }
 
-// SAFETY: the C structures are only touched by the kernel after registration (which
-// synchronises internally), `registered` is written only before publication, and the handler is
+// SAFETY: the C structures are written only by `register`, once (guarded by `registered`),
+// before misc_register publishes them; after that only the kernel reads them. The handler is
 // `Sync` (a MiscHandler bound).
 unsafe impl<T: MiscHandler> Sync for MiscDevice<T> {}
 // SAFETY: as above; the C structures are tied to no thread, and the handler may move with the
@@ -144,31 +147,37 @@ unsafe impl<T: MiscHandler> Sync for MiscDevice<T> {}
 unsafe impl<T: MiscHandler + Send> Send for MiscDevice<T> {}
 
 impl<T: MiscHandler> MiscDevice<T> {
-    /// Register `/dev/<name>` with `mode`, owned by `module` (so an open file pins the module
-    /// and `rmmod` is refused while any file, or an io_uring holding one, is open).
-    pub fn register(
-        name: &'static CStr,
-        mode: u16,
-        module: &'static ThisModule,
-        handler: T,
-    ) -> Result<Pin<KBox<Self>>> {
-        let mut dev = KBox::pin_init(
+    /// A device for `handler`, not yet visible to user space.
+    pub fn new(handler: T) -> Result<Pin<KBox<Self>>> {
+        KBox::pin_init(
             pin_init!(Self {
                 misc <- Opaque::ffi_init(|_| {}),
                 fops <- Opaque::ffi_init(|_| {}),
                 handler,
-                registered: false,
+                registered: AtomicBool::new(false),
                 _pin: PhantomPinned,
             }),
             GFP_KERNEL,
-        )?;
-        // SAFETY: we do not move out of `dev`; we only fill its C structures in place and set
-        // a flag.
-        let this = unsafe { dev.as_mut().get_unchecked_mut() };
-        let fops = this.fops.get();
-        let misc = this.misc.get();
-        // SAFETY: `fops` and `misc` point at our own, pinned, not yet registered structures;
-        // zero is a valid value for every field of both C structs.
+        )
+    }
+
+    /// Register `/dev/<name>` with `mode`, owned by `module` (so an open file pins the module
+    /// and `rmmod` is refused while any file, or an io_uring holding one, is open). Once only:
+    /// a second call fails with EBUSY.
+    pub fn register(
+        self: Pin<&Self>,
+        name: &'static CStr,
+        mode: u16,
+        module: &'static ThisModule,
+    ) -> Result {
+        if self.registered.swap(true, Ordering::AcqRel) {
+            return Err(EBUSY);
+        }
+        let fops = self.fops.get();
+        let misc = self.misc.get();
+        // SAFETY: `fops` and `misc` point at our own pinned structures, which nothing else
+        // reads yet (they are published by misc_register below, and `registered` makes this
+        // the only writer); zero is a valid value for every field of both C structs.
         unsafe {
             fops.write_bytes(0, 1);
             misc.write_bytes(0, 1);
@@ -186,16 +195,13 @@ impl<T: MiscHandler> MiscDevice<T> {
             (*misc).fops = fops;
             (*misc).mode = mode;
         }
-        // The flag is written while nothing else can see `dev`: before registration publishes
-        // it, and, if registration fails, while it still is not published.
-        this.registered = true;
         // SAFETY: `misc` is fully initialised and pinned for as long as it is registered
         // (until Drop, which deregisters it).
         if let Err(e) = to_result(unsafe { bindings::misc_register(misc) }) {
-            this.registered = false;
+            self.registered.store(false, Ordering::Release);
             return Err(e);
         }
-        Ok(dev)
+        Ok(())
     }
 
     /// The handler calls go to.
@@ -296,7 +302,7 @@ impl<T: MiscHandler> MiscDevice<T> {
 #[pinned_drop]
 impl<T: MiscHandler> PinnedDrop for MiscDevice<T> {
     fn drop(self: Pin<&mut Self>) {
-        if self.registered {
+        if self.registered.load(Ordering::Acquire) {
             // SAFETY: registered in `register` and not yet deregistered. No file can be open:
             // each open file holds a reference to this module, so the module (and this drop)
             // cannot run while one exists.
@@ -513,6 +519,17 @@ impl PciDev {
         })
     }
 
+    /// Another counted reference to the same device, claiming nothing.
+    pub fn new_ref(&self) -> PciDev {
+        // SAFETY: we hold a reference, so the device is alive; pci_dev_get takes another,
+        // which the returned PciDev puts on drop.
+        let pdev = unsafe { bindings::pci_dev_get(self.pdev) };
+        PciDev {
+            pdev,
+            claimed_bar: None,
+        }
+    }
+
     /// Identification.
     pub fn ident(&self) -> PciIdent {
         let mut name = [0u8; 32];
@@ -606,6 +623,24 @@ impl PciDev {
         }
     }
 
+    /// Whether the device is still on the bus (in sysfs) and, if `driver` is given, still bound
+    /// to it. Asked under the device lock, which the driver core holds across an unbind, so an
+    /// unbind has either finished or not begun; for a device removal it only catches one that
+    /// has got as far as leaving sysfs.
+    pub fn still_attached(&self, driver: Option<&CStr>) -> bool {
+        // SAFETY: we hold a reference, so `dev` and its mutex are valid; device_lock() is
+        // mutex_lock() on it, and we unlock it below on every path.
+        let dev = unsafe { core::ptr::addr_of_mut!((*self.pdev).dev) };
+        // SAFETY: as above.
+        unsafe { bindings::mutex_lock(core::ptr::addr_of_mut!((*dev).mutex)) };
+        // SAFETY: as above; `state_in_sysfs` is what device_is_registered() reads.
+        let in_sysfs = unsafe { (*dev).kobj.state_in_sysfs() } != 0;
+        let attached = in_sysfs && driver.map_or(true, |d| self.is_bound_to(d));
+        // SAFETY: locked above.
+        unsafe { bindings::mutex_unlock(core::ptr::addr_of_mut!((*dev).mutex)) };
+        attached
+    }
+
     /// Enable the device and take ownership of `bar`'s region (fails with EBUSY if a driver
     /// owns it). Undone on drop.
     pub fn claim(&mut self, bar: u32, owner: &'static CStr) -> Result {
@@ -684,7 +719,7 @@ impl Drop for PciDev {
                 bindings::pci_disable_device(self.pdev);
             }
         }
-        // SAFETY: drops the reference taken in `find_all`.
+        // SAFETY: drops the reference taken in `find_all`, `find_at` or `new_ref`.
         unsafe { bindings::pci_dev_put(self.pdev) };
     }
 }
@@ -953,6 +988,12 @@ pub fn ndelay(ns: u32) {
         // SAFETY: __ndelay only spins.
         unsafe { bindings::__ndelay(ns as c_ulong) };
     }
+}
+
+/// Sleep at least `ms` milliseconds (process context only).
+pub fn msleep(ms: u32) {
+    // SAFETY: msleep only sleeps; our callers run in process context (module init).
+    unsafe { bindings::msleep(ms as c_uint) };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1109,6 +1109,7 @@ fn rmmod_is_refused_while_a_file_is_open_then_reload_works() -> TestResult {
     for bad in [
         "sim_devices=99",
         "sim_delay_ns=5000000",
+        "test_load_pause_ms=10001",
         "amdgpu_devices=0000:0f:00.0",
         "amdgpu_devices=0000:0f:00.0@0x7f002",
         "amdgpu_devices=0000:0f:00.0@0x7f000/post=0x7f000",
@@ -1286,20 +1287,22 @@ fn busy_device_defers_uring_requests_to_the_modules_worker() -> TestResult {
     result
 }
 
-/// An emulated device hot-removed through sysfs while four threads flush it (two by ioctl, two
-/// by io_uring): no oops, the requests after removal fail with ENODEV, DEVICE_INFO says it is
-/// revoked, the other device is untouched, rmmod and reload work, and a rescan brings it back.
-fn hot_removing_a_device_under_load_revokes_it_cleanly() -> TestResult {
-    let d = dev()?;
-    let edus = edu_devices(&d)?;
-    let (victim, pci) = *edus.last().ok_or("no edu device")?;
-    let (other, _) = *edus.first().ok_or("no edu device")?;
-    all_counts(&d, true)?;
-    let removed = AtomicBool::new(false);
+/// Flush `victim` from four threads (ioctl and io_uring), run `revoke` (which makes the PCI
+/// core tell the module the device is going), and check: no flush succeeds after it, every
+/// later one fails with ENODEV, DEVICE_INFO says revoked, the counters add up, and `other`
+/// still works. Returns how many flushes succeeded before.
+fn revoke_under_load(
+    d: &HdpFlushDevice,
+    victim: u32,
+    other: u32,
+    revoke: impl FnOnce() -> TestResult,
+) -> Result<u64, String> {
+    all_counts(d, true)?;
+    let revoked = AtomicBool::new(false);
     let outcomes: Vec<Result<(u64, u64, Errno), String>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..4)
             .map(|t| {
-                let removed = &removed;
+                let revoked = &revoked;
                 s.spawn(move || -> Result<(u64, u64, Errno), String> {
                     let flusher: Box<dyn Flush> = if t % 2 == 0 {
                         Box::new(
@@ -1319,10 +1322,12 @@ fn hot_removing_a_device_under_load_revokes_it_cleanly() -> TestResult {
                     // Flush until the device is gone; then a few more, which must all fail.
                     let (mut before, mut after) = (0u64, 0u64);
                     loop {
-                        let was_removed = removed.load(Ordering::SeqCst);
+                        let was_revoked = revoked.load(Ordering::SeqCst);
                         match flusher.flush() {
-                            Ok(()) if was_removed => {
-                                return Err(format!("thread {t}: a flush succeeded after removal"))
+                            Ok(()) if was_revoked => {
+                                return Err(format!(
+                                    "thread {t}: a flush succeeded after revocation"
+                                ))
                             }
                             Ok(()) => before += 1,
                             Err(Error::Os { errno, .. }) => {
@@ -1345,15 +1350,14 @@ fn hot_removing_a_device_under_load_revokes_it_cleanly() -> TestResult {
             })
             .collect();
         std::thread::sleep(std::time::Duration::from_millis(100));
-        let remove = format!("/sys/bus/pci/devices/{pci}/remove");
-        let written = std::fs::write(&remove, "1");
-        removed.store(true, Ordering::SeqCst);
+        let done = revoke();
+        revoked.store(true, Ordering::SeqCst);
         let mut all: Vec<_> = workers
             .into_iter()
             .map(|w| w.join().unwrap_or_else(|_| Err("worker panicked".into())))
             .collect();
-        if let Err(e) = written {
-            all.push(Err(format!("{remove}: {e}")));
+        if let Err(e) = done {
+            all.push(Err(e));
         }
         all
     });
@@ -1369,11 +1373,7 @@ fn hot_removing_a_device_under_load_revokes_it_cleanly() -> TestResult {
     ensure(info.flags & HDP_FLUSH_DEVICE_F_REVOKED != 0, || {
         format!("{info:?}")
     })?;
-    ensure(
-        !Path::new(&format!("/sys/bus/pci/devices/{pci}")).exists(),
-        || "still in sysfs".into(),
-    )?;
-    let s = stats(&d, victim, false)?;
+    let s = stats(d, victim, false)?;
     ensure(
         s.hw_flushes + s.coalesced + s.flush_errors + s.flush_skipped == s.flush_requests
             && s.flush_errors >= 4 * 21,
@@ -1382,24 +1382,136 @@ fn hot_removing_a_device_under_load_revokes_it_cleanly() -> TestResult {
     // The other device was not touched, and still works.
     d.flush(other, HDP_FLUSH_F_SYNC)
         .map_err(|e| format!("the other device: {e}"))?;
-    println!("  {flushed} flushes before {pci} went; every one after it: ENODEV");
-    drop(d);
+    Ok(flushed)
+}
+
+/// Reload the module and check the emulated device at `pci` is served and flushes again.
+fn reload_and_flush(pci: PciAddress) -> TestResult {
     rmmod()?;
-    std::fs::write("/sys/bus/pci/rescan", "1").map_err(|e| format!("rescan: {e}"))?;
-    ensure(
-        Path::new(&format!("/sys/bus/pci/devices/{pci}")).exists(),
-        || format!("{pci} not back after a rescan"),
-    )?;
     insmod(MODULE_PARAMS)?;
     let d = dev()?;
     let back = edu_devices(&d)?;
     ensure(
         back.len() == EDU_DEVICES && back.iter().any(|&(_, p)| p == pci),
-        || format!("after rescan and reload: {back:?}"),
+        || format!("after reload: {back:?}"),
     )?;
     let (index, _) = *back.iter().find(|&&(_, p)| p == pci).ok_or("gone")?;
     d.flush(index, HDP_FLUSH_F_SYNC)
-        .map_err(|e| format!("the rescanned device: {e}"))
+        .map_err(|e| format!("{pci} after reload: {e}"))
+}
+
+/// An emulated device hot-removed through sysfs (as a hot-unplug does it) while four threads
+/// flush it: revoked cleanly (see `revoke_under_load`), gone from sysfs, and after a rescan and
+/// a reload served again.
+fn hot_removing_a_device_under_load_revokes_it_cleanly() -> TestResult {
+    let d = dev()?;
+    let edus = edu_devices(&d)?;
+    let (victim, pci) = *edus.last().ok_or("no edu device")?;
+    let (other, _) = *edus.first().ok_or("no edu device")?;
+    let remove = format!("/sys/bus/pci/devices/{pci}/remove");
+    let flushed = revoke_under_load(&d, victim, other, || {
+        std::fs::write(&remove, "1").map_err(|e| format!("{remove}: {e}"))
+    })?;
+    ensure(
+        !Path::new(&format!("/sys/bus/pci/devices/{pci}")).exists(),
+        || "still in sysfs".into(),
+    )?;
+    println!("  {flushed} flushes before {pci} went; every one after it: ENODEV");
+    drop(d);
+    std::fs::write("/sys/bus/pci/rescan", "1").map_err(|e| format!("rescan: {e}"))?;
+    ensure(
+        Path::new(&format!("/sys/bus/pci/devices/{pci}")).exists(),
+        || format!("{pci} not back after a rescan"),
+    )?;
+    reload_and_flush(pci)
+}
+
+/// A device's driver unbound under load, as `echo ... > /sys/bus/pci/drivers/amdgpu/unbind`
+/// does to a GPU: the PCI core's `BUS_NOTIFY_UNBIND_DRIVER` comes before the driver's
+/// `remove`. `pci-stub` plays the owning driver for the emulated device.
+fn unbinding_a_devices_driver_under_load_revokes_it() -> TestResult {
+    let d = dev()?;
+    let edus = edu_devices(&d)?;
+    let (victim, pci) = *edus.first().ok_or("no edu device")?;
+    let (other, _) = *edus.last().ok_or("no edu device")?;
+    let sysfs = |path: &str, value: &str| {
+        std::fs::write(path, value).map_err(|e| format!("{path} <- {value:?}: {e}"))
+    };
+    let device = format!("/sys/bus/pci/devices/{pci}");
+    sysfs(&format!("{device}/driver_override"), "pci-stub")?;
+    sysfs("/sys/bus/pci/drivers/pci-stub/bind", &pci.to_string())?;
+    let driver = std::fs::read_link(format!("{device}/driver")).map_err(|e| e.to_string())?;
+    ensure(driver.ends_with("pci-stub"), || {
+        format!("bound to {driver:?}")
+    })?;
+    // Binding a driver is no reason to stop.
+    d.flush(victim, HDP_FLUSH_F_SYNC)
+        .map_err(|e| format!("with pci-stub bound: {e}"))?;
+    let flushed = revoke_under_load(&d, victim, other, || {
+        sysfs("/sys/bus/pci/drivers/pci-stub/unbind", &pci.to_string())
+    })?;
+    ensure(
+        Path::new(&device).exists() && !Path::new(&format!("{device}/driver")).exists(),
+        || "still bound, or gone".into(),
+    )?;
+    println!("  {flushed} flushes before {pci}'s driver was unbound; every one after it: ENODEV");
+    sysfs(&format!("{device}/driver_override"), "\n")?;
+    drop(d);
+    reload_and_flush(pci)
+}
+
+/// A device removed while the module loads, after discovery found it but before the module
+/// listened for bus events (`test_load_pause_ms` holds that window open): the module notices
+/// before publishing /dev/hdp_flush, and never serves it.
+fn a_device_removed_while_the_module_loads_is_never_served() -> TestResult {
+    let d = dev()?;
+    let edus = edu_devices(&d)?;
+    let (victim, pci) = *edus.last().ok_or("no edu device")?;
+    let (other, _) = *edus.first().ok_or("no edu device")?;
+    drop(d);
+    rmmod()?;
+    let mut loading = Command::new("insmod")
+        .args([MODULE_PATH, "sim_devices=2", "test_load_pause_ms=3000"])
+        .spawn()
+        .map_err(|e| format!("insmod: {e}"))?;
+    let paused = (|| {
+        let started = Instant::now();
+        while started.elapsed() < std::time::Duration::from_secs(300) {
+            let log = sh("dmesg", &[])?;
+            if String::from_utf8_lossy(&log.stdout).contains("pausing 3000 ms") {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Err("the module never paused".to_string())
+    })();
+    let removed = paused.and_then(|()| {
+        ensure(!Path::new("/dev/hdp_flush").exists(), || {
+            "/dev/hdp_flush published before the module listened".into()
+        })?;
+        let remove = format!("/sys/bus/pci/devices/{pci}/remove");
+        std::fs::write(&remove, "1").map_err(|e| format!("{remove}: {e}"))
+    });
+    let status = loading.wait().map_err(|e| e.to_string())?;
+    removed?;
+    ensure(status.success(), || format!("insmod: {status}"))?;
+    let d = dev()?;
+    let info = d.device_info(victim).map_err(|e| e.to_string())?;
+    let at = PciAddress::from_bdf(info.pci_domain, info.pci_bdf).map_err(|e| e.to_string())?;
+    ensure(
+        info.flags & HDP_FLUSH_DEVICE_F_REVOKED != 0 && at == pci,
+        || format!("{info:?}"),
+    )?;
+    errno_of(
+        d.flush(victim, HDP_FLUSH_F_SYNC).map_err(|e| e.errno()),
+        Errno::ENODEV,
+        "flush of the removed device",
+    )?;
+    d.flush(other, HDP_FLUSH_F_SYNC)
+        .map_err(|e| format!("the other device: {e}"))?;
+    drop(d);
+    std::fs::write("/sys/bus/pci/rescan", "1").map_err(|e| format!("rescan: {e}"))?;
+    reload_and_flush(pci)
 }
 
 /// The fuzzer (see fuzz.rs): a million calls by default from four threads with open/close
@@ -1526,6 +1638,8 @@ fn main() {
         backend_errors_reach_ioctl_and_uring_callers_and_are_counted,
         busy_device_defers_uring_requests_to_the_modules_worker,
         hot_removing_a_device_under_load_revokes_it_cleanly,
+        unbinding_a_devices_driver_under_load_revokes_it,
+        a_device_removed_while_the_module_loads_is_never_served,
         rmmod_is_refused_while_an_io_uring_holds_the_device,
         rmmod_is_refused_while_a_file_is_open_then_reload_works,
         fuzz_the_uapi_with_threads_churn_and_a_hot_remove,
