@@ -19,7 +19,10 @@
 //!   the payload, before the ioctl or the io_uring submission: `sfence` / `dsb st` / `sync`);
 //! - [`FlushLock::full_barrier`] (`mb()`) runs before the arrival snapshot, so on this CPU
 //!   everything before the request, the requester's stores included, is complete before the
-//!   snapshot is taken; a flush numbered after the snapshot starts after them.
+//!   snapshot is taken; a flush numbered after the snapshot starts after them;
+//! - a posted request that rides a posted flush learns of it under the lock, which the
+//!   flushing CPU released after its register store: on x86_64 and arm64 that handover orders
+//!   the register store before the rider's later stores to the device (docs/kernel-module.md).
 //!
 //! The counters STATS reports live in [`State`] too, under the same lock as the outcomes they
 //! count: a reader always sees `hw_flushes + coalesced + flush_errors + flush_skipped ==

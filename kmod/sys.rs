@@ -355,7 +355,10 @@ impl IoPage {
 
 // The kernel's `writel`/`readl` are static inline C, which bindgen cannot bind; these are the
 // same instructions, per architecture (arch/*/include/asm/io.h in 6.12). There is no fallback:
-// another architecture's accessors must be written here, not guessed.
+// another architecture's accessors must be written here, not guessed. One that selects
+// ARCH_HAS_MMIOWB (powerpc64, riscv) also needs mmiowb()'s barrier before the device lock is
+// released, or a posted rider's doorbell could overtake the flush (docs/kernel-module.md,
+// "Coalescing").
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 compile_error!("hdp_flush knows the MMIO accessors of x86_64 and arm64 only; add this architecture's to kmod/sys.rs");
 
