@@ -54,9 +54,8 @@ pub struct Counters {
     pub invalidates: u64,
     /// Of those, the ones whose hardware invalidate failed.
     pub invalidate_errors: u64,
-    /// Requests (flush or invalidate) that found the device busy on io_uring's non-blocking
-    /// issue path and were completed by the module's own worker.
-    pub uring_deferred: u64,
+    /// Requests (flush or invalidate) that came through io_uring.
+    pub uring_requests: u64,
 }
 
 /// Everything kept under the device lock.
@@ -86,7 +85,7 @@ impl<H> State<H> {
                 flush_skipped: 0,
                 invalidates: 0,
                 invalidate_errors: 0,
-                uring_deferred: 0,
+                uring_requests: 0,
             },
             hw: Some(hw),
         }
@@ -97,8 +96,6 @@ impl<H> State<H> {
 pub trait FlushLock<H> {
     /// Run `f` with the lock held, waiting for it.
     fn with<R>(&self, f: impl FnOnce(&mut State<H>) -> R) -> R;
-    /// Run `f` with the lock held if it is free now; `None` if it is not.
-    fn try_with<R>(&self, f: impl FnOnce(&mut State<H>) -> R) -> Option<R>;
     /// A full barrier (`mb()`): every earlier memory access of this CPU, to device memory too,
     /// completes before any later one.
     fn full_barrier();
@@ -124,16 +121,13 @@ pub enum Outcome {
     Skipped,
 }
 
-/// Where a request is issued from.
+/// Where a request came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Issue {
-    /// A context that may wait for the lock (an ioctl).
-    Blocking,
-    /// One that must not (io_uring's non-blocking issue): if the lock is held, nothing
-    /// happens, nothing is counted, and the caller hands the request to a worker.
-    NonBlocking,
-    /// That worker: it waits for the lock, and the request counts as deferred.
-    Deferred,
+    /// An ioctl.
+    Ioctl,
+    /// An io_uring `URING_CMD`, served from the submitting task's task work (counted apart).
+    Uring,
 }
 
 /// What a caller wants of one FLUSH.
@@ -143,16 +137,14 @@ pub struct Request {
     pub coalesce: bool,
     /// Needs the flush to have landed.
     pub sync: bool,
-    /// Where it is issued from.
+    /// Where it came from.
     pub issue: Issue,
 }
 
-/// The lock was held and the request could not wait: retry where waiting is allowed.
+/// When a request arrived: the number of flushes begun before it, taken after a full barrier.
+/// Only flushes numbered above it may satisfy the request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WouldBlock;
-
-/// A request's result: its outcome, the hardware's error, or [`WouldBlock`].
-pub type Done<T, E> = Result<Result<T, E>, WouldBlock>;
+pub struct Arrival(u64);
 
 /// The coalescing state of one device whose hardware is `H`.
 pub struct Coalescer<L: FlushLock<H>, H> {
@@ -171,30 +163,45 @@ impl<L: FlushLock<H>, H> Coalescer<L, H> {
         }
     }
 
-    fn locked<R>(&self, issue: Issue, f: impl FnOnce(&mut State<H>) -> R) -> Result<R, WouldBlock> {
-        let counted = |st: &mut State<H>| {
-            if issue == Issue::Deferred {
-                st.counters.uring_deferred += 1;
+    fn locked<R>(&self, issue: Issue, f: impl FnOnce(&mut State<H>) -> R) -> R {
+        self.lock.with(|st| {
+            if issue == Issue::Uring {
+                st.counters.uring_requests += 1;
             }
             f(st)
-        };
-        match issue {
-            Issue::NonBlocking => self.lock.try_with(counted).ok_or(WouldBlock),
-            Issue::Blocking | Issue::Deferred => Ok(self.lock.with(counted)),
-        }
+        })
     }
 
-    /// Satisfy one flush request, running `hw` on the hardware (`None` once revoked) only if no
-    /// suitable flush completed meanwhile. `hw` makes the flush land when `req.sync`.
+    /// A request arrives: everything this CPU did before it, the requester's stores to the
+    /// device included, completes; then the snapshot of flushes begun. A request served
+    /// later (io_uring's task work) keeps the arrival it had when it was issued, so requests
+    /// issued together can all ride on the first flush that starts after the last of them.
+    pub fn arrive(&self) -> Arrival {
+        L::full_barrier();
+        // SeqCst: the snapshot and the increment in `flush_arrived` are one total order, so a
+        // flush numbered above the snapshot began after it.
+        Arrival(self.started.load(Ordering::SeqCst))
+    }
+
+    /// Satisfy one flush request arriving now; see [`Coalescer::flush_arrived`].
     pub fn flush<E>(
         &self,
         req: Request,
         hw: impl FnOnce(Option<&H>) -> Result<Performed, E>,
-    ) -> Done<Outcome, E> {
-        L::full_barrier();
-        // SeqCst: the snapshot and the increment below are one total order, so a flush
-        // numbered above the snapshot began after it.
-        let arrived = self.started.load(Ordering::SeqCst);
+    ) -> Result<Outcome, E> {
+        self.flush_arrived(self.arrive(), req, hw)
+    }
+
+    /// Satisfy one flush request that arrived at `arrived`, running `hw` on the hardware
+    /// (`None` once revoked) only if no suitable flush began after it and completed meanwhile.
+    /// `hw` makes the flush land when `req.sync`.
+    pub fn flush_arrived<E>(
+        &self,
+        arrived: Arrival,
+        req: Request,
+        hw: impl FnOnce(Option<&H>) -> Result<Performed, E>,
+    ) -> Result<Outcome, E> {
+        let Arrival(arrived) = arrived;
         self.locked(req.issue, |st| {
             st.counters.flush_requests += 1;
             let covering = if req.sync { st.sync } else { st.any };
@@ -229,7 +236,7 @@ impl<L: FlushLock<H>, H> Coalescer<L, H> {
         &self,
         issue: Issue,
         hw: impl FnOnce(Option<&H>) -> Result<(), E>,
-    ) -> Done<(), E> {
+    ) -> Result<(), E> {
         self.locked(issue, |st| {
             st.counters.invalidates += 1;
             let result = hw(st.hw.as_ref());

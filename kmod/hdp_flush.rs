@@ -36,10 +36,10 @@ pub mod uapi;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use backend::{Amdgpu, AnyBackend, Backend, Ident, NotServed, PciTest, Sim};
-use coalesce::{Coalescer, Done, FlushLock, Issue, Request, State};
+use coalesce::{Arrival, Coalescer, FlushLock, Issue, Request, State};
+use kernel::sync::{new_mutex, Mutex};
 use sys::{
-    msleep, KMutex, LockKey, MiscDevice, MiscHandler, PciBusNotifier, PciDev, PciEvents, UringCmd,
-    UringReply, UserSlicer, WorkQueue,
+    msleep, MiscDevice, MiscHandler, PciBusNotifier, PciDev, PciEvents, UringCmd, UserSlicer,
 };
 use uapi::*;
 
@@ -73,27 +73,17 @@ const MAX_SIM_DELAY_NS: u32 = 1_000_000;
 
 /// A kernel mutex around a device's coalescing state and counters. Sleeping, not spinning:
 /// a flush holds it across a PCIe round trip (the posting read), and a hung or removed GPU
-/// must not stall every other CPU spinning on it. io_uring's non-blocking issue path only tries
-/// it, and retries from a worker that may sleep.
-struct KernelLock(Pin<KBox<KMutex<State<AnyBackend>>>>);
-
-static DEVICE_LOCK_KEY: LockKey = LockKey::new();
+/// must not stall every other CPU spinning on it. Nothing takes it where sleeping is not
+/// allowed: io_uring commands are served from task work.
+struct KernelLock(Pin<KBox<Mutex<State<AnyBackend>>>>);
 
 impl FlushLock<AnyBackend> for KernelLock {
     fn with<R>(&self, f: impl FnOnce(&mut State<AnyBackend>) -> R) -> R {
         f(&mut self.0.lock())
     }
-    fn try_with<R>(&self, f: impl FnOnce(&mut State<AnyBackend>) -> R) -> Option<R> {
-        self.0.try_lock().map(|mut st| f(&mut st))
-    }
     fn full_barrier() {
         sys::full_barrier();
     }
-}
-
-/// A request's result; `None` if it would have had to wait for the device lock.
-fn done<T>(d: Done<T, Error>) -> Option<Result<T>> {
-    d.ok()
 }
 
 /// One served device: what user space sees of it, and its hardware behind the device lock.
@@ -110,11 +100,7 @@ impl Device {
     fn new(backend: AnyBackend) -> Result<Self> {
         let (ident, key) = (backend.ident(), backend.key());
         let lock = KBox::pin_init(
-            KMutex::new(
-                State::new(backend),
-                c_str!("hdp_flush_device"),
-                &DEVICE_LOCK_KEY,
-            ),
+            new_mutex!(State::new(backend), "hdp_flush_device"),
             GFP_KERNEL,
         )?;
         Ok(Self {
@@ -141,9 +127,8 @@ impl Device {
         drop(hw);
     }
 
-    /// FLUSH; `None` if issued non-blocking while the device is busy (nothing was done or
-    /// counted).
-    fn flush(&self, flags: u32, issue: Issue) -> Option<Result> {
+    /// FLUSH, for a request that arrived at `arrived`.
+    fn flush(&self, arrived: Arrival, flags: u32, issue: Issue) -> Result {
         let sync = flags & HDP_FLUSH_F_SYNC != 0;
         let req = Request {
             coalesce: flags & HDP_FLUSH_F_NO_COALESCE == 0,
@@ -151,48 +136,29 @@ impl Device {
             issue,
         };
         let hw = |b: Option<&AnyBackend>| b.ok_or(ENODEV)?.flush(sync);
-        done(self.coalescer.flush(req, hw)).map(|r| r.map(drop))
+        self.coalescer.flush_arrived(arrived, req, hw).map(drop)
     }
 
-    /// INVALIDATE; `None` as for [`Device::flush`].
-    fn invalidate(&self, issue: Issue) -> Option<Result> {
+    /// INVALIDATE.
+    fn invalidate(&self, issue: Issue) -> Result {
         let hw = |b: Option<&AnyBackend>| b.ok_or(ENODEV)?.invalidate();
-        done(self.coalescer.invalidate(issue, hw))
+        self.coalescer.invalidate(issue, hw)
     }
+}
 
-    /// What a `URING_CMD` asks of this device.
-    fn run(&self, cmd_op: u32, flags: u32, issue: Issue) -> Option<Result> {
-        match cmd_op {
-            HDP_FLUSH_IOC_FLUSH => self.flush(flags, issue),
-            _ => self.invalidate(issue),
-        }
-    }
+/// A `URING_CMD` between its issue and its task work.
+#[derive(Clone, Copy)]
+struct UringTask {
+    cmd_op: u32,
+    device: u32,
+    flags: u32,
+    /// Taken at issue, so that commands submitted together share a flush.
+    arrived: Arrival,
 }
 
 /// The device list behind `/dev/hdp_flush`; fixed after module init.
 struct HdpFlush {
-    // Drops first: drained before the devices go, so no deferred request outlives them.
-    deferred: WorkQueue,
     devices: KVec<Device>,
-}
-
-/// A pointer to the module's handler, for work that completes a queued `URING_CMD`.
-struct HandlerRef(*const HdpFlush);
-
-// SAFETY: HdpFlush is Sync; the pointer is only used while the queued command is in flight,
-// which pins the file, so the module and the handler: io_uring waits for the command, and the
-// handler's workqueue is drained before the handler is dropped.
-unsafe impl Send for HandlerRef {}
-
-impl HandlerRef {
-    /// The handler.
-    ///
-    /// # Safety
-    /// Only while the queued command it was taken for is in flight (see the Send impl).
-    unsafe fn get(&self) -> &HdpFlush {
-        // SAFETY: the caller's contract keeps the handler alive.
-        unsafe { &*self.0 }
-    }
 }
 
 /// `name` up to its first NUL, for messages.
@@ -239,7 +205,7 @@ impl HdpFlush {
     }
 
     fn device_info(&self, req: &HdpFlushDeviceInfo) -> Result<HdpFlushDeviceInfo> {
-        if req.flags != 0 || req.uring_deferred != 0 || req.reserved != [0; 1] {
+        if req.flags != 0 || req.uring_requests != 0 || req.reserved != [0; 1] {
             return Err(EINVAL);
         }
         let dev = self.device(req.index)?;
@@ -263,7 +229,7 @@ impl HdpFlush {
             vendor: pci.map_or(0, |p| p.vendor),
             device: pci.map_or(0, |p| p.device),
             flags,
-            uring_deferred: dev.coalescer.counters(false).uring_deferred,
+            uring_requests: dev.coalescer.counters(false).uring_requests,
             reserved: [0; 1],
             name: ident.name,
         })
@@ -338,12 +304,12 @@ impl MiscHandler for HdpFlush {
             HDP_FLUSH_IOC_FLUSH => {
                 let req = read_arg(&arg)?;
                 let dev = self.request(&req, HDP_FLUSH_FLUSH_FLAGS)?;
-                dev.flush(req.flags, Issue::Blocking).ok_or(EAGAIN)??;
+                dev.flush(dev.coalescer.arrive(), req.flags, Issue::Ioctl)?;
             }
             HDP_FLUSH_IOC_INVALIDATE => {
                 let req = read_arg(&arg)?;
                 let dev = self.request(&req, HDP_FLUSH_INVALIDATE_FLAGS)?;
-                dev.invalidate(Issue::Blocking).ok_or(EAGAIN)??;
+                dev.invalidate(Issue::Ioctl)?;
             }
             HDP_FLUSH_IOC_STATS => {
                 let reply = self.stats(&read_arg(&arg)?)?;
@@ -354,7 +320,9 @@ impl MiscHandler for HdpFlush {
         Ok(0)
     }
 
-    fn uring_cmd(&self, cmd: UringCmd) -> Result<UringReply> {
+    type UringTask = UringTask;
+
+    fn uring_cmd(&self, cmd: UringCmd) -> Result<UringTask> {
         let valid_flags = match cmd.cmd_op {
             HDP_FLUSH_IOC_FLUSH => HDP_FLUSH_FLUSH_FLAGS,
             HDP_FLUSH_IOC_INVALIDATE => HDP_FLUSH_INVALIDATE_FLAGS,
@@ -366,30 +334,25 @@ impl MiscHandler for HdpFlush {
             return Err(EINVAL);
         }
         let dev = self.request(&cmd.req, valid_flags)?;
-        let issue = if cmd.nonblock {
-            Issue::NonBlocking
-        } else {
-            Issue::Blocking
-        };
-        if let Some(result) = dev.run(cmd.cmd_op, cmd.req.flags, issue) {
-            return result.map(|()| UringReply::Done(0));
+        // Arrives now, is served from task work once the whole submission is issued: a batch
+        // of flushes rides on the first one's hardware flush. Never EAGAIN: io_uring would
+        // retry from a worker that re-reads the SQE, and 6.12's io_uring_cmd() leaves
+        // ioucmd->sqe at the shared ring slot, which user space may have reused by then.
+        Ok(UringTask {
+            cmd_op: cmd.cmd_op,
+            device: cmd.req.device,
+            flags: cmd.req.flags,
+            arrived: dev.coalescer.arrive(),
+        })
+    }
+
+    fn uring_task(&self, task: UringTask) -> Result<i32> {
+        let dev = self.device(task.device)?;
+        match task.cmd_op {
+            HDP_FLUSH_IOC_FLUSH => dev.flush(task.arrived, task.flags, Issue::Uring)?,
+            _ => dev.invalidate(Issue::Uring)?,
         }
-        // The device is busy and this context may not wait. Returning EAGAIN would make
-        // io_uring retry from a worker that re-reads the SQE, and 6.12's io_uring_cmd() leaves
-        // ioucmd->sqe at the shared ring slot, which user space may have reused by then. So the
-        // request (already read and validated) is completed by our own worker instead.
-        let (handler, op, index, flags) =
-            (HandlerRef(self), cmd.cmd_op, cmd.req.device, cmd.req.flags);
-        let completion = cmd.completion;
-        self.deferred.spawn_atomic(move || {
-            // SAFETY: the command is queued and completes below: it is in flight.
-            let this = unsafe { handler.get() };
-            let result = this
-                .device(index)
-                .and_then(|d| d.run(op, flags, Issue::Deferred).ok_or(EAGAIN)?);
-            completion.complete(result.map(|()| 0));
-        })?;
-        Ok(UringReply::Queued)
+        Ok(0)
     }
 }
 
@@ -534,8 +497,7 @@ impl kernel::Module for HdpFlushModule {
         check_params()?;
         let devices = discover()?;
         let count = devices.len();
-        let deferred = WorkQueue::new(c_str!("hdp_flush"))?;
-        let dev = MiscDevice::new(HdpFlush { deferred, devices })?;
+        let dev = MiscDevice::new(HdpFlush { devices })?;
         if test_load_pause_ms.get() > 0 {
             // Widens the window the check below closes, so a test can remove a device in it.
             pr_info!(

@@ -48,49 +48,18 @@ unsafe impl AsBytes for HdpFlushVersion {}
 
 /// What a misc device does with the calls user space makes; implemented by the module.
 pub trait MiscHandler: Sync + Sized {
+    /// What a `URING_CMD` carries from its issue to its task work: plain data, kept in the
+    /// command's own 32-byte `pdu` until then.
+    type UringTask: Copy + 'static;
     /// An ioctl: `cmd` as given, `arg` the user pointer (or value).
     fn ioctl(&self, cmd: u32, arg: UserSlicer) -> Result<i64>;
-    /// An io_uring `URING_CMD`: completed inline with `Done(value)`, or `Queued` after
-    /// handing `cmd.completion` to work that completes it later. With `cmd.nonblock` it must
-    /// not sleep.
-    fn uring_cmd(&self, cmd: UringCmd) -> Result<UringReply>;
-}
-
-/// How a `URING_CMD` was answered.
-pub enum UringReply {
-    /// Completed now with this value.
-    Done(i32),
-    /// The [`UringCompletion`] was handed on; the command completes when it is used.
-    Queued,
-}
-
-/// The right to complete one queued `URING_CMD` (`io_uring_cmd_done`). Dropping it unused is
-/// fine for a command answered inline, and a bug for a queued one: io_uring would wait for it
-/// forever, so [`UringReply::Queued`] must only be returned after handing it on.
-pub struct UringCompletion(*mut bindings::io_uring_cmd);
-
-// SAFETY: io_uring_cmd_done may be called from any context (it completes through task work);
-// the command stays valid until then, because io_uring waits for queued commands.
-unsafe impl Send for UringCompletion {}
-
-impl UringCompletion {
-    /// Complete the command with `result`.
-    pub fn complete(self, result: Result<i32>) {
-        let ret = match result {
-            Ok(v) => v as isize,
-            Err(e) => e.to_errno() as isize,
-        };
-        // SAFETY: the command was queued (-EIOCBQUEUED) and this is its only completion, from
-        // a context that holds no io_uring lock (IO_URING_F_UNLOCKED: completed via task work).
-        unsafe {
-            bindings::io_uring_cmd_done(
-                self.0,
-                ret,
-                0,
-                bindings::io_uring_cmd_flags_IO_URING_F_UNLOCKED as c_uint,
-            )
-        };
-    }
+    /// An io_uring `URING_CMD`, at issue, where it must not sleep: refused with an error, or
+    /// accepted, and then served by [`MiscHandler::uring_task`].
+    fn uring_cmd(&self, cmd: UringCmd) -> Result<Self::UringTask>;
+    /// Serve an accepted `URING_CMD` from the submitting task's task work (it may sleep). io_uring
+    /// runs that work once the submission is done, so a batch of commands submitted together
+    /// has all been issued before the first of them is served.
+    fn uring_task(&self, task: Self::UringTask) -> Result<i32>;
 }
 
 /// A `URING_CMD` SQE as read once, each field with one volatile read: the SQE may still be in
@@ -105,11 +74,10 @@ pub struct UringCmd {
     pub unused_set: bool,
     /// The request from the first 16 bytes of the command area.
     pub req: HdpFlushRequest,
-    /// `IO_URING_F_NONBLOCK`: issued where sleeping is not allowed.
-    pub nonblock: bool,
-    /// For completing it later, if the handler queues it.
-    pub completion: UringCompletion,
 }
+
+/// Bytes of `io_uring_cmd.pdu`, a driver's per-command scratch space.
+const PDU_LEN: usize = 32;
 
 /// Builds `UserSlice`s for an ioctl's argument, sized by the caller.
 pub struct UserSlicer(UserPtr);
@@ -285,17 +253,54 @@ impl<T: MiscHandler> MiscDevice<T> {
                 cmd_flags: (*ioucmd).flags,
                 unused_set: unused != 0,
                 req: HdpFlushRequest::from_cmd_bytes(&bytes),
-                nonblock: issue_flags & bindings::io_uring_cmd_flags_IO_URING_F_NONBLOCK as c_uint
-                    != 0,
-                completion: UringCompletion(ioucmd),
             };
             (dev, cmd)
         };
-        match dev.handler.uring_cmd(cmd) {
-            Ok(UringReply::Done(v)) => v,
-            Ok(UringReply::Queued) => -(bindings::EIOCBQUEUED as c_int),
-            Err(e) => e.to_errno(),
+        let task = match dev.handler.uring_cmd(cmd) {
+            Ok(task) => task,
+            Err(e) => return e.to_errno(),
+        };
+        const {
+            assert!(size_of::<T::UringTask>() <= PDU_LEN);
         }
+        // SAFETY: `pdu` is the command's own scratch space for its driver, PDU_LEN bytes, ours
+        // until the command completes; `UringTask` fits (checked above) and is written
+        // unaligned. The command is in flight from here: io_uring runs the task work once,
+        // which completes it, and keeps the file (so the module and `dev`) alive until then.
+        unsafe {
+            let pdu = core::ptr::addr_of_mut!((*ioucmd).pdu).cast::<T::UringTask>();
+            pdu.write_unaligned(task);
+            bindings::__io_uring_cmd_do_in_task(ioucmd, Some(Self::uring_task_trampoline), 0);
+        }
+        -(bindings::EIOCBQUEUED as c_int)
+    }
+
+    /// The task work of an accepted `URING_CMD`: serve it and complete it.
+    ///
+    /// # Safety
+    /// Only io_uring calls this, once, for a command [`Self::uring_cmd_trampoline`] accepted.
+    unsafe extern "C" fn uring_task_trampoline(ioucmd: *mut bindings::io_uring_cmd, flags: c_uint) {
+        let task_dead = flags & bindings::io_uring_cmd_flags_IO_URING_F_TASK_DEAD as c_uint != 0;
+        // SAFETY: the command is still in flight (this work completes it), so its file is one
+        // of ours and alive, and its `pdu` holds the `UringTask` written at issue.
+        let (dev, task) = unsafe {
+            let dev = Self::from_file((*ioucmd).file);
+            let pdu = core::ptr::addr_of!((*ioucmd).pdu).cast::<T::UringTask>();
+            (dev, pdu.read_unaligned())
+        };
+        // The submitting task is exiting or its ring is going away: nobody waits for the
+        // answer, and the hardware is left alone.
+        let ret = if task_dead {
+            -(bindings::ECANCELED as isize)
+        } else {
+            match dev.handler.uring_task(task) {
+                Ok(v) => v as isize,
+                Err(e) => e.to_errno() as isize,
+            }
+        };
+        // SAFETY: this command's only completion, from its task work, with the issue flags
+        // io_uring gave this work (as its own task-work completions do).
+        unsafe { bindings::io_uring_cmd_done(ioucmd, ret, 0, flags) };
     }
 }
 
@@ -728,93 +733,8 @@ impl Drop for PciDev {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A mutex that can be tried
+// Barriers
 // ---------------------------------------------------------------------------------------------
-
-/// A lockdep class for a [`KMutex`]: static storage the kernel initialises itself.
-#[repr(transparent)]
-pub struct LockKey(Opaque<bindings::lock_class_key>);
-
-// SAFETY: lockdep synchronises its own use of the key.
-unsafe impl Sync for LockKey {}
-
-impl LockKey {
-    /// A key for a `static`.
-    pub const fn new() -> Self {
-        Self(Opaque::uninit())
-    }
-}
-
-/// A kernel `struct mutex` around `T`, which 6.12's `kernel::sync::Mutex` lacks one thing for:
-/// `mutex_trylock`, which io_uring's non-blocking issue path needs.
-#[pin_data]
-pub struct KMutex<T> {
-    #[pin]
-    raw: Opaque<bindings::mutex>,
-    data: UnsafeCell<T>,
-}
-
-// SAFETY: `data` is only reached through the mutex, which serialises every access; `T` may be
-// handed from thread to thread, so it must be `Send`.
-unsafe impl<T: Send> Sync for KMutex<T> {}
-// SAFETY: as above.
-unsafe impl<T: Send> Send for KMutex<T> {}
-
-/// The lock held on a [`KMutex`]; released on drop.
-pub struct KMutexGuard<'a, T> {
-    mutex: &'a KMutex<T>,
-}
-
-impl<T> KMutex<T> {
-    /// A mutex named `name` (for lockdep) of class `key`, around `data`.
-    pub fn new(data: T, name: &'static CStr, key: &'static LockKey) -> impl PinInit<Self> {
-        pin_init!(Self {
-            data: UnsafeCell::new(data),
-            // SAFETY: `slot` is valid, pinned storage for a mutex; `name` and `key` are
-            // static, as lockdep requires.
-            raw <- Opaque::ffi_init(|slot| unsafe {
-                bindings::__mutex_init(slot, name.as_char_ptr(), key.0.get())
-            }),
-        })
-    }
-
-    /// Wait for the lock (may sleep).
-    pub fn lock(&self) -> KMutexGuard<'_, T> {
-        // SAFETY: `raw` was initialised by `new` and is pinned with `self`.
-        unsafe { bindings::mutex_lock(self.raw.get()) };
-        KMutexGuard { mutex: self }
-    }
-
-    /// The lock if it is free now (never sleeps).
-    pub fn try_lock(&self) -> Option<KMutexGuard<'_, T>> {
-        // SAFETY: as above.
-        let acquired = unsafe { bindings::mutex_trylock(self.raw.get()) } != 0;
-        // Build the guard only if the lock is ours: dropping one unlocks the mutex.
-        acquired.then(|| KMutexGuard { mutex: self })
-    }
-}
-
-impl<T> core::ops::Deref for KMutexGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: the guard holds the mutex, so nothing else accesses `data`.
-        unsafe { &*self.mutex.data.get() }
-    }
-}
-
-impl<T> core::ops::DerefMut for KMutexGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as above, and the guard is borrowed mutably.
-        unsafe { &mut *self.mutex.data.get() }
-    }
-}
-
-impl<T> Drop for KMutexGuard<'_, T> {
-    fn drop(&mut self) {
-        // SAFETY: this guard's existence means this context holds the mutex.
-        unsafe { bindings::mutex_unlock(self.mutex.raw.get()) };
-    }
-}
 
 /// `mb()`: every earlier memory access of this CPU, to device memory too, completes before any
 /// later one (x86 `mfence`, arm64 `dsb sy`, as arch/*/include/asm/barrier.h).
@@ -936,47 +856,6 @@ impl<T: PciEvents> PinnedDrop for PciBusNotifier<T> {
         // SAFETY: registered in `register` (a failed registration never returns a value).
         // Unregistering waits for a callback in progress.
         unsafe { bindings::bus_unregister_notifier(&bindings::pci_bus_type, self.nb.get()) };
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A workqueue of our own
-// ---------------------------------------------------------------------------------------------
-
-/// A dedicated, unbound workqueue; drained and destroyed on drop, so no work of ours runs once
-/// its owner is gone.
-pub struct WorkQueue(core::ptr::NonNull<bindings::workqueue_struct>);
-
-// SAFETY: workqueues are used from any CPU; the kernel synchronises them.
-unsafe impl Send for WorkQueue {}
-// SAFETY: as above.
-unsafe impl Sync for WorkQueue {}
-
-impl WorkQueue {
-    /// A workqueue named `name`.
-    pub fn new(name: &'static CStr) -> Result<Self> {
-        // SAFETY: `name` is a static C string used as the format, with no arguments to it.
-        let wq = unsafe {
-            bindings::alloc_workqueue(name.as_char_ptr(), bindings::wq_flags_WQ_UNBOUND, 0)
-        };
-        core::ptr::NonNull::new(wq).map(Self).ok_or(ENOMEM)
-    }
-
-    /// Run `f` on the workqueue. Allocates without sleeping, so it may be called from io_uring's
-    /// non-blocking issue path.
-    pub fn spawn_atomic(&self, f: impl FnOnce() + Send + 'static) -> Result {
-        // SAFETY: the workqueue lives until self is dropped, which drains it first.
-        let queue = unsafe { kernel::workqueue::Queue::from_raw(self.0.as_ptr()) };
-        queue
-            .try_spawn(kernel::alloc::flags::GFP_ATOMIC, f)
-            .map_err(|_| ENOMEM)
-    }
-}
-
-impl Drop for WorkQueue {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new`; destroy_workqueue drains pending and running work first.
-        unsafe { bindings::destroy_workqueue(self.0.as_ptr()) };
     }
 }
 

@@ -259,9 +259,9 @@ pub struct HdpFlushDeviceInfo {
     pub device: u16,
     /// In: must be zero. Out: `HDP_FLUSH_DEVICE_F_*` (uAPI 1.1; zero before).
     pub flags: u32,
-    /// In: zero. Out: io_uring requests the module completed from its own worker because the
-    /// device was busy, since the last STATS reset (uAPI 1.1).
-    pub uring_deferred: u64,
+    /// In: zero. Out: FLUSH and INVALIDATE requests that came through io_uring, since the last
+    /// STATS reset (uAPI 1.1).
+    pub uring_requests: u64,
     /// Zero, in and out.
     pub reserved: [u64; 1],
     /// Out: NUL-padded human-readable name, e.g. "sim0" or "0000:00:04.0".

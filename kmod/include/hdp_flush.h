@@ -58,7 +58,7 @@ struct hdp_flush_device_info {
 	__u16 vendor;     /* out */
 	__u16 device;     /* out */
 	__u32 flags;      /* in: 0; out: HDP_FLUSH_DEVICE_F_* (1.1) */
-	__u64 uring_deferred; /* in: 0; out: io_uring requests completed by the module's worker (1.1) */
+	__u64 uring_requests; /* in: 0; out: FLUSH/INVALIDATE requests through io_uring (1.1) */
 	__u64 reserved[1];
 	char name[HDP_FLUSH_NAME_LEN]; /* out, NUL-padded */
 };

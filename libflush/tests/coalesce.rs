@@ -12,11 +12,9 @@
 mod coalesce;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, TryLockError};
+use std::sync::Mutex;
 
-use coalesce::{
-    Coalescer, Counters, FlushLock, Issue, Outcome, Performed, Request, State, WouldBlock,
-};
+use coalesce::{Coalescer, Counters, FlushLock, Issue, Outcome, Performed, Request, State};
 
 /// The "hardware": nothing to hold but its presence.
 type Hw = ();
@@ -26,13 +24,6 @@ struct StdLock(Mutex<State<Hw>>);
 impl FlushLock<Hw> for StdLock {
     fn with<R>(&self, f: impl FnOnce(&mut State<Hw>) -> R) -> R {
         f(&mut self.0.lock().unwrap())
-    }
-    fn try_with<R>(&self, f: impl FnOnce(&mut State<Hw>) -> R) -> Option<R> {
-        match self.0.try_lock() {
-            Ok(mut st) => Some(f(&mut st)),
-            Err(TryLockError::WouldBlock) => None,
-            Err(TryLockError::Poisoned(p)) => panic!("{p}"),
-        }
     }
     fn full_barrier() {
         std::sync::atomic::fence(Ordering::SeqCst);
@@ -55,7 +46,7 @@ fn request(coalesce: bool, sync: bool) -> Request {
     Request {
         coalesce,
         sync,
-        issue: Issue::Blocking,
+        issue: Issue::Ioctl,
     }
 }
 
@@ -122,7 +113,6 @@ fn storm(
                     for _ in 0..per_thread {
                         let mine = hdp.store();
                         c.flush(request(coalesce, sync), |_| hdp.hw_flush(sync))
-                            .unwrap()
                             .unwrap();
                         if !hdp.covers(mine, sync) {
                             violations.fetch_add(1, Ordering::Relaxed);
@@ -189,7 +179,7 @@ fn a_lone_request_always_flushes_itself() {
     let c = coalescer();
     for sync in [false, true, false] {
         let out = c.flush(request(true, sync), on_hw(|| Ok(())));
-        assert_eq!(out, Ok(Ok(Outcome::Flushed)));
+        assert_eq!(out, Ok(Outcome::Flushed));
     }
     assert_eq!(c.counters(false).hw_flushes, 3);
 }
@@ -198,7 +188,7 @@ fn a_lone_request_always_flushes_itself() {
 fn a_failed_flush_satisfies_nobody() {
     let c = coalescer();
     let failed = c.flush(request(true, true), on_hw(|| Err(())));
-    assert_eq!(failed, Ok(Err(())));
+    assert_eq!(failed, Err(()));
     // The next request must not coalesce onto the failed flush.
     let ran = AtomicBool::new(false);
     let out = c.flush(
@@ -208,7 +198,7 @@ fn a_failed_flush_satisfies_nobody() {
             Ok(())
         }),
     );
-    assert_eq!(out, Ok(Ok(Outcome::Flushed)));
+    assert_eq!(out, Ok(Outcome::Flushed));
     assert!(ran.into_inner());
     let v = c.counters(true);
     assert_eq!((v.flush_requests, v.hw_flushes, v.flush_errors), (2, 1, 1));
@@ -221,7 +211,7 @@ fn invalidates_are_counted_apart_and_never_coalesced() {
     let c = coalescer();
     let runs = AtomicU64::new(0);
     for i in 0..5 {
-        let out = c.invalidate(Issue::Blocking, |_| {
+        let out = c.invalidate(Issue::Ioctl, |_| {
             runs.fetch_add(1, Ordering::Relaxed);
             if i == 3 {
                 Err("gone")
@@ -229,7 +219,7 @@ fn invalidates_are_counted_apart_and_never_coalesced() {
                 Ok(())
             }
         });
-        assert_eq!(out, Ok(if i == 3 { Err("gone") } else { Ok(()) }));
+        assert_eq!(out, if i == 3 { Err("gone") } else { Ok(()) });
     }
     assert_eq!(runs.into_inner(), 5);
     let v = c.counters(false);
@@ -242,80 +232,60 @@ fn invalidates_are_counted_apart_and_never_coalesced() {
 }
 
 #[test]
-fn a_nonblocking_request_that_finds_the_lock_held_does_nothing_and_says_so() {
+fn requests_issued_together_and_served_later_share_one_hardware_flush() {
+    // io_uring: a submission of 32 commands is issued (each arrives), then served from task
+    // work one after the other. The first flushes; it began after every arrival, so it
+    // covers the other 31.
     let c = coalescer();
-    let holding = AtomicBool::new(false);
-    let release = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        // Hold the lock, as a flush in progress on another CPU would.
-        s.spawn(|| {
-            c.flush(
-                request(true, true),
-                on_hw(|| {
-                    holding.store(true, Ordering::SeqCst);
-                    while !release.load(Ordering::SeqCst) {
-                        std::thread::yield_now();
-                    }
-                    Ok(())
-                }),
-            )
-            .unwrap()
-            .unwrap();
-        });
-        while !holding.load(Ordering::SeqCst) {
-            std::thread::yield_now();
-        }
-        let nonblock = Request {
-            coalesce: true,
-            sync: true,
-            issue: Issue::NonBlocking,
-        };
-        let ran = AtomicBool::new(false);
-        let out = c.flush(
-            nonblock,
-            on_hw(|| {
-                ran.store(true, Ordering::SeqCst);
-                Ok(())
-            }),
-        );
-        assert_eq!(out, Err(WouldBlock));
-        assert_eq!(
-            c.invalidate::<()>(Issue::NonBlocking, |_| Ok(())),
-            Err(WouldBlock)
-        );
-        assert!(!ran.load(Ordering::SeqCst), "no hardware touched");
-        release.store(true, Ordering::SeqCst);
-    });
-    let v = c.counters(false);
+    for sync in [false, true] {
+        let before = c.counters(false);
+        let arrivals: Vec<_> = (0..32).map(|_| c.arrive()).collect();
+        let outcomes: Vec<_> = arrivals
+            .into_iter()
+            .map(|a| {
+                let req = Request {
+                    issue: Issue::Uring,
+                    ..request(true, sync)
+                };
+                c.flush_arrived(a, req, on_hw(|| Ok(()))).unwrap()
+            })
+            .collect();
+        assert_eq!(outcomes[0], Outcome::Flushed);
+        assert!(outcomes[1..].iter().all(|&o| o == Outcome::Coalesced));
+        let v = c.counters(false);
+        assert_eq!(v.hw_flushes - before.hw_flushes, 1, "sync {sync}");
+        assert_eq!(v.uring_requests - before.uring_requests, 32);
+    }
+}
+
+#[test]
+fn a_request_served_later_never_rides_a_flush_already_running_when_it_arrived() {
+    let c = coalescer();
+    let mut late = None;
+    c.flush(
+        request(true, true),
+        on_hw(|| {
+            // Arrives while this flush is in progress: its stores may have missed it.
+            late = Some(c.arrive());
+            Ok(())
+        }),
+    )
+    .unwrap();
+    let late = late.unwrap();
     assert_eq!(
-        (v.flush_requests, v.invalidates),
-        (1, 0),
-        "the refused ones are not counted"
+        c.flush_arrived(late, request(true, true), on_hw(|| Ok(()))),
+        Ok(Outcome::Flushed)
     );
-    // Free lock: the non-blocking path runs normally.
-    let nonblock = Request {
-        coalesce: false,
-        sync: false,
-        issue: Issue::NonBlocking,
-    };
+    // One arriving after both flushes finished rides on neither.
+    let now = c.arrive();
     assert_eq!(
-        c.flush(nonblock, on_hw(|| Ok(()))),
-        Ok(Ok(Outcome::Flushed))
+        c.flush_arrived(now, request(true, true), on_hw(|| Ok(()))),
+        Ok(Outcome::Flushed)
     );
-    // The worker that takes a refused request over waits, and is counted as deferred.
-    let deferred = Request {
-        issue: Issue::Deferred,
-        ..nonblock
-    };
     assert_eq!(
-        c.flush(deferred, on_hw(|| Ok(()))),
-        Ok(Ok(Outcome::Flushed))
-    );
-    assert_eq!(c.invalidate::<()>(Issue::Deferred, |_| Ok(())), Ok(Ok(())));
-    let v = c.counters(false);
-    assert_eq!(
-        (v.uring_deferred, v.flush_requests, v.invalidates),
-        (2, 3, 1)
+        c.counters(false).uring_requests,
+        0,
+        "ioctls are not io_uring"
     );
 }
 
@@ -332,7 +302,7 @@ fn after_revoke_no_request_reaches_the_hardware_and_each_one_fails_counted() {
             }),
         )
     };
-    assert_eq!(flush(), Ok(Ok(Outcome::Flushed)));
+    assert_eq!(flush(), Ok(Outcome::Flushed));
     assert_eq!(
         c.revoke(),
         Some(()),
@@ -340,11 +310,11 @@ fn after_revoke_no_request_reaches_the_hardware_and_each_one_fails_counted() {
     );
     assert_eq!(c.revoke(), None, "once");
     for _ in 0..3 {
-        assert_eq!(flush(), Ok(Err(())));
+        assert_eq!(flush(), Err(()));
     }
     assert_eq!(
-        c.invalidate(Issue::Blocking, |hw| hw.map(drop).ok_or(())),
-        Ok(Err(()))
+        c.invalidate(Issue::Ioctl, |hw| hw.map(drop).ok_or(())),
+        Err(())
     );
     assert_eq!(touched.load(Ordering::SeqCst), 1);
     let v = c.counters(false);
@@ -360,11 +330,11 @@ fn after_revoke_no_request_reaches_the_hardware_and_each_one_fails_counted() {
 fn a_skipped_flush_is_counted_apart_and_covers_nobody() {
     let c = coalescer();
     let skip = |sync| c.flush(request(true, sync), |_| Ok::<_, ()>(Performed::Skipped));
-    assert_eq!(skip(true), Ok(Ok(Outcome::Skipped)));
+    assert_eq!(skip(true), Ok(Outcome::Skipped));
     // A skipped flush is no flush: the next request does not ride on it.
     assert_eq!(
         c.flush(request(true, true), on_hw(|| Ok(()))),
-        Ok(Ok(Outcome::Flushed))
+        Ok(Outcome::Flushed)
     );
     let v = c.counters(false);
     assert_eq!((v.flush_requests, v.flush_skipped, v.hw_flushes), (2, 1, 1));

@@ -47,7 +47,7 @@ fn expectations() -> Vec<(String, u64)> {
             vendor,
             device,
             flags,
-            uring_deferred,
+            uring_requests,
             reserved,
             name
         ]
