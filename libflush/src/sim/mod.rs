@@ -34,9 +34,10 @@ use crate::region::{check_access, Bar};
 use crate::strategy::{Backing, BackingKind};
 
 pub mod oracle;
+pub mod verdicts;
 
 /// How a BAR read, when the HDP performs it, treats writes still waiting in the FIFO.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReadPolicy {
     /// A read drains the whole FIFO first (PCIe: a read may not pass posted writes, and the HDP

@@ -16,23 +16,73 @@ use crate::Result;
 /// The smallest page the strategy accepts: the GPU's 4K page.
 pub const DUMMY_PAGE_MIN: usize = 4096;
 
-/// Two stores `DUMMY_PAGE_MIN / 2` apart and a load of the first, on a page nobody else uses.
-/// A readback always completes: [`Completion::Posted`] gets the same sequence.
+/// The second store's offset: half of the GPU page, whatever the CPU page size (well apart,
+/// still 4-aligned).
+const SECOND: usize = DUMMY_PAGE_MIN / 2;
+/// A word neither store writes, for [`ReadBack::Unwritten`].
+const UNWRITTEN: usize = DUMMY_PAGE_MIN / 4;
+
+/// Which word the read-back loads. The proposal says "a 32-bit readback" and no more; which
+/// word it is decides what the HDP must do for the read to flush (the oracle's verdicts in
+/// docs/patch-evidence.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadBack {
+    /// The word the first store wrote (the default).
+    #[default]
+    FirstStore,
+    /// The word the second store wrote.
+    SecondStore,
+    /// A word of the page neither store wrote.
+    Unwritten,
+}
+
+/// How the two stores and the read-back are issued.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DummyPageVariant {
+    /// The word read back.
+    pub read_back: ReadBack,
+    /// A store fence between the two stores, so the first is performed before the second.
+    pub fence_between: bool,
+}
+
+impl DummyPageVariant {
+    /// How reports name it, e.g. "read first store, fence between".
+    pub fn name(&self) -> String {
+        let read = match self.read_back {
+            ReadBack::FirstStore => "read first store",
+            ReadBack::SecondStore => "read second store",
+            ReadBack::Unwritten => "read unwritten word",
+        };
+        let fence = if self.fence_between {
+            "fence between"
+        } else {
+            "no fence between"
+        };
+        format!("{read}, {fence}")
+    }
+}
+
+/// Two stores `DUMMY_PAGE_MIN / 2` apart and a load, on a page nobody else uses. A readback
+/// always completes: [`Completion::Posted`] gets the same sequence.
 pub struct DummyPage<B: Bar = MappedRegion> {
     page: B,
-    second: usize,
+    variant: DummyPageVariant,
     seq: AtomicU32,
 }
 
 impl<B: Bar> DummyPage<B> {
-    /// Flush through `page`, a host-visible VRAM page of at least 4K.
+    /// Flush through `page`, a host-visible VRAM page of at least 4K: the first store's word
+    /// read back, no fence between the stores.
     pub fn new(page: B) -> Result<Self> {
+        Self::with_variant(page, DummyPageVariant::default())
+    }
+
+    /// As [`DummyPage::new`], issuing `variant`.
+    pub fn with_variant(page: B, variant: DummyPageVariant) -> Result<Self> {
         require_len(&page, "dummy page", DUMMY_PAGE_MIN)?;
-        // Half of the GPU page, whatever the CPU page size: well apart, still 4-aligned.
-        let second = DUMMY_PAGE_MIN / 2;
         Ok(Self {
             page,
-            second,
+            variant,
             seq: AtomicU32::new(0),
         })
     }
@@ -86,10 +136,17 @@ impl<B: Bar> Flush for DummyPage<B> {
         // the payload too.
         self.page.store_fence();
         self.page.write_u32(0, value);
-        self.page.write_u32(self.second, value);
+        if self.variant.fence_between {
+            self.page.store_fence();
+        }
+        self.page.write_u32(SECOND, value);
         // The readback must not pass the buffered stores.
         self.page.full_fence();
-        let _ = self.page.read_u32(0);
+        let _ = self.page.read_u32(match self.variant.read_back {
+            ReadBack::FirstStore => 0,
+            ReadBack::SecondStore => SECOND,
+            ReadBack::Unwritten => UNWRITTEN,
+        });
         // Later stores (the doorbell) must wait for the readback to return.
         self.page.full_fence();
         Ok(())

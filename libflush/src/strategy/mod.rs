@@ -16,7 +16,7 @@ mod sim;
 mod uring;
 
 pub(crate) use dummy_page::caller_dummy_page;
-pub use dummy_page::{DummyPage, DUMMY_PAGE_MIN};
+pub use dummy_page::{DummyPage, DummyPageVariant, ReadBack, DUMMY_PAGE_MIN};
 pub use ioctl::{Ioctl, IoctlTransport};
 pub use kernel::{KernelFlush, Transport};
 pub use legacy::Legacy;
