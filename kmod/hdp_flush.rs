@@ -39,7 +39,8 @@ use backend::{Amdgpu, AnyBackend, Backend, Ident, NotServed, PciTest, Sim};
 use coalesce::{Arrival, Coalescer, FlushLock, Issue, Request, State};
 use kernel::sync::{new_mutex, Mutex};
 use sys::{
-    msleep, MiscDevice, MiscHandler, PciBusNotifier, PciDev, PciEvents, UringCmd, UserSlicer,
+    msleep, MiscDevice, MiscHandler, PciBusNotifier, PciDev, PciEvents, UringCmd, UringReply,
+    UserSlicer,
 };
 use uapi::*;
 
@@ -322,10 +323,12 @@ impl MiscHandler for HdpFlush {
 
     type UringTask = UringTask;
 
-    fn uring_cmd(&self, cmd: UringCmd) -> Result<UringTask> {
+    fn uring_cmd(&self, cmd: UringCmd) -> Result<UringReply<UringTask>> {
         let valid_flags = match cmd.cmd_op {
             HDP_FLUSH_IOC_FLUSH => HDP_FLUSH_FLUSH_FLAGS,
             HDP_FLUSH_IOC_INVALIDATE => HDP_FLUSH_INVALIDATE_FLAGS,
+            // Checked like a FLUSH, then answered at once: the io_uring floor for benchmarks.
+            HDP_FLUSH_IOC_NOP => 0,
             _ => return Err(ENOTTY),
         };
         // No command of ours uses a fixed buffer or any SQE field besides its 16-byte request:
@@ -334,16 +337,19 @@ impl MiscHandler for HdpFlush {
             return Err(EINVAL);
         }
         let dev = self.request(&cmd.req, valid_flags)?;
+        if cmd.cmd_op == HDP_FLUSH_IOC_NOP {
+            return Ok(UringReply::Done(0));
+        }
         // Arrives now, is served from task work once the whole submission is issued: a batch
         // of flushes rides on the first one's hardware flush. Never EAGAIN: io_uring would
         // retry from a worker that re-reads the SQE, and 6.12's io_uring_cmd() leaves
         // ioucmd->sqe at the shared ring slot, which user space may have reused by then.
-        Ok(UringTask {
+        Ok(UringReply::InTask(UringTask {
             cmd_op: cmd.cmd_op,
             device: cmd.req.device,
             flags: cmd.req.flags,
             arrived: dev.coalescer.arrive(),
-        })
+        }))
     }
 
     fn uring_task(&self, task: UringTask) -> Result<i32> {

@@ -53,13 +53,21 @@ pub trait MiscHandler: Sync + Sized {
     type UringTask: Copy + 'static;
     /// An ioctl: `cmd` as given, `arg` the user pointer (or value).
     fn ioctl(&self, cmd: u32, arg: UserSlicer) -> Result<i64>;
-    /// An io_uring `URING_CMD`, at issue, where it must not sleep: refused with an error, or
-    /// accepted, and then served by [`MiscHandler::uring_task`].
-    fn uring_cmd(&self, cmd: UringCmd) -> Result<Self::UringTask>;
+    /// An io_uring `URING_CMD`, at issue, where it must not sleep: refused with an error,
+    /// answered now, or accepted and then served by [`MiscHandler::uring_task`].
+    fn uring_cmd(&self, cmd: UringCmd) -> Result<UringReply<Self::UringTask>>;
     /// Serve an accepted `URING_CMD` from the submitting task's task work (it may sleep). io_uring
     /// runs that work once the submission is done, so a batch of commands submitted together
     /// has all been issued before the first of them is served.
     fn uring_task(&self, task: Self::UringTask) -> Result<i32>;
+}
+
+/// How a `URING_CMD` is answered at issue.
+pub enum UringReply<T> {
+    /// Completed now, with this value.
+    Done(i32),
+    /// Served later, from the submitter's task work.
+    InTask(T),
 }
 
 /// A `URING_CMD` SQE as read once, each field with one volatile read: the SQE may still be in
@@ -257,7 +265,8 @@ impl<T: MiscHandler> MiscDevice<T> {
             (dev, cmd)
         };
         let task = match dev.handler.uring_cmd(cmd) {
-            Ok(task) => task,
+            Ok(UringReply::InTask(task)) => task,
+            Ok(UringReply::Done(v)) => return v,
             Err(e) => return e.to_errno(),
         };
         const {

@@ -102,6 +102,14 @@ impl Uring {
         self.transport().counters.enters.load(Ordering::Relaxed)
     }
 
+    /// `count` NOP commands in one submission: checked by the module like a FLUSH of this
+    /// handle's device, then answered at once. What a `URING_CMD` costs before any flush (a
+    /// benchmark floor; uAPI 1.1).
+    pub fn nop_batch(&self, count: usize) -> Result<()> {
+        self.transport()
+            .submit(uapi::HDP_FLUSH_IOC_NOP, "URING_CMD NOP", 0, count)
+    }
+
     /// Rings this handle has set up (one per thread that flushed at the same time as others).
     pub fn rings(&self) -> usize {
         self.transport().rings_made()
