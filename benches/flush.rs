@@ -72,12 +72,40 @@ fn uring_batches(c: &mut Criterion) {
     g.finish();
 }
 
+/// What selection costs a runtime per flush: the flusher it gets is a `dyn Flush`. The same
+/// remap-page flush (posted, on a stand-in page: a fence, a store, a fence) called directly
+/// and through the trait object; `hdpflush report` checks the difference (target P5).
+fn dispatch(c: &mut Criterion) {
+    let concrete = || {
+        let page = libflush::MappedRegion::anonymous(4096)?;
+        libflush::MmioRemap::new(page, Completion::Posted)
+    };
+    let (direct, boxed) = match (concrete(), concrete()) {
+        (Ok(d), Ok(b)) => (d, Box::new(b) as Box<dyn Flush>),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("skipping dispatch: {e}");
+            return;
+        }
+    };
+    let mut g = c.benchmark_group("dispatch");
+    g.bench_function("direct", |b| {
+        b.iter(|| checked("direct flush", direct.flush_with(Completion::Posted)))
+    });
+    g.bench_function("dyn Flush", |b| {
+        b.iter(|| {
+            let f: &dyn Flush = std::hint::black_box(boxed.as_ref());
+            checked("dyn flush", f.flush_with(Completion::Posted))
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(50);
-    targets = strategies, uring_batches
+    targets = dispatch, strategies, uring_batches
 }
 criterion_main!(benches);

@@ -35,6 +35,13 @@ pub struct MapSpec {
     offset: u64,
 }
 
+impl MapSpec {
+    /// "PATH@OFFSET", for labels.
+    fn place(&self) -> String {
+        format!("{}@{:#x}", self.path.display(), self.offset)
+    }
+}
+
 impl std::str::FromStr for MapSpec {
     type Err = String;
 
@@ -77,6 +84,9 @@ type Op = Box<dyn FnMut() -> libflush::Result<()> + Send>;
 /// Reads a device's (flush requests, hardware flushes) from STATS.
 type Counters = Box<dyn Fn() -> libflush::Result<(u64, u64)>>;
 
+/// Reads the `io_uring_enter` calls a case's rings have made.
+type Enters = Box<dyn Fn() -> u64>;
+
 /// One thing to time: one operation per thread, each doing `batch` flushes.
 struct Case {
     strategy: String,
@@ -85,6 +95,7 @@ struct Case {
     batch: usize,
     ops: Vec<Op>,
     counters: Option<Counters>,
+    enters: Option<Enters>,
 }
 
 impl Case {
@@ -96,6 +107,7 @@ impl Case {
             batch: 1,
             ops: vec![Box::new(move || f.flush())],
             counters: None,
+            enters: None,
         }
     }
 
@@ -121,6 +133,7 @@ impl Case {
                 batch: 1,
                 ops: vec![Box::new(move || f.flush_with(completion))],
                 counters: None,
+                enters: None,
             }
         })
         .collect()
@@ -134,6 +147,7 @@ impl Case {
             batch,
             ops: vec![op],
             counters: None,
+            enters: None,
         }
     }
 
@@ -189,6 +203,7 @@ fn cases_for(kind: StrategyKind, args: &BenchArgs) -> libflush::Result<Vec<Case>
                         batch: 1,
                         ops,
                         counters: Some(device0_counters()?),
+                        enters: None,
                     });
                 }
             }
@@ -199,6 +214,25 @@ fn cases_for(kind: StrategyKind, args: &BenchArgs) -> libflush::Result<Vec<Case>
                 .map_err(unavailable)?
                 .backing();
             let mut cases = Vec::new();
+            // What io_uring's URING_CMD path costs before the module flushes anything.
+            for &batch in &args.batches {
+                let ring = Uring::open(UringConfig {
+                    entries: batch.next_power_of_two(),
+                    ..UringConfig::default()
+                })
+                .map_err(unavailable)?;
+                let n = batch as usize;
+                cases.push(Case::single(
+                    "reference",
+                    format!("URING_CMD NOP batch {batch}"),
+                    Backing::new(
+                        BackingKind::HostKernel,
+                        "URING_CMD NOP on /dev/hdp_flush: io_uring's command path into the module, no flush",
+                    ),
+                    n,
+                    Box::new(move || ring.nop_batch(n)),
+                ));
+            }
             let sqpoll: &[Option<u32>] = if args.sqpoll {
                 &[None, Some(SQPOLL_IDLE_MS)]
             } else {
@@ -209,13 +243,17 @@ fn cases_for(kind: StrategyKind, args: &BenchArgs) -> libflush::Result<Vec<Case>
                     for &batch in &args.batches {
                         let n = batch as usize;
                         let mut ops: Vec<Op> = Vec::new();
+                        let mut rings = Vec::new();
                         for _ in 0..threads {
-                            let ring = Uring::open(UringConfig {
-                                entries: batch.next_power_of_two(),
-                                sqpoll_idle_ms: sq,
-                                ..UringConfig::default()
-                            })
-                            .map_err(unavailable)?;
+                            let ring = Arc::new(
+                                Uring::open(UringConfig {
+                                    entries: batch.next_power_of_two(),
+                                    sqpoll_idle_ms: sq,
+                                    ..UringConfig::default()
+                                })
+                                .map_err(unavailable)?,
+                            );
+                            rings.push(Arc::clone(&ring));
                             ops.push(Box::new(move || ring.flush_batch(n)));
                         }
                         // io_uring flushes complete (SYNC), as the default flusher does: say
@@ -231,6 +269,9 @@ fn cases_for(kind: StrategyKind, args: &BenchArgs) -> libflush::Result<Vec<Case>
                             batch: n,
                             ops,
                             counters: Some(device0_counters()?),
+                            enters: Some(Box::new(move || {
+                                rings.iter().map(|r| r.io_uring_enters()).sum()
+                            })),
                         });
                     }
                 }
@@ -239,10 +280,7 @@ fn cases_for(kind: StrategyKind, args: &BenchArgs) -> libflush::Result<Vec<Case>
         }
         _ => {
             let (f, place) = match args.maps.iter().find(|m| m.kind == kind) {
-                Some(m) => (
-                    libflush::open_mapped(kind, &m.path, m.offset)?,
-                    format!("{}@{:#x}", m.path.display(), m.offset),
-                ),
+                Some(m) => (libflush::open_mapped(kind, &m.path, m.offset)?, m.place()),
                 None => (libflush::open_for_bench(kind)?, String::new()),
             };
             if kind == StrategyKind::MmioRemap {
@@ -310,7 +348,47 @@ fn reference_cases(args: &BenchArgs) -> (Vec<Case>, Vec<Skipped>) {
             }
         }
     }
+    for m in &args.maps {
+        match mmio_floors(m) {
+            Ok(c) => cases.extend(c),
+            Err(e) => skipped.push(Skipped {
+                strategy: format!("reference MMIO at {}", m.place()),
+                reason: e.to_string(),
+            }),
+        }
+    }
     (cases, skipped)
+}
+
+/// One uncached 32-bit load, and one store, through `m`'s mapping: what the mapping strategies'
+/// stores and read-backs cost at least on that backing.
+fn mmio_floors(m: &MapSpec) -> libflush::Result<Vec<Case>> {
+    use libflush::region::Bar;
+    let load = Arc::new(libflush::MappedRegion::map_file(&m.path, m.offset, 4)?);
+    let store = Arc::clone(&load);
+    let backing = load.backing();
+    Ok(vec![
+        Case::single(
+            "reference",
+            format!("uncached 32-bit load, {}", m.place()),
+            backing.clone(),
+            1,
+            Box::new(move || {
+                std::hint::black_box(load.read_u32(0));
+                Ok(())
+            }),
+        ),
+        Case::single(
+            "reference",
+            format!("uncached 32-bit store, {}", m.place()),
+            backing,
+            1,
+            Box::new(move || {
+                store.write_u32(0, 0);
+                Ok(())
+            }),
+        ),
+    ])
 }
 
 /// Timings of one case, before the baseline is known.
@@ -361,7 +439,12 @@ fn run_share(
 /// Time `case`. With one thread, mean is total time over flushes. With several, each runs an
 /// equal share at once, mean is wall time over all flushes (the cost per flush of the whole
 /// system, which is what coalescing improves) and p50/p99 are each caller's samples.
-fn measure(case: &mut Case, args: &BenchArgs, bar: &ProgressBar) -> libflush::Result<Timing> {
+fn measure(
+    case: &mut Case,
+    args: &BenchArgs,
+    bar: &ProgressBar,
+    before_timed: &mut dyn FnMut() -> libflush::Result<()>,
+) -> libflush::Result<Timing> {
     let batch = case.batch as u64;
     let threads = case.ops.len().max(1) as u64;
     for op in &mut case.ops {
@@ -378,6 +461,7 @@ fn measure(case: &mut Case, args: &BenchArgs, bar: &ProgressBar) -> libflush::Re
     let per_op = t.elapsed().as_nanos() as f64 / probe_ops as f64;
     let ops_per_sample = ((SAMPLE_NS / per_op.max(1.0)).ceil() as u64).clamp(1, MAX_OPS_PER_SAMPLE);
     let share = args.iterations.div_ceil(batch * threads);
+    before_timed()?;
 
     let (mut samples, total_ns) = if threads == 1 {
         run_share(&mut case.ops[0], share, ops_per_sample, batch, bar)?
@@ -514,13 +598,24 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         if lines {
             eprintln!("bench [{}/{n_cases}] {label}", i + 1);
         }
-        let before = case.counters.as_ref().map(|c| c()).transpose()?;
-        let t = measure(case, args, &bar)?;
-        let after = case.counters.as_ref().map(|c| c()).transpose()?;
+        // Counted over the timed run only: warm-up and calibration are left out.
+        let mut before = None;
+        let mut enters_before = None;
+        let (counters, enters) = (case.counters.take(), case.enters.take());
+        let t = measure(case, args, &bar, &mut || {
+            before = counters.as_ref().map(|c| c()).transpose()?;
+            enters_before = enters.as_ref().map(|e| e());
+            Ok(())
+        })?;
+        let after = counters.as_ref().map(|c| c()).transpose()?;
         let hw_flushes_per_request = match (before, after) {
             (Some((r0, h0)), Some((r1, h1))) if r1 > r0 => {
                 Some((h1 - h0) as f64 / (r1 - r0) as f64)
             }
+            _ => None,
+        };
+        let enters_per_flush = match (enters_before, enters.as_ref().map(|e| e())) {
+            (Some(e0), Some(e1)) => Some((e1 - e0) as f64 / t.flushes as f64),
             _ => None,
         };
         results.push(CaseResult {
@@ -530,6 +625,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
             batch: case.batch,
             threads: case.ops.len(),
             hw_flushes_per_request,
+            enters_per_flush,
             flushes: t.flushes,
             mean_ns: t.mean_ns,
             p50_ns: t.p50_ns,

@@ -16,8 +16,8 @@ pub enum CliError {
         /// What went wrong.
         source: std::io::Error,
     },
-    /// A bench JSON that does not parse.
-    #[error("{}: not a hdpflush bench report: {source}", path.display())]
+    /// A bench, evidence or criterion JSON that does not parse.
+    #[error("{}: not what hdpflush wrote: {source}", path.display())]
     Json {
         /// The file.
         path: PathBuf,

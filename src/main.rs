@@ -8,6 +8,9 @@ use libflush::StrategyKind;
 
 mod bench;
 mod error;
+mod evidence;
+mod evidence_plot;
+mod model;
 mod plot;
 mod probe;
 mod report;
@@ -31,14 +34,46 @@ enum Command {
     },
     /// Run strategies side by side and report ns per flush (table, JSON, SVG).
     Bench(BenchArgs),
-    /// Print the table of a saved bench JSON, and optionally redraw its SVG.
-    Report {
-        /// A JSON file written by `hdpflush bench`.
-        json: PathBuf,
-        /// Write the plot here.
-        #[arg(long)]
-        svg: Option<PathBuf>,
-    },
+    /// Print a saved bench JSON's table (and redraw its SVG), or the evidence of
+    /// `cargo xtask vm-bench`: every run, the targets' PASS/FAIL, the oracle, the cost model.
+    Report(ReportArgs),
+}
+
+/// Options of `hdpflush report`.
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// A JSON file written by `hdpflush bench`.
+    #[arg(required_unless_present = "evidence", conflicts_with = "evidence")]
+    pub json: Option<PathBuf>,
+    /// Write the bench JSON's plot here.
+    #[arg(long, requires = "json")]
+    pub svg: Option<PathBuf>,
+    /// The evidence: a directory `cargo xtask vm-bench` filled (assembled into
+    /// DIR/evidence.json, DIR/tables.md and plots, running the oracle), or an assembled
+    /// evidence.json.
+    #[arg(long, value_name = "DIR|FILE")]
+    pub evidence: Option<PathBuf>,
+    /// Also print the cost model for a 64K-page host.
+    #[arg(long, requires = "evidence")]
+    pub model: bool,
+    /// The model's W: ns the CPU spends on one posted store to a BAR.
+    #[arg(long, default_value_t = model::DEFAULT_WRITE_NS, requires = "model")]
+    pub pcie_write_ns: f64,
+    /// The model's R: ns of one non-posted read round trip to the GPU.
+    #[arg(long, default_value_t = model::DEFAULT_READ_NS, requires = "model")]
+    pub pcie_read_ns: f64,
+    /// Rewrite the generated tables (and plots, into DOCS/evidence/) of DOCS/patch-evidence.md
+    /// and DOCS/cost-model.md from an assembled evidence.json.
+    #[arg(
+        long,
+        value_name = "DOCS",
+        requires = "evidence",
+        conflicts_with = "check_docs"
+    )]
+    pub update_docs: Option<PathBuf>,
+    /// Fail if those tables differ from what the evidence.json gives.
+    #[arg(long, value_name = "DOCS", requires = "evidence")]
+    pub check_docs: Option<PathBuf>,
 }
 
 /// Options of `hdpflush bench`.
@@ -104,7 +139,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Probe { json } => probe::run(json),
         Command::Bench(args) => bench::run(&args),
-        Command::Report { json, svg } => report::run(&json, svg.as_deref()),
+        Command::Report(args) => report::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -38,6 +38,10 @@ pub struct CaseResult {
     /// Hardware flushes the module issued per request during the case (< 1: coalescing).
     #[serde(default)]
     pub hw_flushes_per_request: Option<f64>,
+    /// `io_uring_enter` calls per flush during the case (io_uring cases; 0: SQPOLL reaped
+    /// everything without entering the kernel).
+    #[serde(default)]
+    pub enters_per_flush: Option<f64>,
     /// Flushes measured.
     pub flushes: u64,
     /// Mean ns per flush over the whole measured run.
@@ -224,12 +228,64 @@ pub fn read_json(path: &Path) -> Result<BenchReport, CliError> {
 }
 
 /// `hdpflush report`.
-pub fn run(json: &Path, svg: Option<&Path>) -> Result<(), CliError> {
+pub fn run(args: &crate::ReportArgs) -> Result<(), CliError> {
+    if let Some(path) = &args.evidence {
+        return evidence(args, path);
+    }
+    let Some(json) = &args.json else {
+        return Err(CliError::Selection(
+            "report needs a bench JSON or --evidence".into(),
+        ));
+    };
     let report = read_json(json)?;
     crate::emit(&table(&report))?;
-    if let Some(svg) = svg {
+    if let Some(svg) = &args.svg {
         crate::plot::write_svg(&report, svg)?;
         crate::emit(&format!("wrote {}\n", svg.display()))?;
+    }
+    Ok(())
+}
+
+/// `hdpflush report --evidence DIR|FILE`.
+fn evidence(args: &crate::ReportArgs, path: &Path) -> Result<(), CliError> {
+    use crate::evidence::{update_docs, Evidence};
+    let e = if path.is_dir() {
+        let e = Evidence::assemble(path)?;
+        let json = path.join("evidence.json");
+        e.save(&json)?;
+        let tables = path.join("tables.md");
+        let md: String = crate::evidence::sections(&e)
+            .into_iter()
+            .map(|(name, body)| format!("## {name}\n\n{body}\n"))
+            .collect();
+        std::fs::write(&tables, md).map_err(|err| CliError::io(&tables, err))?;
+        crate::evidence_plot::write_all(&e, path)?;
+        crate::emit(&format!(
+            "wrote {}, {} and cost.svg, batch.svg, callers.svg in {}\n",
+            json.display(),
+            tables.display(),
+            path.display()
+        ))?;
+        e
+    } else {
+        Evidence::load(path)?
+    };
+    if let Some(docs) = &args.check_docs {
+        return update_docs(&e, docs, true);
+    }
+    crate::emit(&crate::evidence::text(&e))?;
+    if args.model {
+        let pcie = crate::model::Pcie {
+            write_ns: args.pcie_write_ns,
+            read_ns: args.pcie_read_ns,
+        };
+        crate::emit(&crate::model::text(&e, &pcie))?;
+    }
+    if let Some(docs) = &args.update_docs {
+        update_docs(&e, docs, false)?;
+        let plots = docs.join("evidence");
+        std::fs::create_dir_all(&plots).map_err(|err| CliError::io(&plots, err))?;
+        crate::evidence_plot::write_all(&e, &plots)?;
     }
     Ok(())
 }

@@ -365,7 +365,7 @@ fn report_on_a_file_that_is_not_a_report_says_so() {
     let f = dir.join("x.json");
     std::fs::write(&f, "{}").unwrap();
     let out = hdpflush(&["report", f.to_str().unwrap()], &[]);
-    assert_one_line_error(&out, &["not a hdpflush bench report"]);
+    assert_one_line_error(&out, &["not what hdpflush wrote"]);
     let out = hdpflush(&["report", "/nonexistent/bench.json"], &[]);
     assert_one_line_error(&out, &["/nonexistent/bench.json", "No such file"]);
 }
@@ -386,4 +386,82 @@ fn a_closed_stdout_is_not_a_crash() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// The evidence committed under docs/, as `cargo xtask vm-bench` assembled it.
+fn committed_evidence() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/evidence/evidence.json")
+}
+
+#[test]
+fn the_docs_tables_match_the_evidence_json_they_came_from() {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    let evidence = committed_evidence();
+    let out = hdpflush(
+        &[
+            "report",
+            "--evidence",
+            evidence.to_str().unwrap(),
+            "--check-docs",
+            docs.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A table edited by hand no longer matches, and the error says how to regenerate.
+    let copy = scratch("docs_check");
+    for name in ["patch-evidence.md", "cost-model.md"] {
+        std::fs::copy(docs.join(name), copy.join(name)).unwrap();
+    }
+    let doc = std::fs::read_to_string(copy.join("cost-model.md")).unwrap();
+    let edited = doc.replacen("| `W + R` |", "| `W + R` | 1 |", 1);
+    assert_ne!(doc, edited, "the model table has a `W + R` row");
+    std::fs::write(copy.join("cost-model.md"), edited).unwrap();
+    let out = hdpflush(
+        &[
+            "report",
+            "--evidence",
+            evidence.to_str().unwrap(),
+            "--check-docs",
+            copy.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_one_line_error(&out, &["cost-model.md", "--update-docs docs"]);
+}
+
+#[test]
+fn the_evidence_report_prints_every_target_the_oracle_and_the_model() {
+    let evidence = committed_evidence();
+    let out = hdpflush(
+        &[
+            "report",
+            "--evidence",
+            evidence.to_str().unwrap(),
+            "--model",
+            "--pcie-read-ns",
+            "2000",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    for id in ["P1", "P2", "P3", "P5"] {
+        assert!(
+            s.lines()
+                .any(|l| (l.starts_with("PASS ") || l.starts_with("FAIL ")) && l.contains(id)),
+            "no {id} line:\n{s}"
+        );
+    }
+    assert!(s.contains("x86_64 guest, 4K pages") && s.contains("arm64 guest, 64K pages"));
+    assert!(
+        s.contains("dummy-page") && s.contains("same-address="),
+        "{s}"
+    );
+    // The model recomputed with R = 2000 ns: the remap page is W + R = 2100.
+    let remap = s
+        .lines()
+        .find(|l| l.contains("mmio-remap, ROCclr's store + read-back"))
+        .unwrap_or_else(|| panic!("no model row:\n{s}"));
+    assert!(remap.contains("2100"), "{remap}");
 }

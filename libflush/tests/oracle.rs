@@ -8,27 +8,10 @@
 use std::sync::Arc;
 
 use libflush::sim::oracle::{producer_consumer, read_after_gpu_write, OracleConfig, OracleReport};
+use libflush::sim::verdicts::NoFlush;
 use libflush::sim::{Hdp, HdpConfig, ReadPolicy};
 use libflush::strategy::{Backing, BackingKind};
 use libflush::{Completion, DummyPage, Error, Flush, Legacy, MmioRemap, Sim, StrategyKind};
-
-/// The control: claims to flush and does nothing.
-struct NoFlush;
-
-impl Flush for NoFlush {
-    fn kind(&self) -> StrategyKind {
-        StrategyKind::Sim
-    }
-    fn backing(&self) -> Backing {
-        Backing::new(BackingKind::Simulator, "no-op control")
-    }
-    fn flush_with(&self, _: Completion) -> libflush::Result<()> {
-        Ok(())
-    }
-    fn invalidate(&self) -> libflush::Result<()> {
-        Ok(())
-    }
-}
 
 const PAYLOAD: usize = 0;
 const LEGACY_REGION: usize = 64 * 1024;

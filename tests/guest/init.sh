@@ -1,12 +1,16 @@
 #!/bin/busybox sh
-# /init of the test initramfs (packed by `cargo xtask vm-test`): mount, run the guest tests
-# (they load hdp_flush.ko with their parameters), power off. The guest tests' last line
-# ("guest: N passed, M failed") is the verdict xtask reads; on a crash, the kernel log follows.
+# /init of the test initramfs (packed by `cargo xtask vm-test` and `vm-bench`): mount, run the
+# guest tests (they load hdp_flush.ko with their parameters) or the evidence benches, power
+# off. Their last line ("guest: N passed, M failed") is the verdict xtask reads; on a crash,
+# the kernel log follows.
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
 echo "guest: booted $(uname -r) $(uname -m)"
-/hdpflush-guest-tests || { echo "guest: kernel log:"; dmesg | tail -40; }
+# `cargo xtask vm-bench` boots with hdpflush_evidence on the command line: measure, don't test.
+mode=
+grep -qw hdpflush_evidence /proc/cmdline && mode=evidence
+/hdpflush-guest-tests $mode || { echo "guest: kernel log:"; dmesg | tail -40; }
 poweroff -f

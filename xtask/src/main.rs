@@ -3,6 +3,7 @@
 //! `test` is the one command README and CI run. Every step prints what it runs and how long it
 //! took; the first failing step ends the run with a non-zero exit and a line naming the step.
 
+mod evidence;
 mod install;
 mod kernel;
 mod pins;
@@ -34,6 +35,10 @@ commands:
   kmod [ARCH...]         build hdp_flush.ko against the test kernels (no warnings allowed)
   vm-test [ARCH...]      build kernel, module and static guest binaries, boot QEMU, run the
                          guest tests
+  vm-bench               the evidence run: both guests (x86_64 4K, arm64 64K pages) measure
+                         every strategy and floor, the host adds its floors, stand-ins and
+                         criterion's dispatch cost; tables, JSON, plots and the targets'
+                         PASS/FAIL in target/evidence/ (see docs/patch-evidence.md)
   uapi-cross             compile the C header for powerpc64 (le and be) against the kernel's
                          uapi headers and check every ioctl number against kmod/uapi.rs
   help                   this text
@@ -65,6 +70,7 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }),
+        "vm-bench" => evidence::vm_bench(rest),
         "vm-test" => arches(rest).and_then(|a| a.into_iter().try_for_each(vm::vm_test)),
         "uapi-cross" => setup::host_tools().and_then(|()| uapi_cross::check()),
         "install" => match rest {

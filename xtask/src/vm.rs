@@ -24,8 +24,11 @@ fn default_timeout_s(arch: Arch) -> u64 {
 /// this many).
 const EDU_DEVICES: usize = 2;
 
+/// The test guests' vCPUs (the host has 2 cores).
+const TEST_CPUS: u32 = 2;
+
 /// What goes into a guest besides the module.
-struct GuestBinaries {
+pub(crate) struct GuestBinaries {
     tests: PathBuf,
     cli: PathBuf,
     c_program: PathBuf,
@@ -50,7 +53,7 @@ fn guest_cargo(arch: Arch, target_dir: &Path) -> StepResult<Command> {
 
 /// Static guest binaries for `arch`: the tests, the CLI, and the C program linked with
 /// libhdpflush.a built for the guest.
-fn guest_binaries(arch: Arch) -> StepResult<GuestBinaries> {
+pub(crate) fn guest_binaries(arch: Arch) -> StepResult<GuestBinaries> {
     // One build per Rust target: the debug guest runs the x86_64 binaries.
     let target_dir = workspace_root().join(format!("target/guest-{}", arch.rust_target()));
     let triple = arch.rust_target();
@@ -93,7 +96,7 @@ fn copy(from: &Path, to: &Path) -> StepResult {
 }
 
 /// Pack busybox, /init, the module and the binaries into a gzipped newc cpio.
-fn initramfs(arch: Arch, ko: &Path, bins: &GuestBinaries) -> StepResult<PathBuf> {
+pub(crate) fn initramfs(arch: Arch, ko: &Path, bins: &GuestBinaries) -> StepResult<PathBuf> {
     let dir = workspace_root().join("target/vm").join(arch.name());
     let root = dir.join("root");
     let _ = std::fs::remove_dir_all(&root);
@@ -123,7 +126,13 @@ fn initramfs(arch: Arch, ko: &Path, bins: &GuestBinaries) -> StepResult<PathBuf>
     Ok(image)
 }
 
-fn qemu(arch: Arch, kernel: &Path, initrd: &Path) -> Command {
+pub(crate) fn qemu(
+    arch: Arch,
+    kernel: &Path,
+    initrd: &Path,
+    extra_args: &str,
+    cpus: u32,
+) -> Command {
     let (bin, machine, console): (&str, &[&str], &str) = match arch {
         Arch::X86_64 | Arch::X86_64Debug => ("qemu-system-x86_64", &[], "ttyS0"),
         Arch::Arm64 => (
@@ -138,10 +147,11 @@ fn qemu(arch: Arch, kernel: &Path, initrd: &Path) -> Command {
         .arg(kernel)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-nographic", "-no-reboot", "-m", "512", "-smp", "2"])
+        .args(["-nographic", "-no-reboot", "-m", "512", "-smp"])
+        .arg(cpus.to_string())
         .arg("-append")
         .arg(format!(
-            "console={console} panic=-1 {}",
+            "console={console} panic=-1 {} {extra_args}",
             extra_kernel_args(arch)
         ));
     // QEMU's educational PCI device: the pcitest backend's real MMIO target.
@@ -185,22 +195,13 @@ pub fn vm_test(arch: Arch) -> StepResult {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default_timeout_s(arch));
-    let cmd = qemu(arch, &kernel.image, &initrd);
+    let cmd = qemu(arch, &kernel.image, &initrd, "", TEST_CPUS);
     eprintln!(
         "==> {name}: {} (timeout {timeout} s)",
         crate::run::shown(&cmd)
     );
     let run = run_guest(cmd, Duration::from_secs(timeout)).map_err(|e| fail(&name, e))?;
-    let log = workspace_root()
-        .join("target/vm")
-        .join(arch.name())
-        .join("console.log");
-    if let Err(e) = std::fs::write(&log, run.lines.join("\n") + "\n") {
-        eprintln!(
-            "xtask: cannot save the guest console to {}: {e}",
-            log.display()
-        );
-    }
+    let log = save_console(arch, &run, "console.log");
     let passed = judge(&run, timeout).map_err(|e| {
         fail(
             &name,
@@ -214,17 +215,32 @@ pub fn vm_test(arch: Arch) -> StepResult {
     Ok(())
 }
 
+/// Save the guest's console as target/vm/<arch>/<name>; returns the path.
+pub(crate) fn save_console(arch: Arch, run: &GuestRun, name: &str) -> PathBuf {
+    let log = workspace_root()
+        .join("target/vm")
+        .join(arch.name())
+        .join(name);
+    if let Err(e) = std::fs::write(&log, run.lines.join("\n") + "\n") {
+        eprintln!(
+            "xtask: cannot save the guest console to {}: {e}",
+            log.display()
+        );
+    }
+    log
+}
+
 /// What a guest run printed and how it ended.
-struct GuestRun {
-    lines: Vec<String>,
+pub(crate) struct GuestRun {
+    pub(crate) lines: Vec<String>,
     success: bool,
     status: String,
     timed_out: bool,
-    secs: f64,
+    pub(crate) secs: f64,
 }
 
 /// Run `cmd` (QEMU), echoing and collecting its output lines; kill it at `timeout`.
-fn run_guest(mut cmd: Command, timeout: Duration) -> Result<GuestRun, String> {
+pub(crate) fn run_guest(mut cmd: Command, timeout: Duration) -> Result<GuestRun, String> {
     let started = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
@@ -270,7 +286,7 @@ fn run_guest(mut cmd: Command, timeout: Duration) -> Result<GuestRun, String> {
 }
 
 /// The number of guest tests passed, or why the run failed.
-fn judge(run: &GuestRun, timeout: u64) -> Result<u32, String> {
+pub(crate) fn judge(run: &GuestRun, timeout: u64) -> Result<u32, String> {
     if run.timed_out {
         return Err(format!("the guest did not power off within {timeout} s (hung?); set HDPFLUSH_VM_TIMEOUT to allow more"));
     }

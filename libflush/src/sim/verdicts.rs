@@ -47,7 +47,7 @@ impl OracleCase {
 }
 
 /// The control: claims to flush and does nothing. Every policy must catch it.
-struct NoFlush;
+pub struct NoFlush;
 
 impl Flush for NoFlush {
     fn kind(&self) -> StrategyKind {

@@ -21,6 +21,7 @@ use libflush::{
 };
 use nix::errno::Errno;
 
+mod evidence;
 mod fuzz;
 mod reports;
 
@@ -1618,6 +1619,18 @@ fn main() {
                 std::process::exit(1);
             }
         }
+    }
+    if std::env::args().nth(1).as_deref() == Some("evidence") {
+        let (mut passed, mut failed) = evidence::run();
+        match the_kernel_log_has_no_bug_report() {
+            Ok(()) => passed += 1,
+            Err(why) => {
+                println!("FAILED the_kernel_log_has_no_bug_report: {why}");
+                failed += 1;
+            }
+        }
+        println!("guest: {passed} passed, {failed} failed");
+        std::process::exit(i32::from(failed > 0));
     }
     let tests: &[Test] = &tests![
         version_reports_api_devices_page_size_and_features,
