@@ -7,6 +7,7 @@ mod evidence;
 mod install;
 mod kernel;
 mod pins;
+mod ppc64le;
 #[path = "../../tests/guest/src/reports.rs"]
 mod reports;
 mod run;
@@ -25,8 +26,9 @@ const USAGE: &str = "usage: cargo xtask <command> [options]
 commands:
   test [--host-only]     fmt check, clippy -D warnings, host tests, the install check (a C
                          program built with pkg-config against an installed libhdpflush), the
-                         powerpc64 uAPI check, then the QEMU guest tests on x86_64 (4K pages),
-                         arm64 (64K pages) and x86_64-debug. What CI runs.
+                         powerpc64 uAPI check, libflush's tests on powerpc64le under qemu-user,
+                         then the QEMU guest tests on x86_64 (4K pages), arm64 (64K pages) and
+                         x86_64-debug. What CI runs.
   install --prefix DIR   libhdpflush.{a,so} (soname libhdpflush.so.0), include/libhdpflush.h
                          and lib/pkgconfig/hdpflush.pc under DIR
   lint                   fmt check and clippy only
@@ -41,6 +43,8 @@ commands:
                          PASS/FAIL in target/evidence/ (see docs/patch-evidence.md)
   uapi-cross             compile the C header for powerpc64 (le and be) against the kernel's
                          uapi headers and check every ioctl number against kmod/uapi.rs
+  ppc64le                libflush's tests built for powerpc64le and run under qemu-user, and
+                         the oracle's verdicts there compared with the host's
   help                   this text
 
 ARCH is x86_64, arm64 or x86_64-debug (default: all three; the debug kernel runs the same
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
         "vm-bench" => evidence::vm_bench(rest),
         "vm-test" => arches(rest).and_then(|a| a.into_iter().try_for_each(vm::vm_test)),
         "uapi-cross" => setup::host_tools().and_then(|()| uapi_cross::check()),
+        "ppc64le" => ppc64le::test(),
         "install" => match rest {
             [flag, dir] if flag == "--prefix" => install::install(std::path::Path::new(dir)),
             _ => Err(fail("arguments", "usage: cargo xtask install --prefix DIR")),
@@ -163,6 +168,7 @@ fn test(args: &[String]) -> StepResult {
     if !host_only {
         setup::host_tools()?;
         uapi_cross::check()?;
+        ppc64le::test()?;
         for arch in Arch::ALL {
             vm::vm_test(arch)?;
         }

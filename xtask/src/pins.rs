@@ -38,3 +38,10 @@ pub const RUSTC_WEB_PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "libstd-r
 
 /// Extra packages to cross-build static arm64 guest binaries.
 pub const ARM64_CROSS_PACKAGES: &[&str] = &["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"];
+
+/// Extra packages to cross-build libflush for powerpc64le and run its tests under qemu-user.
+pub const PPC64LE_CROSS_PACKAGES: &[&str] = &[
+    "gcc-powerpc64le-linux-gnu",
+    "libc6-dev-ppc64el-cross",
+    "qemu-user-static",
+];

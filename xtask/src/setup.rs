@@ -183,6 +183,100 @@ pub fn arm64_cross() -> StepResult {
     apt_install("install arm64 cross packages", &specs)
 }
 
+/// Where Debian's rustc looks for powerpc64le's std.
+pub const PPC64LE_STD: &str = "/usr/lib/rustlib/powerpc64le-unknown-linux-gnu/lib";
+
+/// The powerpc64le cross linker, C library and qemu-user, and Debian's powerpc64le Rust std
+/// (the pinned version). The std is downloaded with a private apt configuration and unpacked,
+/// never installed: adding ppc64el to dpkg would make `apt-get update` fetch every ppc64el
+/// index, and one of them (the security suite's) fails to download on these machines.
+pub fn ppc64le_cross() -> StepResult {
+    let specs: Vec<String> = pins::PPC64LE_CROSS_PACKAGES
+        .iter()
+        .filter(|p| installed_version(p).is_none())
+        .map(|p| (*p).to_owned())
+        .collect();
+    apt_install("install powerpc64le cross packages", &specs)?;
+    let have_std = std::fs::read_dir(PPC64LE_STD).is_ok_and(|mut d| {
+        d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libstd-")))
+    });
+    if have_std {
+        return Ok(());
+    }
+    if !is_root() {
+        return Err(fail(
+            "powerpc64le std",
+            format!("{PPC64LE_STD} is missing; run `cargo xtask test` as root once to unpack Debian's libstd-rust-web-dev:ppc64el there"),
+        ));
+    }
+    let deb = download_foreign("libstd-rust-web-dev", "ppc64el", &rustc_web_version()?)?;
+    let mut cmd = Command::new("dpkg-deb");
+    cmd.arg("-x").arg(&deb).arg("/");
+    step("unpack powerpc64le std", cmd)
+}
+
+/// Download `pkg:arch=version` into the cache with apt's lists for that architecture kept
+/// apart from the system's: the suites the system's Debian source lists, minus security.
+fn download_foreign(pkg: &str, arch: &str, version: &str) -> StepResult<PathBuf> {
+    let what = format!("download {pkg}:{arch}");
+    let dir = cache_dir().join(format!("apt-{arch}"));
+    for sub in ["lists/partial", "cache/archives/partial", "debs"] {
+        std::fs::create_dir_all(dir.join(sub)).map_err(|e| fail(&what, e.to_string()))?;
+    }
+    let sources =
+        std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").map_err(|e| {
+            fail(
+                &what,
+                format!("/etc/apt/sources.list.d/debian.sources: {e}"),
+            )
+        })?;
+    let uri = sources
+        .lines()
+        .find_map(|l| l.strip_prefix("URIs:"))
+        .and_then(|u| u.split_whitespace().next())
+        .ok_or_else(|| {
+            fail(
+                &what,
+                "no URIs: line in /etc/apt/sources.list.d/debian.sources",
+            )
+        })?;
+    let list = dir.join("sources.list");
+    let text = ["bookworm", "bookworm-updates"]
+        .map(|suite| format!("deb [arch={arch}] {uri} {suite} main\n"))
+        .concat();
+    std::fs::write(&list, text).map_err(|e| fail(&what, e.to_string()))?;
+    let apt = |sub: &str| {
+        let mut cmd = Command::new("apt-get");
+        cmd.arg("-q")
+            .arg(format!("-oDir::Etc::SourceList={}", list.display()))
+            .arg("-oDir::Etc::SourceParts=/nonexistent")
+            .arg(format!(
+                "-oDir::State::Lists={}",
+                dir.join("lists").display()
+            ))
+            .arg(format!("-oDir::Cache={}", dir.join("cache").display()))
+            .arg("-oAPT::Architectures::=amd64")
+            .arg(format!("-oAPT::Architectures::={arch}"))
+            .arg("-oAPT::Sandbox::User=root")
+            .arg(sub);
+        cmd
+    };
+    step(&format!("apt-get update ({arch} lists)"), apt("update"))?;
+    let mut get = apt("download");
+    get.current_dir(dir.join("debs"))
+        .arg(format!("{pkg}:{arch}={version}"));
+    step(&what, get)?;
+    let debs = dir.join("debs");
+    std::fs::read_dir(&debs)
+        .map_err(|e| fail(&what, e.to_string()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with(&format!("{pkg}_")))
+        })
+        .ok_or_else(|| fail(&what, format!("no {pkg} package in {}", debs.display())))
+}
+
 /// A static arm64 busybox, unpacked into the cache without installing it.
 pub fn busybox_arm64() -> StepResult<PathBuf> {
     let dir = cache_dir().join("busybox-arm64");

@@ -776,12 +776,18 @@ fn bad_uring_cmds_complete_with_the_same_errors() -> TestResult {
     let fd = d.as_fd_raw();
     let n = d.version().num_devices;
     let mut ring = IoUring::new(8).map_err(|e| e.to_string())?;
-    let cases: [(u32, HdpFlushRequest, Errno, &str); 7] = [
+    let cases: [(u32, HdpFlushRequest, Errno, &str); 8] = [
         (
             HDP_FLUSH_IOC_NOP,
-            HdpFlushRequest::new(0, 0),
-            Errno::ENOTTY,
-            "NOP is ioctl-only",
+            HdpFlushRequest::new(0, HDP_FLUSH_F_SYNC),
+            Errno::EINVAL,
+            "NOP takes no flags",
+        ),
+        (
+            HDP_FLUSH_IOC_NOP,
+            HdpFlushRequest::new(n, 0),
+            Errno::ENODEV,
+            "NOP device",
         ),
         (
             HDP_FLUSH_IOC_STATS,
@@ -835,7 +841,17 @@ fn bad_uring_cmds_complete_with_the_same_errors() -> TestResult {
             format!("{what}: expected -{want}, got {}", cqe.result())
         })?;
     }
-    Ok(())
+    // A valid NOP (uAPI 1.1) completes with 0 and counts as nothing.
+    let before = stats(&d, 0, false)?;
+    let nop = opcode::UringCmd16::new(types::Fd(fd), HDP_FLUSH_IOC_NOP)
+        .cmd(HdpFlushRequest::new(0, 0).to_cmd_bytes())
+        .build();
+    let res = one_cqe(&mut ring, nop)?;
+    ensure(res == 0, || format!("NOP: expected 0, got {res}"))?;
+    let after = stats(&d, 0, false)?;
+    ensure(after == before, || {
+        format!("a NOP changed STATS: {before:?} -> {after:?}")
+    })
 }
 
 /// One SQE on `ring`, its completion's result.
