@@ -2,6 +2,7 @@
 //! use for it, and the process-wide choice.
 
 use libflush::select::{Availability, KmodStatus, Probe, GPU_ENV, STRATEGY_ENV};
+use libflush::strategy::KfdStatus;
 
 use crate::error::CliError;
 
@@ -36,6 +37,12 @@ fn render(p: &Probe) -> String {
         "/dev/kfd         {}",
         if p.kfd { "present" } else { "absent" }
     ));
+    line(match &p.kfd_flush {
+        KfdStatus::Offers { minor } => {
+            format!("KFD HDP flush    offered (KFD 1.{minor} has AMDKFD_IOC_HDP_FLUSH)")
+        }
+        KfdStatus::Lacks(why) => format!("KFD HDP flush    not offered: {why}"),
+    });
     match &p.kmod {
         KmodStatus::Loaded {
             api_major,

@@ -86,8 +86,15 @@ fn probe_json_is_machine_readable_and_names_the_simulator_only_when_asked() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["page_size"].as_u64().unwrap() as usize, nix_page_size());
-    assert_eq!(v["strategies"].as_array().unwrap().len(), 6);
+    assert_eq!(v["strategies"].as_array().unwrap().len(), 7);
     assert!(v["gpus"].is_array(), "{v}");
+    // KFD's flush ioctl is detected, never assumed: no KFD here, and the reason says so.
+    if !Path::new("/dev/kfd").exists() {
+        let why = v["kfd_flush"]["lacks"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{v}"));
+        assert!(why.contains("/dev/kfd"), "{why}");
+    }
     assert!(v["config_error"].is_null(), "{v}");
     assert_ne!(v["process_wide"]["Ok"]["kind"], "sim", "{v}");
 

@@ -105,8 +105,8 @@ int hdpflush_flush_gpus(hdpflush_gpu *const *gpus, size_t count, uint32_t flags)
 /* Invalidate the GPU's HDP read cache before reading through the BAR what the GPU wrote. */
 int hdpflush_gpu_invalidate(hdpflush_gpu *gpu);
 
-/* The strategy: "mmio-remap", "ioctl", "uring", "dummy-page", "legacy" or "sim". Static
- * storage. NULL for a NULL handle. */
+/* The strategy: "mmio-remap", "kfd-ioctl", "ioctl", "uring", "dummy-page", "legacy" or "sim".
+ * Static storage. NULL for a NULL handle. */
 const char *hdpflush_gpu_strategy(const hdpflush_gpu *gpu);
 
 /* Why that strategy, for this GPU. Valid until hdpflush_close(gpu). */

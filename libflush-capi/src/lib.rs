@@ -320,6 +320,7 @@ pub unsafe extern "C" fn hdpflush_gpu_invalidate(gpu: *mut GpuHandle) -> c_int {
 fn strategy_name(kind: StrategyKind) -> &'static CStr {
     match kind {
         StrategyKind::MmioRemap => c"mmio-remap",
+        StrategyKind::KfdIoctl => c"kfd-ioctl",
         StrategyKind::Ioctl => c"ioctl",
         StrategyKind::Uring => c"uring",
         StrategyKind::DummyPage => c"dummy-page",

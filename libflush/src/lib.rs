@@ -28,6 +28,7 @@ pub mod barrier;
 pub mod device;
 mod error;
 pub mod gpu;
+pub mod kfd_uapi;
 pub mod reference;
 pub mod region;
 mod ring;
@@ -43,6 +44,6 @@ pub use select::{
     FlusherOptions, GpuFlusher, Probe, Selection,
 };
 pub use strategy::{
-    Backing, BackingKind, Completion, DummyPage, Flush, Ioctl, Legacy, MmioRemap, Sim,
+    Backing, BackingKind, Completion, DummyPage, Flush, Ioctl, KfdIoctl, Legacy, MmioRemap, Sim,
     StrategyKind, Uring, UringConfig,
 };

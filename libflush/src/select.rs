@@ -3,10 +3,12 @@
 //! Per GPU ([`open_gpu`]): the GPU is named by PCI address, KFD `gpu_id` or module device
 //! index; then, in order:
 //! 1. the caller gave its mapping of that GPU's MMIO remap page -> `mmio-remap`;
-//! 2. the `hdp_flush` module serves that GPU -> `ioctl` (`uring` when the caller batches);
-//! 3. the caller gave a VRAM page of that GPU *and* opted into the dummy page (its correctness
+//! 2. the running KFD offers `AMDKFD_IOC_HDP_FLUSH` (uAPI 1.18, docs/upstream/) and knows the
+//!    GPU's `gpu_id` -> `kfd-ioctl` (detected with `AMDKFD_IOC_GET_VERSION`, never assumed);
+//! 3. the `hdp_flush` module serves that GPU -> `ioctl` (`uring` when the caller batches);
+//! 4. the caller gave a VRAM page of that GPU *and* opted into the dummy page (its correctness
 //!    rests on undocumented HDP read semantics, see docs/design.md) -> `dummy-page`;
-//! 4. otherwise `ENODEV`, with what is missing and what would provide it.
+//! 5. otherwise `ENODEV`, with what is missing and what would provide it.
 //!
 //! Never the simulator, a stand-in or another GPU: `sim` runs only when named, through
 //! [`FlusherOptions::strategy`] or `HDPFLUSH_STRATEGY=sim`. The environment variable names a
@@ -26,7 +28,9 @@ use serde::Serialize;
 use crate::device::{HdpFlushDevice, ModuleDevice};
 use crate::gpu::{GpuSelector, PciAddress, Sysfs};
 use crate::region::page_size;
-use crate::strategy::{caller_dummy_page, caller_remap_page, Backing, BackingKind, Completion};
+use crate::strategy::{
+    caller_dummy_page, caller_remap_page, Backing, BackingKind, Completion, KfdIoctl, KfdStatus,
+};
 use crate::uapi;
 use crate::{
     DummyPage, Error, Flush, Ioctl, Legacy, MappedRegion, MmioRemap, Result, Sim, StrategyKind,
@@ -206,6 +210,31 @@ pub struct ResolvedGpu {
     pub pci: Option<PciAddress>,
     /// The module device that serves it.
     pub module: Option<ModuleDevice>,
+    /// The `gpu_id` KFD's `AMDKFD_IOC_HDP_FLUSH` would flush, or why it cannot be used.
+    pub kfd_flush: std::result::Result<u32, String>,
+}
+
+/// KFD's route to `pci` (or to `gpu_id`, when the caller named one): its `gpu_id` if the
+/// running KFD offers the flush ioctl.
+fn kfd_route(
+    kfd: &KfdStatus,
+    sysfs: &Sysfs,
+    pci: Option<PciAddress>,
+    gpu_id: Option<u32>,
+) -> std::result::Result<u32, String> {
+    if let KfdStatus::Lacks(why) = kfd {
+        return Err(why.clone());
+    }
+    gpu_id
+        .or_else(|| {
+            let pci = pci?;
+            sysfs
+                .kfd_gpus()
+                .into_iter()
+                .find(|g| g.pci == pci)
+                .map(|g| g.gpu_id)
+        })
+        .ok_or_else(|| "KFD offers AMDKFD_IOC_HDP_FLUSH but lists no gpu_id for this GPU".into())
 }
 
 impl fmt::Display for ResolvedGpu {
@@ -220,15 +249,21 @@ impl fmt::Display for ResolvedGpu {
 }
 
 /// Find `named` on the host (`sysfs`) and among the module's devices.
-pub(crate) fn resolve(named: GpuSelector, sysfs: &Sysfs, kmod: &KmodStatus) -> Result<ResolvedGpu> {
-    let served = |pci: PciAddress| ResolvedGpu {
+pub(crate) fn resolve(
+    named: GpuSelector,
+    sysfs: &Sysfs,
+    kmod: &KmodStatus,
+    kfd: &KfdStatus,
+) -> Result<ResolvedGpu> {
+    let served = |pci: PciAddress, gpu_id: Option<u32>| ResolvedGpu {
         named,
         pci: Some(pci),
         module: kmod.serving(pci).cloned(),
+        kfd_flush: kfd_route(kfd, sysfs, Some(pci), gpu_id),
     };
     match named {
-        GpuSelector::Pci(pci) => Ok(served(pci)),
-        GpuSelector::KfdGpuId(id) => Ok(served(sysfs.kfd_gpu(id)?)),
+        GpuSelector::Pci(pci) => Ok(served(pci, None)),
+        GpuSelector::KfdGpuId(id) => Ok(served(sysfs.kfd_gpu(id)?, Some(id))),
         GpuSelector::ModuleIndex(index) => {
             let not_found = |reason: String| Error::GpuNotFound {
                 gpu: named.to_string(),
@@ -247,6 +282,7 @@ pub(crate) fn resolve(named: GpuSelector, sysfs: &Sysfs, kmod: &KmodStatus) -> R
                         named,
                         pci: d.pci,
                         module: Some(d.clone()),
+                        kfd_flush: kfd_route(kfd, sysfs, d.pci, None),
                     })
                 }
             }
@@ -342,6 +378,13 @@ pub(crate) fn decide(
             StrategyKind::MmioRemap => unusable(format!(
                 "no MMIO remap page mapping was given for GPU {shown}"
             )),
+            StrategyKind::KfdIoctl => match &gpu.kfd_flush {
+                Ok(id) => ok(
+                    *kind,
+                    format!("{origin}: KFD's AMDKFD_IOC_HDP_FLUSH for gpu_id {id}"),
+                ),
+                Err(why) => unusable(why.clone()),
+            },
             StrategyKind::Ioctl => match module {
                 Some(d) => ok(*kind, format!("{origin}: {}", served_by(d))),
                 None => unusable(why_no_module()),
@@ -369,6 +412,12 @@ pub(crate) fn decide(
             StrategyKind::MmioRemap,
             "the caller's MMIO remap page: one store (and ROCclr's read-back when completed)"
                 .into(),
+        );
+    }
+    if let Ok(id) = gpu.kfd_flush {
+        return ok(
+            StrategyKind::KfdIoctl,
+            format!("KFD offers AMDKFD_IOC_HDP_FLUSH: amdgpu flushes gpu_id {id} under its own reset and runtime-PM rules"),
         );
     }
     if let Some(d) = module {
@@ -404,8 +453,12 @@ pub(crate) fn decide(
         (false, _) => "no VRAM dummy page given",
         (true, _) => "a VRAM page was given but the dummy page was not opted into (allow_dummy_page / HDPFLUSH_OPEN_ALLOW_DUMMY_PAGE)",
     };
+    let kfd = match &gpu.kfd_flush {
+        Ok(_) => String::new(),
+        Err(why) => format!("no KFD flush ioctl ({why}); "),
+    };
     let reason = format!(
-        "{remap}; {}; {dummy}. Load hdp_flush for this GPU, or pass a mapping; HDPFLUSH_STRATEGY=sim simulates (no GPU is flushed)",
+        "{remap}; {kfd}{}; {dummy}. Load hdp_flush for this GPU, or pass a mapping; HDPFLUSH_STRATEGY=sim simulates (no GPU is flushed)",
         why_no_module()
     );
     Err(Error::NoFlushPath { gpu: shown, reason })
@@ -485,7 +538,8 @@ pub fn open_gpu(named: GpuSelector, options: FlusherOptions) -> Result<GpuFlushe
     };
     let dev = HdpFlushDevice::open_default();
     let kmod = KmodStatus::of(dev.as_ref().map_err(Clone::clone));
-    let gpu = match (&by_name, resolve(named, &Sysfs::host(), &kmod)) {
+    let kfd = KfdStatus::probe();
+    let gpu = match (&by_name, resolve(named, &Sysfs::host(), &kmod, &kfd)) {
         // The simulator flushes no GPU: naming one it cannot find is no reason to refuse.
         (
             Some(Named {
@@ -497,6 +551,7 @@ pub fn open_gpu(named: GpuSelector, options: FlusherOptions) -> Result<GpuFlushe
             named,
             pci: None,
             module: None,
+            kfd_flush: Err("the simulator flushes no GPU".into()),
         },
         (_, resolved) => resolved?,
     };
@@ -514,6 +569,13 @@ pub fn open_gpu(named: GpuSelector, options: FlusherOptions) -> Result<GpuFlushe
             completion,
         )),
         StrategyKind::MmioRemap => Box::new(MmioRemap::new(region(options.remap)?, completion)?),
+        StrategyKind::KfdIoctl => {
+            let gpu_id = gpu.kfd_flush.clone().map_err(|reason| Error::Unavailable {
+                strategy: StrategyKind::KfdIoctl,
+                reason,
+            })?;
+            Box::new(KfdIoctl::open(gpu_id, completion)?)
+        }
         StrategyKind::DummyPage => Box::new(DummyPage::new(region(options.dummy_page)?)?),
         StrategyKind::Legacy => Box::new(Legacy::new(region(options.dummy_page)?)?),
         StrategyKind::Ioctl => Box::new(Ioctl::on_device(dev?, index, completion)?),
@@ -584,6 +646,7 @@ fn process_gpu(sysfs: &Sysfs, kmod: &KmodStatus) -> Result<GpuSelector> {
 fn process_wide(
     sysfs: &Sysfs,
     kmod: &KmodStatus,
+    kfd: &KfdStatus,
     page_size: usize,
     named: Option<&Named>,
 ) -> Result<(Option<GpuSelector>, Selection)> {
@@ -614,7 +677,7 @@ fn process_wide(
         }
         _ => {}
     }
-    let gpu = resolve(process_gpu(sysfs, kmod)?, sysfs, kmod)?;
+    let gpu = resolve(process_gpu(sysfs, kmod)?, sysfs, kmod, kfd)?;
     let s = decide(&gpu, kmod, page_size, Offer::default(), named)?;
     let selection = Selection {
         kind: s.kind,
@@ -631,7 +694,13 @@ pub fn select() -> Result<(Box<dyn Flush>, Selection)> {
             .as_ref()
             .map_err(Clone::clone),
     );
-    let (gpu, selection) = process_wide(&Sysfs::host(), &kmod, page_size(), named.as_ref())?;
+    let (gpu, selection) = process_wide(
+        &Sysfs::host(),
+        &kmod,
+        &KfdStatus::probe(),
+        page_size(),
+        named.as_ref(),
+    )?;
     let flusher: Box<dyn Flush> = match gpu {
         None => Box::new(Sim::new()),
         Some(gpu) => Box::new(open_gpu(gpu, FlusherOptions::new())?),
@@ -709,6 +778,8 @@ pub struct Probe {
     pub page_size: usize,
     /// `/dev/kfd` exists.
     pub kfd: bool,
+    /// Whether its KFD offers `AMDKFD_IOC_HDP_FLUSH` (docs/upstream/).
+    pub kfd_flush: KfdStatus,
     /// `/dev/hdp_flush`.
     pub kmod: KmodStatus,
     /// `HDPFLUSH_STRATEGY`, if set.
@@ -746,10 +817,17 @@ pub fn probe() -> Probe {
         kmod,
         page_size(),
         Path::new(KFD_PATH).exists(),
+        KfdStatus::probe(),
     )
 }
 
-fn probe_with(sysfs: &Sysfs, kmod: KmodStatus, page_size: usize, kfd: bool) -> Probe {
+fn probe_with(
+    sysfs: &Sysfs,
+    kmod: KmodStatus,
+    page_size: usize,
+    kfd: bool,
+    kfd_flush: KfdStatus,
+) -> Probe {
     let named = named_by_env();
     let mut config_error = named.as_ref().err().map(ToString::to_string);
     let named = named.ok().flatten();
@@ -767,6 +845,7 @@ fn probe_with(sysfs: &Sysfs, kmod: KmodStatus, page_size: usize, kfd: bool) -> P
                 named: GpuSelector::Pci(pci),
                 pci: Some(pci),
                 module: kmod.serving(pci).cloned(),
+                kfd_flush: kfd_route(&kfd_flush, sysfs, Some(pci), None),
             };
             GpuProbe {
                 pci,
@@ -779,7 +858,8 @@ fn probe_with(sysfs: &Sysfs, kmod: KmodStatus, page_size: usize, kfd: bool) -> P
         })
         .collect();
 
-    let process_wide = process_wide(sysfs, &kmod, page_size, named.as_ref()).map(|(_, s)| s);
+    let process_wide =
+        process_wide(sysfs, &kmod, &kfd_flush, page_size, named.as_ref()).map(|(_, s)| s);
     if let Err(e @ (Error::InvalidArgument { .. } | Error::Unavailable { .. })) = &process_wide {
         config_error.get_or_insert(e.to_string());
     }
@@ -791,6 +871,7 @@ fn probe_with(sysfs: &Sysfs, kmod: KmodStatus, page_size: usize, kfd: bool) -> P
     Probe {
         page_size,
         kfd,
+        kfd_flush,
         strategy_env: env(STRATEGY_ENV),
         gpu_env: env(GPU_ENV),
         gpus,
@@ -839,6 +920,11 @@ fn bench_availability(
                 },
             }
         }
+        StrategyKind::KfdIoctl => {
+            return Availability::Unavailable {
+                reason: "it flushes a GPU through KFD (AMDKFD_IOC_HDP_FLUSH, KFD 1.18), and bench times no GPU; hdpflush probe says whether this kernel offers it".into(),
+            }
+        }
         StrategyKind::MmioRemap if page_size != 4096 => {
             return Availability::Unavailable {
                 reason: format!(
@@ -879,6 +965,10 @@ pub fn open_for_bench(kind: StrategyKind) -> Result<Box<dyn Flush>> {
         StrategyKind::DummyPage => Ok(Box::new(DummyPage::stand_in()?)),
         StrategyKind::Legacy => Ok(Box::new(Legacy::stand_in()?)),
         StrategyKind::Sim => Ok(Box::new(Sim::new())),
+        StrategyKind::KfdIoctl => Err(Error::Unavailable {
+            strategy: kind,
+            reason: "bench times no GPU through KFD; open one with open_gpu".into(),
+        }),
         StrategyKind::Ioctl => Ok(Box::new(
             Ioctl::open(0, Completion::Completed).map_err(unavailable)?,
         )),
@@ -941,6 +1031,12 @@ mod tests {
         }
     }
 
+    fn no_kfd() -> KfdStatus {
+        KfdStatus::Lacks(
+            "/dev/kfd: No such file or directory (amdgpu with KFD is not loaded here)".into(),
+        )
+    }
+
     fn absent() -> KmodStatus {
         KmodStatus::Absent {
             reason: "/dev/hdp_flush not found: the hdp_flush kernel module is not loaded".into(),
@@ -974,7 +1070,7 @@ mod tests {
         kmod: &KmodStatus,
         offer: Offer,
     ) -> Result<(ResolvedGpu, Selection)> {
-        let gpu = resolve(sel.parse()?, &Sysfs::at(root), kmod)?;
+        let gpu = resolve(sel.parse()?, &Sysfs::at(root), kmod, &no_kfd())?;
         let s = decide(&gpu, kmod, 65536, offer, None)?;
         Ok((gpu, s))
     }
@@ -1007,6 +1103,49 @@ mod tests {
         let (gpu, s) = resolve_and_decide("index:4", &root, &kmod, Offer::default()).unwrap();
         assert_eq!((gpu.pci, gpu.module.unwrap().index), (None, 4));
         assert!(s.reason.contains("model, no hardware"), "{}", s.reason);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn kfds_flush_ioctl_is_used_exactly_when_the_running_kfd_offers_it() {
+        let root = scratch("kfd-flush");
+        three_gpus(&root);
+        let sysfs = Sysfs::at(&root);
+        let kmod = loaded();
+        let offers = KfdStatus::Offers { minor: 18 };
+        let old = KfdStatus::of_version(crate::kfd_uapi::KfdGetVersionArgs {
+            major_version: 1,
+            minor_version: 17,
+        });
+        // Offered: it comes before the module, for the GPU's own gpu_id, however it is named.
+        for (sel, id) in [
+            ("0000:83:00.0", 21042),
+            ("gpu_id:7777", 7777),
+            ("index:0", 53422),
+        ] {
+            let gpu = resolve(sel.parse().unwrap(), &sysfs, &kmod, &offers).unwrap();
+            assert_eq!(gpu.kfd_flush, Ok(id), "{sel}");
+            let s = decide(&gpu, &kmod, 65536, Offer::default(), None).unwrap();
+            assert_eq!(s.kind, StrategyKind::KfdIoctl, "{sel}");
+            assert!(s.reason.contains(&format!("gpu_id {id}")), "{}", s.reason);
+        }
+        // Not offered (KFD 1.17): never assumed; the module serves, and naming it says why.
+        let gpu = resolve("0000:03:00.0".parse().unwrap(), &sysfs, &kmod, &old).unwrap();
+        let s = decide(&gpu, &kmod, 65536, Offer::default(), None).unwrap();
+        assert_eq!(s.kind, StrategyKind::Ioctl);
+        let named = Named {
+            kind: StrategyKind::KfdIoctl,
+            origin: "the caller".into(),
+        };
+        let err = decide(&gpu, &kmod, 65536, Offer::default(), Some(&named)).unwrap_err();
+        assert!(err.to_string().contains("1.17"), "{err}");
+        // Neither KFD nor the module: the ENODEV message names the KFD part too.
+        let gpu = resolve("0000:83:00.0".parse().unwrap(), &sysfs, &kmod, &old).unwrap();
+        let err = decide(&gpu, &kmod, 65536, Offer::default(), None).unwrap_err();
+        assert!(err.to_string().contains("no KFD flush ioctl"), "{err}");
+        // A GPU KFD does not list has no gpu_id to flush.
+        let gpu = resolve("0000:00:05.0".parse().unwrap(), &sysfs, &kmod, &offers).unwrap();
+        assert!(gpu.kfd_flush.is_err());
         std::fs::remove_dir_all(&root).unwrap();
     }
 
@@ -1089,6 +1228,7 @@ mod tests {
             named: GpuSelector::Pci(pci("0000:83:00.0")),
             pci: Some(pci("0000:83:00.0")),
             module: None,
+            kfd_flush: Err("no /dev/kfd".into()),
         };
         let named = |kind| Named {
             kind,
@@ -1142,7 +1282,7 @@ mod tests {
             0x038000,
             Some("amdgpu"),
         );
-        let p = probe_with(&Sysfs::at(&root), absent(), 65536, true);
+        let p = probe_with(&Sysfs::at(&root), absent(), 65536, true, no_kfd());
         let err = p.process_wide.clone().unwrap_err();
         assert!(err.contains("no HDP flush for GPU 0000:03:00.0"), "{err}");
         assert!(
@@ -1189,7 +1329,7 @@ mod tests {
     fn probe_lists_every_gpu_and_test_device_with_its_decision() {
         let root = scratch("probe");
         three_gpus(&root);
-        let p = probe_with(&Sysfs::at(&root), loaded(), 65536, true);
+        let p = probe_with(&Sysfs::at(&root), loaded(), 65536, true, no_kfd());
         let rows: Vec<(String, bool, Option<StrategyKind>)> = p
             .gpus
             .iter()

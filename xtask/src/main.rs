@@ -13,6 +13,7 @@ mod reports;
 mod run;
 mod setup;
 mod uapi_cross;
+mod upstream;
 mod vm;
 
 use std::process::ExitCode;
@@ -26,7 +27,8 @@ const USAGE: &str = "usage: cargo xtask <command> [options]
 commands:
   test [--host-only]     fmt check, clippy -D warnings, host tests, the install check (a C
                          program built with pkg-config against an installed libhdpflush), the
-                         powerpc64 uAPI check, libflush's tests on powerpc64le under qemu-user,
+                         powerpc64 uAPI check, the upstream KFD patches (apply, compile, uAPI),
+                         libflush's tests on powerpc64le under qemu-user,
                          then the QEMU guest tests on x86_64 (4K pages), arm64 (64K pages) and
                          x86_64-debug. What CI runs.
   install --prefix DIR   libhdpflush.{a,so} (soname libhdpflush.so.0), include/libhdpflush.h
@@ -43,6 +45,9 @@ commands:
                          PASS/FAIL in target/evidence/ (see docs/patch-evidence.md)
   uapi-cross             compile the C header for powerpc64 (le and be) against the kernel's
                          uapi headers and check every ioctl number against kmod/uapi.rs
+  upstream               the KFD patches in docs/upstream/ applied to the 6.12 source, their
+                         objects compiled with amdgpu and KFD enabled (cached), and
+                         libflush's KFD uAPI checked against the patched header
   ppc64le                libflush's tests built for powerpc64le and run under qemu-user, and
                          the oracle's verdicts there compared with the host's
   help                   this text
@@ -78,6 +83,7 @@ fn main() -> ExitCode {
         "vm-test" => arches(rest).and_then(|a| a.into_iter().try_for_each(vm::vm_test)),
         "uapi-cross" => setup::host_tools().and_then(|()| uapi_cross::check()),
         "ppc64le" => ppc64le::test(),
+        "upstream" => setup::host_tools().and_then(|()| upstream::check()),
         "install" => match rest {
             [flag, dir] if flag == "--prefix" => install::install(std::path::Path::new(dir)),
             _ => Err(fail("arguments", "usage: cargo xtask install --prefix DIR")),
@@ -168,6 +174,7 @@ fn test(args: &[String]) -> StepResult {
     if !host_only {
         setup::host_tools()?;
         uapi_cross::check()?;
+        upstream::check()?;
         ppc64le::test()?;
         for arch in Arch::ALL {
             vm::vm_test(arch)?;

@@ -10,6 +10,7 @@ use crate::{Error, Result};
 mod dummy_page;
 mod ioctl;
 mod kernel;
+mod kfd_ioctl;
 mod legacy;
 mod mmio_remap;
 mod sim;
@@ -19,6 +20,7 @@ pub(crate) use dummy_page::caller_dummy_page;
 pub use dummy_page::{DummyPage, DummyPageVariant, ReadBack, DUMMY_PAGE_MIN};
 pub use ioctl::{Ioctl, IoctlTransport};
 pub use kernel::{KernelFlush, Transport};
+pub use kfd_ioctl::{KfdIoctl, KfdStatus, KfdTransport, KFD_DEVICE_PATH};
 pub use legacy::Legacy;
 pub(crate) use mmio_remap::caller_remap_page;
 pub use mmio_remap::{MmioRemap, REMAP_HDP_MEM_FLUSH_CNTL, REMAP_HDP_REG_FLUSH_CNTL};
@@ -101,6 +103,8 @@ pub trait Flush: Send + Sync {
 pub enum StrategyKind {
     /// One store to the 4K MMIO remap page.
     MmioRemap,
+    /// KFD's `AMDKFD_IOC_HDP_FLUSH` (docs/upstream/), when the running kernel offers it.
+    KfdIoctl,
     /// FLUSH ioctl on `/dev/hdp_flush`.
     Ioctl,
     /// FLUSH as io_uring `URING_CMD` on `/dev/hdp_flush`.
@@ -115,8 +119,9 @@ pub enum StrategyKind {
 
 impl StrategyKind {
     /// Every strategy, in the order `hdpflush` reports them.
-    pub const ALL: [StrategyKind; 6] = [
+    pub const ALL: [StrategyKind; 7] = [
         Self::MmioRemap,
+        Self::KfdIoctl,
         Self::Ioctl,
         Self::Uring,
         Self::DummyPage,
@@ -133,6 +138,7 @@ impl StrategyKind {
     pub const fn name(self) -> &'static str {
         match self {
             Self::MmioRemap => "mmio-remap",
+            Self::KfdIoctl => "kfd-ioctl",
             Self::Ioctl => "ioctl",
             Self::Uring => "uring",
             Self::DummyPage => "dummy-page",
