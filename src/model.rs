@@ -195,16 +195,26 @@ fn inputs(e: &Evidence, p: &Pcie) -> String {
     s
 }
 
-/// The model as a Markdown table with its inputs.
-pub fn table_md(e: &Evidence, p: &Pcie) -> String {
+/// Every row with its ratio to the first (the 4K remap page), when both were measured.
+fn rows_vs_remap(e: &Evidence, p: &Pcie) -> Vec<(Row, Option<f64>)> {
     let rows = rows(e, p);
     let base = rows.first().and_then(|r| r.ns);
+    rows.into_iter()
+        .map(|r| {
+            let rel = r.ns.zip(base).map(|(v, b)| v / b);
+            (r, rel)
+        })
+        .collect()
+}
+
+/// The model as a Markdown table with its inputs.
+pub fn table_md(e: &Evidence, p: &Pcie) -> String {
     let mut s = String::from(
         "| strategy | formula | modelled ns per flush | vs the 4K remap page |\n|---|---|---|---|\n",
     );
-    for r in &rows {
-        let (ns, rel) = match (r.ns, base) {
-            (Some(v), Some(b)) => (format!("{v:.0}"), format!("{:.2}x", v / b)),
+    for (r, rel) in rows_vs_remap(e, p) {
+        let (ns, rel) = match (r.ns, rel) {
+            (Some(v), Some(rel)) => (format!("{v:.0}"), format!("{rel:.2}x")),
             _ => ("not measured".into(), "-".into()),
         };
         let _ = writeln!(s, "| {} | `{}` | {ns} | {rel} |", r.name, r.formula);
@@ -219,18 +229,13 @@ pub fn table_md(e: &Evidence, p: &Pcie) -> String {
 
 /// `hdpflush report --model`: the table as text.
 pub fn text(e: &Evidence, p: &Pcie) -> String {
-    let rows = rows(e, p);
-    let base = rows.first().and_then(|r| r.ns);
     let mut s = String::from(
         "cost model (a model: no AMD GPU measured), ns per flush on a 64K-page host\n",
     );
-    for r in &rows {
+    for (r, rel) in rows_vs_remap(e, p) {
         let v =
             r.ns.map_or_else(|| "not measured".to_owned(), |v| format!("{v:>8.0}"));
-        let rel = match (r.ns, base) {
-            (Some(v), Some(b)) => format!("{:>6.2}x", v / b),
-            _ => "-".into(),
-        };
+        let rel = rel.map_or_else(|| "-".to_owned(), |rel| format!("{rel:>6.2}x"));
         let _ = writeln!(s, "  {:<66} {v} {rel}  = {}", r.name, r.formula);
     }
     s.push_str("inputs:\n");
