@@ -415,8 +415,10 @@ fn provenance(e: &Evidence) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "Measured by `{}` (hdpflush {}), assembled at Unix time {}.",
-        e.command, e.version, e.assembled_unix
+        "Measured by `{}` (hdpflush {}), assembled {}.",
+        e.command,
+        e.version,
+        utc(e.assembled_unix)
     );
     for p in &e.places {
         if let Some(r) = p.runs.first() {
@@ -437,6 +439,26 @@ fn provenance(e: &Evidence) -> String {
         }
     }
     s
+}
+
+/// Seconds since the epoch as "YYYY-MM-DD HH:MM UTC" (days to a civil date, H. Hinnant's
+/// algorithm).
+fn utc(unix: u64) -> String {
+    let (days, secs) = ((unix / 86_400) as i64, unix % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60
+    )
 }
 
 fn targets_md(e: &Evidence) -> String {
@@ -653,6 +675,13 @@ pub fn update_docs(e: &Evidence, docs_dir: &Path, check: bool) -> Result<(), Cli
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_are_utc_calendar_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(utc(1_795_829_212), "2026-11-28 01:26 UTC");
+    }
 
     #[test]
     fn generated_sections_are_replaced_and_unknown_or_open_ones_refused() {
