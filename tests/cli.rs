@@ -472,3 +472,65 @@ fn the_evidence_report_prints_every_target_the_oracle_and_the_model() {
         .unwrap_or_else(|| panic!("no model row:\n{s}"));
     assert!(remap.contains("2100"), "{remap}");
 }
+
+#[test]
+fn a_vm_bench_directory_is_assembled_into_evidence_tables_and_plots() {
+    // The committed evidence, taken apart into what `cargo xtask vm-bench` leaves behind.
+    let evidence: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(committed_evidence()).unwrap()).unwrap();
+    let dir = scratch("assemble");
+    for place in evidence["places"].as_array().unwrap() {
+        let sub = dir.join(place["name"].as_str().unwrap());
+        std::fs::create_dir_all(&sub).unwrap();
+        for run in place["runs"].as_array().unwrap() {
+            let file = sub.join(format!("{}.json", run["phase"].as_str().unwrap()));
+            std::fs::write(file, run.to_string()).unwrap();
+        }
+    }
+    for (name, ns) in [("direct", 1.5), ("dyn", 4.0)] {
+        let estimates = serde_json::json!({ "mean": { "point_estimate": ns } });
+        std::fs::write(
+            dir.join(format!("host/dispatch-{name}.json")),
+            estimates.to_string(),
+        )
+        .unwrap();
+    }
+    let out = hdpflush(&["report", "--evidence", dir.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("PASS P5 host") && s.contains("2.50 ns"),
+        "dispatch from criterion's estimates:\n{s}"
+    );
+    for file in [
+        "evidence.json",
+        "tables.md",
+        "cost.svg",
+        "batch.svg",
+        "callers.svg",
+    ] {
+        let len = std::fs::metadata(dir.join(file)).map_or(0, |m| m.len());
+        assert!(len > 100, "{file}: {len} bytes");
+    }
+    let assembled: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("evidence.json")).unwrap()).unwrap();
+    assert_eq!(
+        assembled["places"], evidence["places"],
+        "the runs, unchanged"
+    );
+    assert_eq!(
+        assembled["oracle"].as_array().map(Vec::len),
+        evidence["oracle"].as_array().map(Vec::len),
+        "the oracle ran over every case"
+    );
+    let tables = std::fs::read_to_string(dir.join("tables.md")).unwrap();
+    for section in [
+        "## provenance",
+        "## targets",
+        "## runs",
+        "## oracle",
+        "## model",
+    ] {
+        assert!(tables.contains(section), "{section} missing");
+    }
+}
