@@ -1,6 +1,7 @@
-//! docs/upstream/: the KFD patch series must apply to the 6.12 sources, the objects it touches
-//! must compile (no warning) in a configuration with amdgpu and KFD, and the uAPI libflush
-//! calls (libflush/src/kfd_uapi.rs) must be what the patched header says.
+//! docs/upstream/: the KFD patch series must apply to the 6.12 sources, pass checkpatch
+//! --strict without errors or warnings, the objects it touches must compile (no warning) in a
+//! configuration with amdgpu and KFD, and the uAPI libflush calls (libflush/src/kfd_uapi.rs)
+//! must be what the patched header says.
 //!
 //! The patched tree is a hard-linked copy of the cached source (patch writes new files, so
 //! the original stays untouched), configured from x86_64_defconfig plus amdgpu and KFD and
@@ -238,9 +239,42 @@ fn abi_assertions() -> String {
     c
 }
 
+/// checkpatch.pl --strict over each patch: errors and warnings fail, CHECKs are shown.
+fn checkpatch(tree: &Path, patches: &[(PathBuf, String)]) -> StepResult {
+    for (path, _) in patches {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let mut cmd = Command::new("perl");
+        cmd.current_dir(tree)
+            .arg("scripts/checkpatch.pl")
+            .args(["--no-signoff", "--strict", "--terse", "--no-summary"])
+            .arg(path);
+        // checkpatch exits non-zero for CHECKs too: judge by what it printed.
+        let out = cmd
+            .output()
+            .map_err(|e| fail("upstream: checkpatch", format!("cannot run perl: {e}")))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let serious: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(": ERROR:") || l.contains(": WARNING:"))
+            .collect();
+        for l in text.lines().filter(|l| l.contains(": CHECK:")) {
+            eprintln!("    checkpatch {name}: {l}");
+        }
+        if !serious.is_empty() {
+            return Err(fail(
+                &format!("upstream: checkpatch {name}"),
+                serious.join("; "),
+            ));
+        }
+    }
+    eprintln!("==> upstream: checkpatch --strict: no error or warning");
+    Ok(())
+}
+
 pub fn check() -> StepResult {
     let patches = series()?;
     let (tree, build) = prepared(&patches)?;
+    checkpatch(&tree, &patches)?;
     let mut objects: Vec<String> = patches
         .iter()
         .flat_map(|(_, text)| touched(text))
