@@ -214,21 +214,29 @@ pub struct Target {
     pub place: String,
     /// What is compared.
     pub what: String,
-    /// The measured value (a ratio, a count or ns).
-    pub measured: Option<f64>,
+    /// The measured value (a ratio, a count or ns), or why it was not measured.
+    pub measured: Result<f64, String>,
     /// The limit it must not exceed.
     pub limit: f64,
     /// How the value reads, e.g. "x" or " hw flushes/request".
     pub unit: &'static str,
-    /// Why it is missing, when it is.
-    pub missing: Option<String>,
 }
 
 impl Target {
     /// Measured and within the limit.
     pub fn passed(&self) -> bool {
-        self.measured.is_some_and(|m| m <= self.limit)
+        self.measured.as_ref().is_ok_and(|&m| m <= self.limit)
     }
+}
+
+/// `strategy (variant)` in `run`, or why it is not there.
+fn find<'a>(
+    run: Option<&'a PhaseRun>,
+    strategy: &str,
+    variant: &str,
+) -> Result<&'a CaseResult, String> {
+    let run = run.ok_or_else(|| "phase not run".to_owned())?;
+    case(run, strategy, variant).ok_or_else(|| format!("no case {strategy} ({variant})"))
 }
 
 /// Every target of the issue, judged from `e`.
@@ -239,16 +247,9 @@ pub fn targets(e: &Evidence) -> Vec<Target> {
         let sim = e.run(&g.name, "sim");
         let slow = e.run(&g.name, "sim-1us");
         let ratio = |run: Option<&PhaseRun>, a: (&str, &str), b: (&str, &str)| {
-            let run = run.ok_or_else(|| "phase not run".to_owned())?;
-            let x = case(run, a.0, a.1).ok_or_else(|| format!("no case {} ({})", a.0, a.1))?;
-            let y = case(run, b.0, b.1).ok_or_else(|| format!("no case {} ({})", b.0, b.1))?;
-            Ok::<f64, String>(x.mean_ns / y.mean_ns)
+            Ok(find(run, a.0, a.1)?.mean_ns / find(run, b.0, b.1)?.mean_ns)
         };
-        let push = |out: &mut Vec<Target>, id, what: &str, v: Result<f64, String>, limit, unit| {
-            let (measured, missing) = match v {
-                Ok(v) => (Some(v), None),
-                Err(why) => (None, Some(why)),
-            };
+        let push = |out: &mut Vec<Target>, id, what: &str, measured, limit, unit| {
             out.push(Target {
                 id,
                 place: place.clone(),
@@ -256,7 +257,6 @@ pub fn targets(e: &Evidence) -> Vec<Target> {
                 measured,
                 limit,
                 unit,
-                missing,
             });
         };
         for completion in ["completed", "posted"] {
@@ -286,15 +286,10 @@ pub fn targets(e: &Evidence) -> Vec<Target> {
             "x",
         );
         for variant in ["completed, batch 1, sqpoll", "completed, batch 32, sqpoll"] {
-            let v = sim
-                .ok_or_else(|| "phase not run".to_owned())
-                .and_then(|r| {
-                    case(r, "uring", variant).ok_or_else(|| format!("no case uring ({variant})"))
-                })
-                .and_then(|c| {
-                    c.enters_per_flush
-                        .ok_or_else(|| "io_uring_enter calls were not counted".to_owned())
-                });
+            let v = find(sim, "uring", variant).and_then(|c| {
+                c.enters_per_flush
+                    .ok_or_else(|| "io_uring_enter calls were not counted".to_owned())
+            });
             push(
                 &mut out,
                 "P2",
@@ -305,16 +300,11 @@ pub fn targets(e: &Evidence) -> Vec<Target> {
             );
         }
         let hw = |strategy: &str, variant: &str, scale: f64| {
-            slow.ok_or_else(|| "phase not run".to_owned())
-                .and_then(|r| {
-                    case(r, strategy, variant)
-                        .ok_or_else(|| format!("no case {strategy} ({variant})"))
-                })
-                .and_then(|c| {
-                    c.hw_flushes_per_request
-                        .map(|h| h * scale)
-                        .ok_or_else(|| "STATS were not read".to_owned())
-                })
+            find(slow, strategy, variant).and_then(|c| {
+                c.hw_flushes_per_request
+                    .map(|h| h * scale)
+                    .ok_or_else(|| "STATS were not read".to_owned())
+            })
         };
         push(
             &mut out,
@@ -333,21 +323,17 @@ pub fn targets(e: &Evidence) -> Vec<Target> {
             " hw/batch",
         );
     }
-    let (measured, missing) = match &e.dispatch {
-        Some(d) => (Some(d.dyn_ns - d.direct_ns), None),
-        None => (
-            None,
-            Some("criterion's dispatch estimates missing".to_owned()),
-        ),
-    };
     out.push(Target {
         id: "P5",
         place: "host".into(),
         what: "libflush dispatch: dyn Flush minus a direct call (criterion)".into(),
-        measured,
+        measured: e
+            .dispatch
+            .as_ref()
+            .map(|d| d.dyn_ns - d.direct_ns)
+            .ok_or_else(|| "criterion's dispatch estimates missing".to_owned()),
         limit: 5.0,
         unit: " ns",
-        missing,
     });
     out
 }
@@ -355,23 +341,20 @@ pub fn targets(e: &Evidence) -> Vec<Target> {
 /// "PASS P1 x86_64: ... 1.07x <= 1.15x".
 pub fn target_line(t: &Target) -> String {
     let verdict = if t.passed() { "PASS" } else { "FAIL" };
-    match (t.measured, &t.missing) {
-        (Some(m), _) => format!(
+    match &t.measured {
+        Ok(m) => format!(
             "{verdict} {} {}: {}: {}{} (limit {}{})",
             t.id,
             t.place,
             t.what,
-            num(m),
+            num(*m),
             t.unit,
             num(t.limit),
             t.unit
         ),
-        (None, why) => format!(
-            "FAIL {} {}: {}: not measured ({})",
-            t.id,
-            t.place,
-            t.what,
-            why.as_deref().unwrap_or("?")
+        Err(why) => format!(
+            "FAIL {} {}: {}: not measured ({why})",
+            t.id, t.place, t.what
         ),
     }
 }
@@ -466,9 +449,9 @@ fn targets_md(e: &Evidence) -> String {
         "| target | where | what | measured | limit | verdict |\n|---|---|---|---|---|---|\n",
     );
     for t in targets(e) {
-        let measured = match (t.measured, &t.missing) {
-            (Some(m), _) => format!("{}{}", num(m), t.unit),
-            (None, why) => format!("not measured: {}", why.as_deref().unwrap_or("?")),
+        let measured = match &t.measured {
+            Ok(m) => format!("{}{}", num(*m), t.unit),
+            Err(why) => format!("not measured: {why}"),
         };
         let _ = writeln!(
             s,
