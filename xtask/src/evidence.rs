@@ -5,13 +5,11 @@
 //! tables.md, the plots, and the targets' PASS/FAIL lines. Nothing is committed: copying a run
 //! into docs/evidence/ is a deliberate step (`hdpflush report --evidence ... --update-docs`).
 
+use crate::kernel::Arch;
+use crate::run::{cargo, fail, step, workspace_root, StepResult};
+use crate::vm::boot_and_judge;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
-
-use crate::kernel::{build_kmod, ensure_kernel, Arch};
-use crate::run::{cargo, fail, step, workspace_root, StepResult};
-use crate::vm::{guest_binaries, initramfs, judge, qemu, run_guest, save_console};
 
 /// The guest's markers (tests/guest/src/evidence.rs).
 const BEGIN: &str = "hdpflush-evidence-begin";
@@ -76,23 +74,23 @@ fn write(path: &Path, text: &str) -> StepResult {
 /// Boot `arch`'s guest in evidence mode and save each phase's JSON in `dir`.
 fn guest_phases(arch: Arch, dir: &Path) -> StepResult {
     let name = format!("vm-bench {}", arch.name());
-    let kernel = ensure_kernel(arch)?;
-    let ko = build_kmod(&kernel)?;
-    let bins = guest_binaries(arch)?;
-    let initrd = initramfs(arch, &ko, &bins)?;
-    let cmd = qemu(
+    let booted = boot_and_judge(
         arch,
-        &kernel.image,
-        &initrd,
+        &name,
         "hdpflush_evidence",
         EVIDENCE_CPUS,
-    );
-    eprintln!("==> {name}: {}", crate::run::shown(&cmd));
-    let run = run_guest(cmd, Duration::from_secs(GUEST_TIMEOUT_S)).map_err(|e| fail(&name, e))?;
-    let log = save_console(arch, &run, "evidence-console.log");
-    let phases = judge(&run, GUEST_TIMEOUT_S)
-        .and_then(|_| blocks(&run.lines))
-        .map_err(|e| fail(&name, format!("{e} (console saved in {})", log.display())))?;
+        GUEST_TIMEOUT_S,
+        "evidence-console.log",
+    )?;
+    let phases = blocks(&booted.run.lines).map_err(|e| {
+        fail(
+            &name,
+            format!(
+                "{e} (the guest console is saved in {})",
+                booted.log.display()
+            ),
+        )
+    })?;
     create_dir(dir)?;
     for (phase, text) in &phases {
         write(&dir.join(format!("{phase}.json")), text)?;
@@ -100,7 +98,7 @@ fn guest_phases(arch: Arch, dir: &Path) -> StepResult {
     eprintln!(
         "==> {name}: ok, {} phases in {:.1} s",
         phases.len(),
-        run.secs
+        booted.run.secs
     );
     Ok(())
 }

@@ -28,7 +28,7 @@ const EDU_DEVICES: usize = 2;
 const TEST_CPUS: u32 = 2;
 
 /// What goes into a guest besides the module.
-pub(crate) struct GuestBinaries {
+struct GuestBinaries {
     tests: PathBuf,
     cli: PathBuf,
     c_program: PathBuf,
@@ -53,7 +53,7 @@ fn guest_cargo(arch: Arch, target_dir: &Path) -> StepResult<Command> {
 
 /// Static guest binaries for `arch`: the tests, the CLI, and the C program linked with
 /// libhdpflush.a built for the guest.
-pub(crate) fn guest_binaries(arch: Arch) -> StepResult<GuestBinaries> {
+fn guest_binaries(arch: Arch) -> StepResult<GuestBinaries> {
     // One build per Rust target: the debug guest runs the x86_64 binaries.
     let target_dir = workspace_root().join(format!("target/guest-{}", arch.rust_target()));
     let triple = arch.rust_target();
@@ -96,7 +96,7 @@ fn copy(from: &Path, to: &Path) -> StepResult {
 }
 
 /// Pack busybox, /init, the module and the binaries into a gzipped newc cpio.
-pub(crate) fn initramfs(arch: Arch, ko: &Path, bins: &GuestBinaries) -> StepResult<PathBuf> {
+fn initramfs(arch: Arch, ko: &Path, bins: &GuestBinaries) -> StepResult<PathBuf> {
     let dir = workspace_root().join("target/vm").join(arch.name());
     let root = dir.join("root");
     let _ = std::fs::remove_dir_all(&root);
@@ -126,13 +126,7 @@ pub(crate) fn initramfs(arch: Arch, ko: &Path, bins: &GuestBinaries) -> StepResu
     Ok(image)
 }
 
-pub(crate) fn qemu(
-    arch: Arch,
-    kernel: &Path,
-    initrd: &Path,
-    extra_args: &str,
-    cpus: u32,
-) -> Command {
+fn qemu(arch: Arch, kernel: &Path, initrd: &Path, extra_args: &str, cpus: u32) -> Command {
     let (bin, machine, console): (&str, &[&str], &str) = match arch {
         Arch::X86_64 | Arch::X86_64Debug => ("qemu-system-x86_64", &[], "ttyS0"),
         Arch::Arm64 => (
@@ -183,40 +177,63 @@ fn verdict(lines: &[String]) -> Option<(u32, u32)> {
     })
 }
 
-/// Boot `arch`'s guest and run the guest tests.
-pub fn vm_test(arch: Arch) -> StepResult {
-    let name = format!("vm-test {}", arch.name());
+/// A guest run that powered off cleanly with no kernel report.
+pub(crate) struct Booted {
+    /// What it printed.
+    pub run: GuestRun,
+    /// Its closing line's passed count.
+    pub passed: u32,
+    /// Where its console is saved.
+    pub log: PathBuf,
+}
+
+/// Build what `arch`'s guest needs, boot it with `kernel_args` and `cpus` vCPUs, save its
+/// console as target/vm/<arch>/`console`, and judge the run; `name` names the step.
+pub(crate) fn boot_and_judge(
+    arch: Arch,
+    name: &str,
+    kernel_args: &str,
+    cpus: u32,
+    timeout: u64,
+    console: &str,
+) -> StepResult<Booted> {
     let kernel = ensure_kernel(arch)?;
     let ko = build_kmod(&kernel)?;
     let bins = guest_binaries(arch)?;
     let initrd = initramfs(arch, &ko, &bins)?;
-
-    let timeout = std::env::var("HDPFLUSH_VM_TIMEOUT")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default_timeout_s(arch));
-    let cmd = qemu(arch, &kernel.image, &initrd, "", TEST_CPUS);
+    let cmd = qemu(arch, &kernel.image, &initrd, kernel_args, cpus);
     eprintln!(
         "==> {name}: {} (timeout {timeout} s)",
         crate::run::shown(&cmd)
     );
-    let run = run_guest(cmd, Duration::from_secs(timeout)).map_err(|e| fail(&name, e))?;
-    let log = save_console(arch, &run, "console.log");
+    let run = run_guest(cmd, Duration::from_secs(timeout)).map_err(|e| fail(name, e))?;
+    let log = save_console(arch, &run, console);
     let passed = judge(&run, timeout).map_err(|e| {
         fail(
-            &name,
+            name,
             format!("{e} (the guest console is saved in {})", log.display()),
         )
     })?;
+    Ok(Booted { run, passed, log })
+}
+
+/// Boot `arch`'s guest and run the guest tests.
+pub fn vm_test(arch: Arch) -> StepResult {
+    let name = format!("vm-test {}", arch.name());
+    let timeout = std::env::var("HDPFLUSH_VM_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_timeout_s(arch));
+    let booted = boot_and_judge(arch, &name, "", TEST_CPUS, timeout, "console.log")?;
     eprintln!(
-        "==> {name}: ok, {passed} guest tests passed ({:.1} s)",
-        run.secs
+        "==> {name}: ok, {} guest tests passed ({:.1} s)",
+        booted.passed, booted.run.secs
     );
     Ok(())
 }
 
 /// Save the guest's console as target/vm/<arch>/<name>; returns the path.
-pub(crate) fn save_console(arch: Arch, run: &GuestRun, name: &str) -> PathBuf {
+fn save_console(arch: Arch, run: &GuestRun, name: &str) -> PathBuf {
     let log = workspace_root()
         .join("target/vm")
         .join(arch.name())
@@ -240,7 +257,7 @@ pub(crate) struct GuestRun {
 }
 
 /// Run `cmd` (QEMU), echoing and collecting its output lines; kill it at `timeout`.
-pub(crate) fn run_guest(mut cmd: Command, timeout: Duration) -> Result<GuestRun, String> {
+fn run_guest(mut cmd: Command, timeout: Duration) -> Result<GuestRun, String> {
     let started = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
@@ -286,7 +303,7 @@ pub(crate) fn run_guest(mut cmd: Command, timeout: Duration) -> Result<GuestRun,
 }
 
 /// The number of guest tests passed, or why the run failed.
-pub(crate) fn judge(run: &GuestRun, timeout: u64) -> Result<u32, String> {
+fn judge(run: &GuestRun, timeout: u64) -> Result<u32, String> {
     if run.timed_out {
         return Err(format!("the guest did not power off within {timeout} s (hung?); set HDPFLUSH_VM_TIMEOUT to allow more"));
     }
