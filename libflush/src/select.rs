@@ -523,6 +523,32 @@ impl Flush for GpuFlusher {
 /// Open a flusher for the GPU `named`, with what `options` offers (see the module doc for the
 /// order). `ENODEV`-class errors say what is missing.
 pub fn open_gpu(named: GpuSelector, options: FlusherOptions) -> Result<GpuFlusher> {
+    open_gpu_on(Host::look(), named, options)
+}
+
+/// What this host offers for flushing: the module (its device, if it opened) and KFD.
+struct Host {
+    dev: Result<HdpFlushDevice>,
+    kmod: KmodStatus,
+    kfd: KfdStatus,
+}
+
+impl Host {
+    /// Open `/dev/hdp_flush` and ask `/dev/kfd`, once per decision.
+    fn look() -> Self {
+        let dev = HdpFlushDevice::open_default();
+        let kmod = KmodStatus::of(dev.as_ref().map_err(Clone::clone));
+        Self {
+            dev,
+            kmod,
+            kfd: KfdStatus::probe(),
+        }
+    }
+}
+
+/// [`open_gpu`] with the host already looked at.
+fn open_gpu_on(host: Host, named: GpuSelector, options: FlusherOptions) -> Result<GpuFlusher> {
+    let Host { dev, kmod, kfd } = host;
     let by_name = match options.strategy {
         Some(kind) => Some(Named {
             kind,
@@ -536,9 +562,6 @@ pub fn open_gpu(named: GpuSelector, options: FlusherOptions) -> Result<GpuFlushe
         allow_dummy_page: options.allow_dummy_page,
         batched: options.batched,
     };
-    let dev = HdpFlushDevice::open_default();
-    let kmod = KmodStatus::of(dev.as_ref().map_err(Clone::clone));
-    let kfd = KfdStatus::probe();
     let gpu = match (&by_name, resolve(named, &Sysfs::host(), &kmod, &kfd)) {
         // The simulator flushes no GPU: naming one it cannot find is no reason to refuse.
         (
@@ -689,21 +712,17 @@ fn process_wide(
 /// Choose and open the process-wide flusher (see the module doc).
 pub fn select() -> Result<(Box<dyn Flush>, Selection)> {
     let named = named_by_env()?;
-    let kmod = KmodStatus::of(
-        HdpFlushDevice::open_default()
-            .as_ref()
-            .map_err(Clone::clone),
-    );
+    let host = Host::look();
     let (gpu, selection) = process_wide(
         &Sysfs::host(),
-        &kmod,
-        &KfdStatus::probe(),
+        &host.kmod,
+        &host.kfd,
         page_size(),
         named.as_ref(),
     )?;
     let flusher: Box<dyn Flush> = match gpu {
         None => Box::new(Sim::new()),
-        Some(gpu) => Box::new(open_gpu(gpu, FlusherOptions::new())?),
+        Some(gpu) => Box::new(open_gpu_on(host, gpu, FlusherOptions::new())?),
     };
     Ok((flusher, selection))
 }
