@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::Arc;
 
-use libflush::reference::{IoctlFloor, UringNopFloor};
+use libflush::measure::floors::{IoctlFloor, UringNopFloor};
 use libflush::select::STRATEGY_ENV;
 use libflush::strategy::{Backing, BackingKind};
 use libflush::{Completion, Error, Flush, Ioctl, StrategyKind, Uring, UringConfig};

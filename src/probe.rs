@@ -1,32 +1,47 @@
 //! `hdpflush probe`: what this host offers, every GPU found and the strategy libflush would
 //! use for it, and the process-wide choice.
 
-use libflush::select::{Availability, KmodStatus, Probe, GPU_ENV, STRATEGY_ENV};
+use libflush::measure::{availability_all, Availability};
+use libflush::select::{KmodStatus, GPU_ENV, STRATEGY_ENV};
 use libflush::strategy::KfdStatus;
+use libflush::{Probe, StrategyKind};
+use serde::Serialize;
 
 use crate::error::CliError;
+
+/// The probe and what `hdpflush bench` can measure here, as `--json` prints them.
+#[derive(Serialize)]
+struct Report {
+    #[serde(flatten)]
+    probe: Probe,
+    /// Every strategy in [`StrategyKind::ALL`] order.
+    strategies: Vec<(StrategyKind, Availability)>,
+}
 
 /// Print the probe; exit non-zero only for a setting that can never work (an unknown
 /// `HDPFLUSH_STRATEGY`, a malformed `HDPFLUSH_GPU`, a named strategy that cannot flush). A
 /// host with no GPU is reported, not an error.
 pub fn run(json: bool) -> Result<(), CliError> {
     let probe = libflush::probe();
+    let strategies = availability_all(&probe.kmod, probe.page_size, probe.kfd);
+    let report = Report { probe, strategies };
     if json {
-        let text = serde_json::to_string_pretty(&probe).map_err(|source| CliError::Json {
+        let text = serde_json::to_string_pretty(&report).map_err(|source| CliError::Json {
             path: "<stdout>".into(),
             source,
         })?;
         crate::emit(&(text + "\n"))?;
     } else {
-        crate::emit(&render(&probe))?;
+        crate::emit(&render(&report))?;
     }
-    match probe.config_error {
+    match report.probe.config_error {
         None => Ok(()),
         Some(reason) => Err(CliError::Selection(reason)),
     }
 }
 
-fn render(p: &Probe) -> String {
+fn render(report: &Report) -> String {
+    let p = &report.probe;
     let mut out = String::new();
     let mut line = |s: String| {
         out.push_str(&s);
@@ -37,11 +52,11 @@ fn render(p: &Probe) -> String {
         "/dev/kfd         {}",
         if p.kfd { "present" } else { "absent" }
     ));
-    line(match &p.kfd_flush {
-        KfdStatus::Offers { minor } => {
-            format!("KFD HDP flush    offered (KFD 1.{minor} has AMDKFD_IOC_HDP_FLUSH)")
-        }
-        KfdStatus::Lacks(why) => format!("KFD HDP flush    not offered: {why}"),
+    line(match &p.kfd_version {
+        KfdStatus::Present { major, minor } => format!(
+            "KFD              {major}.{minor} (kfd-ioctl, a proposed KFD flush ioctl, is used only when named)"
+        ),
+        KfdStatus::Absent(why) => format!("KFD              not usable: {why}"),
     });
     match &p.kmod {
         KmodStatus::Loaded {
@@ -81,8 +96,17 @@ fn render(p: &Probe) -> String {
         } else {
             "not a GPU: a device the module serves for testing, used only when named".to_owned()
         }];
-        if let Some(id) = g.kfd_gpu_id {
-            what.push(format!("KFD gpu_id {id}"));
+        match &g.kfd_nodes[..] {
+            [] => {}
+            [one] => what.push(format!("KFD gpu_id {}", one.gpu_id)),
+            several => {
+                let ids: Vec<String> = several.iter().map(|n| n.gpu_id.to_string()).collect();
+                what.push(format!(
+                    "{} partitions, KFD gpu_id {}",
+                    several.len(),
+                    ids.join(" ")
+                ));
+            }
         }
         if let Some(d) = &g.module {
             what.push(format!("module {}", d.describe()));
@@ -95,7 +119,7 @@ fn render(p: &Probe) -> String {
     }
     line(String::new());
     line("bench can measure:".into());
-    for (kind, availability) in &p.strategies {
+    for (kind, availability) in &report.strategies {
         let (status, detail) = match availability {
             Availability::Ready { backing } => ("ready", backing.to_string()),
             Availability::StandIn { reason } => ("stand-in only", reason.clone()),

@@ -34,6 +34,51 @@ fn bench_in(dir: &Path, args: &[&str]) -> (String, serde_json::Value) {
     (text(&out.stdout), serde_json::from_str(&json).unwrap())
 }
 
+#[path = "support/fake_kfd.rs"]
+mod fake_kfd;
+
+#[test]
+fn probe_on_a_host_whose_kfd_reports_1_19_answers_enodev_and_never_issues_nr_0x27() {
+    let Some(fixture) = fake_kfd::FakeKfd::new(Path::new(env!("CARGO_TARGET_TMPDIR"))) else {
+        return;
+    };
+    // The control: the fixture catches a program that issues nr 0x27 itself.
+    let (out, log) = fixture.run("1.19", &fixture.control_program(), &[], &[]);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(6), "{out:?}");
+    assert!(log.contains("KFD ioctl nr=0x27"), "{log}");
+
+    let exe = Path::new(env!("CARGO_BIN_EXE_hdpflush"));
+    let (out, log) = fixture.run("1.19", exe, &["probe"], &[]);
+    let s = text(&out.stdout);
+    assert!(out.status.success(), "{s}{}", text(&out.stderr));
+    assert!(s.contains("KFD              1.19"), "{s}");
+    assert!(
+        s.contains(&format!(
+            "  {}  AMD GPU, KFD gpu_id {}",
+            fake_kfd::GPU,
+            fake_kfd::GPU_ID
+        )),
+        "{s}"
+    );
+    assert!(
+        s.contains(&format!(
+            "    -> none: no HDP flush for GPU {}",
+            fake_kfd::GPU
+        )),
+        "{s}"
+    );
+    assert!(
+        s.contains("process-wide: none (no HDP flush for GPU"),
+        "{s}"
+    );
+    assert!(
+        log.contains("GET_VERSION nr=0x01"),
+        "the fixture was asked: {log}"
+    );
+    assert!(!log.contains("KFD ioctl"), "{log}");
+}
+
 /// The device only exists inside our QEMU guests; on a host it must be reported missing.
 fn device_present() -> bool {
     Path::new("/dev/hdp_flush").exists()
@@ -88,9 +133,9 @@ fn probe_json_is_machine_readable_and_names_the_simulator_only_when_asked() {
     assert_eq!(v["page_size"].as_u64().unwrap() as usize, nix_page_size());
     assert_eq!(v["strategies"].as_array().unwrap().len(), 7);
     assert!(v["gpus"].is_array(), "{v}");
-    // KFD's flush ioctl is detected, never assumed: no KFD here, and the reason says so.
+    // KFD's version is shown, never used to choose: no KFD here, and the reason says so.
     if !Path::new("/dev/kfd").exists() {
-        let why = v["kfd_flush"]["lacks"]
+        let why = v["kfd_version"]["absent"]
             .as_str()
             .unwrap_or_else(|| panic!("{v}"));
         assert!(why.contains("/dev/kfd"), "{why}");

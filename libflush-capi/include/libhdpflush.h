@@ -20,16 +20,32 @@
  * The strategy per GPU, in order: the remap page if given; else the hdp_flush kernel module if
  * it serves that GPU (ioctl, or io_uring with HDPFLUSH_OPEN_BATCHED); else the dummy page if
  * given and HDPFLUSH_OPEN_ALLOW_DUMMY_PAGE is set; else -ENODEV with the reason in
- * hdpflush_last_error(). Never a simulator unless asked for by name (HDPFLUSH_STRATEGY=sim).
- * The environment variable HDPFLUSH_STRATEGY names a strategy for every flusher of the
- * process (for tests and benchmarks); one it cannot use is an error, not a fallback.
+ * hdpflush_last_error(). "kfd-ioctl" (a proposed KFD flush ioctl that no upstream kernel has),
+ * "legacy" and "sim" (the in-process simulator) are used only when named: opts->strategy, or
+ * the environment. A partitioned GPU is one GPU: every partition's gpu_id opens the device.
+ *
+ * What the caller passes wins over the environment: HDPFLUSH_STRATEGY (for tests and
+ * benchmarks) names the strategy only of flushers whose caller set no opts->strategy and passed
+ * no mapping, and says so once on stderr; one it cannot use is an error, not a fallback.
+ * HDPFLUSH_OPEN_REQUIRE_HARDWARE refuses, with -ENODEV, anything that is not the GPU itself
+ * (the simulator, a kernel model, an emulated test device); hdpflush_gpu_backing() says what
+ * backs a handle.
+ *
+ * The ABI grows without breaking callers: set opts->size = sizeof *opts. The library reads the
+ * fields a caller's header version has and treats the rest as 0; it refuses (-E2BIG) a newer
+ * caller's struct only if a field it does not know is nonzero. hdpflush_version() returns the
+ * HDPFLUSH_API_VERSION the library implements; a caller that sets fields of a newer version
+ * should check it.
  *
  * Every function that returns int returns 0 on success or a negative errno, never 0 on
  * failure:
  *   -EINVAL      a bad argument: NULL handle or out pointer, a malformed PCI address, a NULL
  *                or misaligned mapping, a dummy page under 4096 bytes, unknown flag bits,
- *                options.size too small or reserved not 0; or a bad HDPFLUSH_STRATEGY /
- *                HDPFLUSH_GPU
+ *                options.size smaller than HDPFLUSH_OPEN_OPTIONS_SIZE_VER1, reserved not 0,
+ *                an unknown opts->strategy; or a bad HDPFLUSH_STRATEGY / HDPFLUSH_GPU
+ *   -E2BIG       opts->size is larger than this library's struct and a field it does not know
+ *                is set (built against a newer header: update libhdpflush)
+ *   -EBADF       the handle was closed
  *   -ENODEV      no way to flush this GPU here, the GPU is not found, a named strategy cannot
  *                flush it, or (hdpflush_flush) the process has no single GPU to flush
  *   -EOPNOTSUPP  invalidate on a strategy without an invalidate register (remap page, dummy
@@ -42,6 +58,11 @@
  *
  * Thread safety: every function may be called from any thread. One handle may be flushed
  * from several threads at once; hdpflush_close() must not race with other calls on it.
+ *
+ * After hdpflush_close(g), g is invalid: using or closing it again is a bug in the caller. The
+ * library catches it cheaply for the 256 most recently closed handles (a call on one returns
+ * -EBADF; a second close is ignored and recorded for hdpflush_last_error()); beyond that the
+ * behaviour is undefined.
  */
 #ifndef LIBHDPFLUSH_H
 #define LIBHDPFLUSH_H
@@ -53,6 +74,10 @@
 extern "C" {
 #endif
 
+/* The API version of this header: 1, the first release; 2 adds hdpflush_open_options.strategy,
+ * HDPFLUSH_OPEN_REQUIRE_HARDWARE, hdpflush_gpu_backing() and hdpflush_version(). */
+#define HDPFLUSH_API_VERSION 2
+
 /* One GPU's flusher. */
 typedef struct hdpflush_gpu hdpflush_gpu;
 
@@ -61,10 +86,14 @@ typedef struct hdpflush_gpu hdpflush_gpu;
                                                     the GPU: it relies on a BAR read draining
                                                     the HDP write FIFO, which AMD has not
                                                     documented */
-#define HDPFLUSH_OPEN_BATCHED (1u << 1) /* io_uring rather than one ioctl per flush */
-#define HDPFLUSH_OPEN_SQPOLL (1u << 2)  /* with BATCHED: a kernel SQ polling thread, so steady
-                                           flushing makes no system call */
+#define HDPFLUSH_OPEN_BATCHED (1u << 1) /* many threads flush this GPU: io_uring rather than an
+                                           ioctl per flush (the ioctl where io_uring is refused;
+                                           the reason says so). No gain for one thread. */
+#define HDPFLUSH_OPEN_SQPOLL (1u << 2)  /* with BATCHED: the process's kernel SQ polling thread,
+                                           so steady flushing makes no system call */
 #define HDPFLUSH_OPEN_POSTED (1u << 3)  /* hdpflush_gpu_flush(g, 0) posts instead of completing */
+#define HDPFLUSH_OPEN_REQUIRE_HARDWARE (1u << 4) /* -ENODEV unless the GPU itself is flushed
+                                                    (API 2) */
 
 struct hdpflush_open_options {
     uint32_t size;  /* sizeof(struct hdpflush_open_options) */
@@ -78,7 +107,12 @@ struct hdpflush_open_options {
     size_t dummy_page_len; /* at least 4096 */
     uint32_t sqpoll_idle_ms; /* with HDPFLUSH_OPEN_SQPOLL: poller idle time; 0 means 1000 */
     uint32_t reserved;       /* 0 */
+    /* --- API 2 --- */
+    const char *strategy; /* use exactly this strategy ("ioctl", "kfd-ioctl", ...), or NULL */
 };
+
+/* The first release's struct: everything before `strategy`. The smallest size accepted. */
+#define HDPFLUSH_OPEN_OPTIONS_SIZE_VER1 offsetof(struct hdpflush_open_options, strategy)
 
 /* Open a flusher for one GPU; *out is set on success. opts may be NULL (nothing offered,
  * completed flushes). */
@@ -99,20 +133,28 @@ int hdpflush_open_index(uint32_t module_index, const struct hdpflush_open_option
 int hdpflush_gpu_flush(hdpflush_gpu *gpu, uint32_t flags);
 
 /* Flush several GPUs (e.g. after writing peer buffers on each). Every one is flushed even if
- * one fails; the first failure is returned and hdpflush_last_error() names its GPU. */
+ * one fails; the first failure is returned and hdpflush_last_error() names its GPU (or the NULL
+ * entry). */
 int hdpflush_flush_gpus(hdpflush_gpu *const *gpus, size_t count, uint32_t flags);
 
 /* Invalidate the GPU's HDP read cache before reading through the BAR what the GPU wrote. */
 int hdpflush_gpu_invalidate(hdpflush_gpu *gpu);
 
 /* The strategy: "mmio-remap", "kfd-ioctl", "ioctl", "uring", "dummy-page", "legacy" or "sim".
- * Static storage. NULL for a NULL handle. */
+ * Static storage. NULL for a NULL or closed handle. */
 const char *hdpflush_gpu_strategy(const hdpflush_gpu *gpu);
 
 /* Why that strategy, for this GPU. Valid until hdpflush_close(gpu). */
 const char *hdpflush_gpu_reason(const hdpflush_gpu *gpu);
 
-/* Close the flusher (NULL is ignored). */
+/* What a flush acts on: "hardware" (the GPU), "emulated-device", "kernel-model" or "simulator".
+ * Static storage. NULL for a NULL or closed handle. (API 2) */
+const char *hdpflush_gpu_backing(const hdpflush_gpu *gpu);
+
+/* The HDPFLUSH_API_VERSION this library implements. (API 2) */
+uint32_t hdpflush_version(void);
+
+/* Close the flusher (NULL is ignored; see above for a handle closed twice). */
 void hdpflush_close(hdpflush_gpu *gpu);
 
 /* This thread's last failure: what happened and what to do, or NULL if the last call on this

@@ -4,15 +4,29 @@
 //! Every entry point returns 0 or a negative errno (what C runtimes already handle), records
 //! the failure's message in a thread-local for `hdpflush_last_error()`, and catches panics so
 //! none crosses into C.
+//!
+//! The ABI grows without breaking callers: `struct hdpflush_open_options` carries its size, the
+//! library reads what the caller's version has and treats the rest as zero, and refuses a newer
+//! caller's struct only if it sets something this library does not know
+//! ([`HDPFLUSH_OPEN_OPTIONS_SIZE_VER1`], [`hdpflush_version`]).
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::mem::{offset_of, size_of, ManuallyDrop};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use libflush::select::GpuFlusher;
+use libflush::strategy::BackingKind;
 use libflush::{Completion, Error, Flush, FlusherOptions, GpuSelector, StrategyKind};
 use nix::errno::Errno;
+
+/// `HDPFLUSH_API_VERSION`: what this library implements. 1: the first release; 2: adds
+/// `hdpflush_open_options.strategy`, `HDPFLUSH_OPEN_REQUIRE_HARDWARE`, `hdpflush_gpu_backing()`
+/// and `hdpflush_version()`.
+pub const API_VERSION: u32 = 2;
 
 /// `HDPFLUSH_OPEN_ALLOW_DUMMY_PAGE`.
 pub const OPEN_ALLOW_DUMMY_PAGE: u32 = 1 << 0;
@@ -22,7 +36,10 @@ pub const OPEN_BATCHED: u32 = 1 << 1;
 pub const OPEN_SQPOLL: u32 = 1 << 2;
 /// `HDPFLUSH_OPEN_POSTED`.
 pub const OPEN_POSTED: u32 = 1 << 3;
-const OPEN_FLAGS: u32 = OPEN_ALLOW_DUMMY_PAGE | OPEN_BATCHED | OPEN_SQPOLL | OPEN_POSTED;
+/// `HDPFLUSH_OPEN_REQUIRE_HARDWARE` (API 2).
+pub const OPEN_REQUIRE_HARDWARE: u32 = 1 << 4;
+const OPEN_FLAGS: u32 =
+    OPEN_ALLOW_DUMMY_PAGE | OPEN_BATCHED | OPEN_SQPOLL | OPEN_POSTED | OPEN_REQUIRE_HARDWARE;
 /// `HDPFLUSH_FLUSH_POSTED`.
 pub const FLUSH_POSTED: u32 = 1 << 0;
 /// `HDPFLUSH_FLUSH_COMPLETED`.
@@ -48,13 +65,34 @@ pub struct OpenOptions {
     pub sqpoll_idle_ms: u32,
     /// Zero.
     pub reserved: u32,
+    /// A strategy's name to use exactly ("ioctl", "kfd-ioctl", ...), or NULL to choose (API 2).
+    pub strategy: *const c_char,
 }
+
+/// `HDPFLUSH_OPEN_OPTIONS_SIZE_VER1`: the first version's struct, everything before `strategy`.
+/// The smallest `size` accepted.
+pub const HDPFLUSH_OPEN_OPTIONS_SIZE_VER1: usize = offset_of!(OpenOptions, strategy);
+
+/// What a live handle's first word holds; [`DEAD`] once it is closed.
+const LIVE: u64 = u64::from_be_bytes(*b"hdpflush");
+const DEAD: u64 = u64::from_be_bytes(*b"hdpDEAD!");
+/// Closed handles kept allocated (their flusher dropped), so that a use after close is caught
+/// as `-EBADF` rather than touching freed memory.
+const QUARANTINE: usize = 256;
 
 /// `hdpflush_gpu`: one GPU's flusher and the C string of its reason.
 pub struct GpuHandle {
-    flusher: GpuFlusher,
+    state: AtomicU64,
+    flusher: ManuallyDrop<GpuFlusher>,
     reason: CString,
 }
+
+/// A closed handle's address (sent between threads only to be freed).
+struct Closed(*mut GpuHandle);
+// SAFETY: the pointer is only dereferenced to free the handle, by whichever thread evicts it.
+unsafe impl Send for Closed {}
+
+static CLOSED: Mutex<VecDeque<Closed>> = Mutex::new(VecDeque::new());
 
 thread_local! {
     static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
@@ -66,7 +104,9 @@ fn c_string(text: &str) -> CString {
 }
 
 fn set_last_error(message: Option<&str>) {
-    LAST_ERROR.with(|e| *e.borrow_mut() = message.map(c_string));
+    // During thread exit the thread-local may be gone: the message is then dropped, never a
+    // panic (which would abort the process from a destructor).
+    let _ = LAST_ERROR.try_with(|e| *e.borrow_mut() = message.map(c_string));
 }
 
 /// Run `f`: record its outcome for `hdpflush_last_error()`, turn an error into its negative
@@ -98,24 +138,56 @@ fn invalid(what: impl Into<String>) -> Error {
     Error::InvalidArgument { what: what.into() }
 }
 
+/// The caller's struct, whatever its version: `size` checked first, then `min(size, ours)`
+/// bytes read and the rest zero; a newer caller's extra bytes must be zero (`E2BIG`).
+///
+/// # Safety
+///
+/// `opts` points at a readable struct of at least `size` bytes, `size` being its first field.
+unsafe fn read_options(opts: *const OpenOptions) -> libflush::Result<OpenOptions> {
+    // SAFETY: the first field, readable per the contract; the caller's alignment is not trusted.
+    let size = unsafe { opts.cast::<u32>().read_unaligned() } as usize;
+    if size < HDPFLUSH_OPEN_OPTIONS_SIZE_VER1 {
+        return Err(invalid(format!(
+            "hdpflush_open_options.size is {size}, less than the first version's {HDPFLUSH_OPEN_OPTIONS_SIZE_VER1} (set it to sizeof(struct hdpflush_open_options))"
+        )));
+    }
+    let ours = size_of::<OpenOptions>();
+    let bytes = opts.cast::<u8>();
+    for at in ours..size {
+        // SAFETY: `at < size`, readable per the contract.
+        if unsafe { bytes.add(at).read() } != 0 {
+            return Err(Error::Os {
+                what: format!(
+                    "hdpflush_open_options: byte {at} of the caller's {size} is set, and this library (API {API_VERSION}) knows only the first {ours}; use a newer libhdpflush or leave the new fields 0"
+                ),
+                op: "open",
+                errno: Errno::E2BIG,
+            });
+        }
+    }
+    let mut o = std::mem::MaybeUninit::<OpenOptions>::zeroed();
+    // SAFETY: `min(size, ours)` bytes are readable from the caller and writable in `o`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes, o.as_mut_ptr().cast::<u8>(), size.min(ours));
+    }
+    // SAFETY: all-zero is a valid OpenOptions (integers and null pointers), and the bytes copied
+    // over it came from the caller's struct of the same layout.
+    Ok(unsafe { o.assume_init() })
+}
+
 /// The caller's options, checked, as libflush's.
 ///
 /// # Safety
 ///
 /// `opts` is NULL or points at a readable `hdpflush_open_options` of at least `size` bytes,
-/// whose mappings satisfy the header's contract.
+/// whose mappings and strings satisfy the header's contract.
 unsafe fn options(opts: *const OpenOptions) -> libflush::Result<FlusherOptions> {
-    // SAFETY: the caller's contract: NULL or a readable struct.
-    let Some(o) = (unsafe { opts.as_ref() }) else {
+    if opts.is_null() {
         return Ok(FlusherOptions::new());
-    };
-    if (o.size as usize) < std::mem::size_of::<OpenOptions>() {
-        return Err(invalid(format!(
-            "hdpflush_open_options.size is {}, need {} (set it to sizeof(struct hdpflush_open_options))",
-            o.size,
-            std::mem::size_of::<OpenOptions>()
-        )));
     }
+    // SAFETY: the caller's contract.
+    let o = unsafe { read_options(opts) }?;
     if o.flags & !OPEN_FLAGS != 0 || o.reserved != 0 {
         return Err(invalid(format!(
             "hdpflush_open_options: unknown flag bits {:#x} or nonzero reserved",
@@ -127,6 +199,7 @@ unsafe fn options(opts: *const OpenOptions) -> libflush::Result<FlusherOptions> 
     }
     let mut options = FlusherOptions::new()
         .allow_dummy_page(o.flags & OPEN_ALLOW_DUMMY_PAGE != 0)
+        .require_hardware(o.flags & OPEN_REQUIRE_HARDWARE != 0)
         .completion(if o.flags & OPEN_POSTED != 0 {
             Completion::Posted
         } else {
@@ -138,6 +211,14 @@ unsafe fn options(opts: *const OpenOptions) -> libflush::Result<FlusherOptions> 
             ms => ms,
         });
         options = options.batched(idle);
+    }
+    if !o.strategy.is_null() {
+        // SAFETY: non-null and, per the contract, NUL-terminated.
+        let name = unsafe { CStr::from_ptr(o.strategy) }.to_string_lossy();
+        options = options.strategy(StrategyKind::parse(
+            &name,
+            "hdpflush_open_options.strategy",
+        )?);
     }
     if !o.remap.is_null() {
         // SAFETY: the header's contract for `remap`.
@@ -170,7 +251,11 @@ unsafe fn open(
         let options = unsafe { options(opts) }?;
         let flusher = libflush::open_gpu(named()?, options)?;
         let reason = c_string(&flusher.selection().reason);
-        let handle = Box::new(GpuHandle { flusher, reason });
+        let handle = Box::new(GpuHandle {
+            state: AtomicU64::new(LIVE),
+            flusher: ManuallyDrop::new(flusher),
+            reason,
+        });
         // SAFETY: as above.
         unsafe { out.write(Box::into_raw(handle)) };
         Ok(())
@@ -230,14 +315,22 @@ pub unsafe extern "C" fn hdpflush_open_index(
     unsafe { open(|| Ok(GpuSelector::ModuleIndex(module_index)), opts, out) }
 }
 
-/// The handle behind `gpu`, or EINVAL.
+/// The handle behind `gpu`: EINVAL for NULL, EBADF for one already closed.
 ///
 /// # Safety
 ///
-/// `gpu` NULL or a live handle from `hdpflush_open_*`.
+/// `gpu` NULL, a live handle from `hdpflush_open_*`, or one of the last [`QUARANTINE`] closed.
 unsafe fn handle<'a>(gpu: *const GpuHandle) -> libflush::Result<&'a GpuHandle> {
     // SAFETY: the caller's contract.
-    unsafe { gpu.as_ref() }.ok_or_else(|| invalid("the hdpflush_gpu handle is NULL"))
+    let h = unsafe { gpu.as_ref() }.ok_or_else(|| invalid("the hdpflush_gpu handle is NULL"))?;
+    if h.state.load(Ordering::Acquire) != LIVE {
+        return Err(Error::Os {
+            what: format!("hdpflush_gpu {gpu:p}: the handle was closed (or is not a handle)"),
+            op: "use",
+            errno: Errno::EBADF,
+        });
+    }
+    Ok(h)
 }
 
 fn completion_of(flags: u32, flusher: &dyn Flush) -> libflush::Result<Completion> {
@@ -261,7 +354,7 @@ pub unsafe extern "C" fn hdpflush_gpu_flush(gpu: *mut GpuHandle, flags: u32) -> 
     call(|| {
         // SAFETY: the caller's contract.
         let h = unsafe { handle(gpu) }?;
-        h.flusher.flush_with(completion_of(flags, &h.flusher)?)
+        h.flusher.flush_with(completion_of(flags, &*h.flusher)?)
     })
 }
 
@@ -288,15 +381,22 @@ pub unsafe extern "C" fn hdpflush_flush_gpus(
         let mut first = None;
         for (i, &gpu) in all.iter().enumerate() {
             // SAFETY: each is NULL or live, per the contract.
-            let flushed = unsafe { handle(gpu) }.and_then(|h| {
-                h.flusher
-                    .flush_with(completion_of(flags, &h.flusher)?)
-                    .map_err(|e| Error::Os {
-                        what: format!("GPU {} (entry {i}): {e}", h.flusher.gpu()),
-                        op: "flush",
-                        errno: e.errno(),
-                    })
-            });
+            let flushed = unsafe { handle(gpu) }
+                .map_err(|e| match e {
+                    Error::InvalidArgument { .. } => {
+                        invalid(format!("entry {i} of the GPU array is NULL"))
+                    }
+                    other => other,
+                })
+                .and_then(|h| {
+                    h.flusher
+                        .flush_with(completion_of(flags, &*h.flusher)?)
+                        .map_err(|e| Error::Os {
+                            what: format!("GPU {} (entry {i}): {e}", h.flusher.gpu()),
+                            op: "flush",
+                            errno: e.errno(),
+                        })
+                });
             if let Err(e) = flushed {
                 first.get_or_insert(e);
             }
@@ -337,9 +437,40 @@ fn strategy_name(kind: StrategyKind) -> &'static CStr {
 #[no_mangle]
 pub unsafe extern "C" fn hdpflush_gpu_strategy(gpu: *const GpuHandle) -> *const c_char {
     // SAFETY: the caller's contract.
-    unsafe { gpu.as_ref() }.map_or(std::ptr::null(), |h| {
+    unsafe { handle(gpu) }.map_or(std::ptr::null(), |h| {
         strategy_name(h.flusher.kind()).as_ptr()
     })
+}
+
+/// What a backing is called in C.
+fn backing_name(kind: BackingKind) -> &'static CStr {
+    match kind {
+        BackingKind::Hardware => c"hardware",
+        BackingKind::EmulatedDevice => c"emulated-device",
+        BackingKind::KernelModel => c"kernel-model",
+        BackingKind::StandIn => c"stand-in",
+        BackingKind::Simulator => c"simulator",
+        BackingKind::HostKernel => c"host-kernel",
+    }
+}
+
+/// `const char *hdpflush_gpu_backing(const hdpflush_gpu *)`.
+///
+/// # Safety
+///
+/// `gpu` NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn hdpflush_gpu_backing(gpu: *const GpuHandle) -> *const c_char {
+    // SAFETY: the caller's contract.
+    unsafe { handle(gpu) }.map_or(std::ptr::null(), |h| {
+        backing_name(h.flusher.backing().kind).as_ptr()
+    })
+}
+
+/// `uint32_t hdpflush_version(void)`: the API version this library implements.
+#[no_mangle]
+pub extern "C" fn hdpflush_version() -> u32 {
+    API_VERSION
 }
 
 /// `const char *hdpflush_gpu_reason(const hdpflush_gpu *)`.
@@ -350,30 +481,61 @@ pub unsafe extern "C" fn hdpflush_gpu_strategy(gpu: *const GpuHandle) -> *const 
 #[no_mangle]
 pub unsafe extern "C" fn hdpflush_gpu_reason(gpu: *const GpuHandle) -> *const c_char {
     // SAFETY: the caller's contract.
-    unsafe { gpu.as_ref() }.map_or(std::ptr::null(), |h| h.reason.as_ptr())
+    unsafe { handle(gpu) }.map_or(std::ptr::null(), |h| h.reason.as_ptr())
 }
 
 /// `void hdpflush_close(hdpflush_gpu *)`.
 ///
+/// The flusher is dropped (its fds and rings closed) at once; the handle's memory is kept for
+/// the next [`QUARANTINE`] closes, so a later use or a second close of it is caught (`-EBADF`;
+/// a second close is ignored and recorded for `hdpflush_last_error()`).
+///
 /// # Safety
 ///
-/// `gpu` NULL or a live handle no other thread is using; it is dead afterwards.
+/// `gpu` NULL, a live handle no other thread is using, or one of the last [`QUARANTINE`]
+/// closed.
 #[no_mangle]
 pub unsafe extern "C" fn hdpflush_close(gpu: *mut GpuHandle) {
     if gpu.is_null() {
         return;
     }
+    // SAFETY: a handle from Box::into_raw, live or quarantined, per the contract.
+    let state = unsafe { &(*gpu).state };
+    if state
+        .compare_exchange(LIVE, DEAD, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        set_last_error(Some(&format!(
+            "hdpflush_close({gpu:p}): the handle was already closed (or is not a handle); ignored"
+        )));
+        return;
+    }
     // A panic while dropping (there is none to expect) must not unwind into C either.
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: a live handle from Box::into_raw, given back exactly once per the contract.
-        drop(unsafe { Box::from_raw(gpu) });
+        // SAFETY: this call won the LIVE -> DEAD exchange, so it alone drops the flusher, once;
+        // no other thread uses the handle, per the contract.
+        unsafe { ManuallyDrop::drop(&mut (*gpu).flusher) };
+        let evicted = {
+            let mut closed = CLOSED.lock().unwrap_or_else(PoisonError::into_inner);
+            closed.push_back(Closed(gpu));
+            (closed.len() > QUARANTINE)
+                .then(|| closed.pop_front())
+                .flatten()
+        };
+        if let Some(Closed(old)) = evicted {
+            // SAFETY: a handle from Box::into_raw whose flusher was dropped at its close; it
+            // leaves the quarantine exactly once, here.
+            drop(unsafe { Box::from_raw(old) });
+        }
     }));
 }
 
 /// `const char *hdpflush_last_error(void)`.
 #[no_mangle]
 pub extern "C" fn hdpflush_last_error() -> *const c_char {
-    LAST_ERROR.with(|e| e.borrow().as_ref().map_or(std::ptr::null(), |s| s.as_ptr()))
+    LAST_ERROR
+        .try_with(|e| e.borrow().as_ref().map_or(std::ptr::null(), |s| s.as_ptr()))
+        .unwrap_or(std::ptr::null())
 }
 
 /// `int hdpflush_flush(void)`.
@@ -449,10 +611,78 @@ mod tests {
 
     #[test]
     fn the_options_struct_matches_the_header_layout_on_lp64() {
-        // size, flags, remap, dummy_page, dummy_page_len, sqpoll_idle_ms, reserved.
-        assert_eq!(std::mem::size_of::<OpenOptions>(), 40);
-        assert_eq!(std::mem::offset_of!(OpenOptions, remap), 8);
-        assert_eq!(std::mem::offset_of!(OpenOptions, dummy_page_len), 24);
-        assert_eq!(std::mem::offset_of!(OpenOptions, reserved), 36);
+        // size, flags, remap, dummy_page, dummy_page_len, sqpoll_idle_ms, reserved, strategy.
+        assert_eq!(size_of::<OpenOptions>(), 48);
+        assert_eq!(offset_of!(OpenOptions, remap), 8);
+        assert_eq!(offset_of!(OpenOptions, dummy_page_len), 24);
+        assert_eq!(offset_of!(OpenOptions, reserved), 36);
+        assert_eq!(
+            HDPFLUSH_OPEN_OPTIONS_SIZE_VER1, 40,
+            "the first release's struct"
+        );
+    }
+
+    /// A caller's struct of `size` bytes: ours, cut short or zero-extended, then `tail` set.
+    fn caller_struct(size: usize, strategy: &CStr, tail: Option<usize>) -> Vec<u64> {
+        let mut words = vec![0u64; size.div_ceil(8).max(6)];
+        let o = OpenOptions {
+            size: size as u32,
+            flags: 0,
+            remap: std::ptr::null_mut(),
+            dummy_page: std::ptr::null_mut(),
+            dummy_page_len: 0,
+            sqpoll_idle_ms: 0,
+            reserved: 0,
+            strategy: strategy.as_ptr(),
+        };
+        let n = size.min(size_of::<OpenOptions>());
+        // SAFETY: `words` holds at least `size` bytes; `o` is `size_of::<OpenOptions>()` bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&o as *const OpenOptions).cast::<u8>(),
+                words.as_mut_ptr().cast::<u8>(),
+                n,
+            );
+        }
+        if let Some(at) = tail {
+            // SAFETY: `at < size`, inside `words`.
+            unsafe { words.as_mut_ptr().cast::<u8>().add(at).write(1) };
+        }
+        words
+    }
+
+    #[test]
+    fn older_equal_and_newer_callers_are_read_by_their_own_size() {
+        let read = |w: &Vec<u64>| {
+            // SAFETY: `w` holds the struct's `size` bytes.
+            unsafe { read_options(w.as_ptr().cast()) }
+        };
+        // An older caller (the first release): no strategy field; it reads as NULL.
+        let o = read(&caller_struct(
+            HDPFLUSH_OPEN_OPTIONS_SIZE_VER1,
+            c"sim",
+            None,
+        ))
+        .unwrap();
+        assert!(o.strategy.is_null(), "nothing read past the caller's size");
+        // An equal caller: every field.
+        let o = read(&caller_struct(48, c"sim", None)).unwrap();
+        // SAFETY: set from a static C string just above.
+        assert_eq!(unsafe { CStr::from_ptr(o.strategy) }, c"sim");
+        // A newer caller with a zero tail is accepted; a set tail is E2BIG and says which byte.
+        assert!(read(&caller_struct(64, c"sim", None)).is_ok());
+        let err = read(&caller_struct(64, c"sim", Some(57))).unwrap_err();
+        assert_eq!(err.errno(), Errno::E2BIG);
+        assert!(
+            err.to_string().contains("byte 57 of the caller's 64"),
+            "{err}"
+        );
+        // Smaller than the first release: EINVAL, before anything else is read.
+        let err = read(&caller_struct(36, c"sim", None)).unwrap_err();
+        assert_eq!(err.errno(), Errno::EINVAL);
+        assert!(
+            err.to_string().contains("less than the first version's 40"),
+            "{err}"
+        );
     }
 }

@@ -77,13 +77,15 @@ fn the_options_struct_has_the_same_layout_in_c_and_rust() {
     let (out, stdout) = run(&["--layout"], None);
     assert!(out.status.success());
     let want = format!(
-        "size {} remap {} dummy_page {} dummy_page_len {} sqpoll_idle_ms {} reserved {}",
+        "size {} remap {} dummy_page {} dummy_page_len {} sqpoll_idle_ms {} reserved {} strategy {} ver1 {}",
         size_of::<OpenOptions>(),
         offset_of!(OpenOptions, remap),
         offset_of!(OpenOptions, dummy_page),
         offset_of!(OpenOptions, dummy_page_len),
         offset_of!(OpenOptions, sqpoll_idle_ms),
-        offset_of!(OpenOptions, reserved)
+        offset_of!(OpenOptions, reserved),
+        offset_of!(OpenOptions, strategy),
+        hdpflush::HDPFLUSH_OPEN_OPTIONS_SIZE_VER1
     );
     assert_eq!(stdout.trim(), want);
 }
@@ -110,8 +112,8 @@ fn without_the_module_a_gpu_gets_enodev_and_the_reason_never_the_simulator() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("HDPFLUSH_STRATEGY=sim simulates"),
-        "{stdout}"
+        !stdout.contains("HDPFLUSH_STRATEGY"),
+        "no production message advises the simulator: {stdout}"
     );
     assert!(
         stdout.contains(&format!(
@@ -163,7 +165,7 @@ fn every_bad_argument_gets_its_errno_and_a_message() {
     let (out, stdout) = run(&["--bad-input"], Some("sim"));
     assert!(out.status.success(), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
-    assert_eq!(stdout.matches("ok   ").count(), 15, "{stdout}");
+    assert_eq!(stdout.matches("ok   ").count(), 16, "{stdout}");
 
     let (out, stdout) = run(&["0000:03:00.0"], Some("warp"));
     assert!(!out.status.success());
@@ -174,6 +176,82 @@ fn every_bad_argument_gets_its_errno_and_a_message() {
         )),
         "{stdout}"
     );
+}
+
+#[test]
+fn the_abi_grows_the_caller_wins_hardware_can_be_required_and_closed_handles_are_caught() {
+    let (out, stdout) = run(&["--abi"], Some("sim"));
+    assert!(out.status.success(), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert_eq!(stdout.matches("ok   ").count(), 13, "{stdout}");
+    for needle in [
+        "a newer caller's unknown field set: -7 E2BIG",
+        "flush after close: -9 EBADF",
+        "the caller's simulator when hardware is required: -19 ENODEV",
+    ] {
+        assert!(stdout.contains(needle), "`{needle}` missing: {stdout}");
+    }
+}
+
+#[path = "../../tests/support/fake_kfd.rs"]
+mod fake_kfd;
+
+#[test]
+fn kfds_flush_ioctl_is_called_only_when_named_and_only_on_the_patched_version() {
+    let Some(fixture) = fake_kfd::FakeKfd::new(Path::new(env!("CARGO_TARGET_TMPDIR"))) else {
+        return;
+    };
+    // The control: the fixture catches a program that issues nr 0x27 itself.
+    let (out, log) = fixture.run("1.19", &fixture.control_program(), &[], &[]);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(6), "{out:?}");
+    assert!(log.contains("KFD ioctl nr=0x27"), "{log}");
+    let gpu = format!("gpu_id:{}", fake_kfd::GPU_ID);
+    let enodev = errno(nix::errno::Errno::ENODEV);
+    for version in ["1.17", "1.18", "1.19", "1.20", "1.21"] {
+        // Not named: ENODEV with the reason, whatever KFD reports; KFD is not even asked.
+        let (out, log) = fixture.run(version, c_program(), &[&gpu], &[]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "KFD {version}: {stdout}");
+        assert!(
+            stdout.contains(&format!(
+                "open {gpu}: {enodev} ENODEV no HDP flush for GPU {gpu} ({})",
+                fake_kfd::GPU
+            )),
+            "KFD {version}: {stdout}"
+        );
+        assert!(!log.contains("KFD ioctl"), "KFD {version}: {log}");
+    }
+    // Named on a KFD that is not the patch's version: refused, nr 0x27 never issued.
+    let (out, log) = fixture.run(
+        "1.19",
+        c_program(),
+        &[&gpu],
+        &[("HDPFLUSH_STRATEGY", "kfd-ioctl")],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("open {gpu}: {enodev} ENODEV strategy `kfd-ioctl` is not usable here: this kernel's KFD is 1.19")),
+        "{stdout}"
+    );
+    assert!(
+        log.contains("GET_VERSION") && !log.contains("KFD ioctl"),
+        "{log}"
+    );
+    // Named on a KFD that reports the patch's version: every flush goes through it.
+    let (out, log) = fixture.run(
+        "1.18",
+        c_program(),
+        &[&gpu],
+        &[("HDPFLUSH_STRATEGY", "kfd-ioctl")],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("open {gpu}: 0 ok kfd-ioctl")),
+        "{stdout}"
+    );
+    assert!(!log.contains("KFD ioctl"), "{log}");
+    assert!(log.matches("HDP_FLUSH nr=0x27").count() >= 4, "{log}");
 }
 
 #[test]

@@ -26,6 +26,8 @@ pub struct ModuleDevice {
     pub pci: Option<PciAddress>,
     /// The module's name for it ("sim0", "0000:03:00.0").
     pub name: String,
+    /// Revoked: the device was removed or unbound from its driver; the module answers ENODEV.
+    pub revoked: bool,
 }
 
 impl ModuleDevice {
@@ -34,14 +36,20 @@ impl ModuleDevice {
         backend_name(self.backend)
     }
 
-    /// One line: "index 2: amdgpu 0000:03:00.0".
+    /// One line: "index 2: amdgpu 0000:03:00.0" (", revoked" when it is).
     pub fn describe(&self) -> String {
         format!(
-            "index {}: {} {}",
+            "index {}: {} {}{}",
             self.index,
             self.backend_name(),
-            self.name
+            self.name,
+            if self.revoked { ", revoked" } else { "" }
         )
+    }
+
+    /// What a flush through it acts on.
+    pub fn backing_kind(&self) -> crate::strategy::BackingKind {
+        backend_backing(self.backend)
     }
 }
 
@@ -92,6 +100,20 @@ impl HdpFlushDevice {
             file,
             path: path.to_owned(),
             version,
+        })
+    }
+
+    /// A second handle on the same open file (for a flusher that falls back to another
+    /// transport).
+    pub fn try_clone(&self) -> Result<Self> {
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| Error::os(self.what(), "dup", errno_of(&e)))?;
+        Ok(Self {
+            file,
+            path: self.path.clone(),
+            version: self.version,
         })
     }
 
@@ -155,6 +177,7 @@ impl HdpFlushDevice {
                     backend: info.backend,
                     pci,
                     name: device_name(&info),
+                    revoked: info.flags & uapi::HDP_FLUSH_DEVICE_F_REVOKED != 0,
                 })
             })
             .collect()

@@ -181,6 +181,12 @@ impl Error {
         }
     }
 
+    /// io_uring could not be set up: the kernel or a sandbox refuses it (a container's seccomp
+    /// profile, `kernel.io_uring_disabled`), so a caller can use the ioctl instead.
+    pub fn is_io_uring_refused(&self) -> bool {
+        matches!(self, Self::Os { what, op: "setup", .. } if what == "io_uring")
+    }
+
     /// An [`Error::Os`] from an errno.
     pub fn os(what: impl Into<String>, op: &'static str, errno: Errno) -> Self {
         Self::Os {

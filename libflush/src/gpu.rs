@@ -22,6 +22,8 @@ pub const GPU_CLASSES: [u32; 2] = [0x03, 0x12];
 const KFD_NODES: &str = "class/kfd/kfd/topology/nodes";
 /// Where PCI functions appear, relative to the sysfs root.
 const PCI_DEVICES: &str = "bus/pci/devices";
+/// DRM's device nodes (`renderD128`, ...), relative to the sysfs root.
+const DRM_CLASS: &str = "class/drm";
 
 /// A PCI function: `domain:bus:device.function`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -89,10 +91,12 @@ impl FromStr for PciAddress {
         let [domain, bus, device] = parts[..] else {
             return Err(bad());
         };
+        // from_str_radix alone would take a sign ("+3"): digits only.
         let hex = |t: &str, max: u32| {
+            let digits = !t.is_empty() && t.len() <= 8 && t.bytes().all(|b| b.is_ascii_hexdigit());
             u32::from_str_radix(t, 16)
                 .ok()
-                .filter(|&v| v <= max && !t.is_empty() && t.len() <= 8)
+                .filter(|&v| digits && v <= max)
         };
         Ok(Self {
             domain: hex(domain, u32::MAX).ok_or_else(bad)?,
@@ -150,15 +154,63 @@ impl FromStr for GpuSelector {
     }
 }
 
-/// A GPU node of KFD's topology.
+/// A GPU node of KFD's topology: a whole GPU, or one partition of a partitioned one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct KfdGpu {
     /// The topology node number.
     pub node: u32,
     /// Its `gpu_id`.
     pub gpu_id: u32,
-    /// Its PCI function, from `domain` and `location_id`.
+    /// Its DRM render minor (`renderD<minor>`), if KFD gives one.
+    pub render_minor: Option<u32>,
+    /// The PCI function of the physical GPU the node is (part of): its HDP is that device's.
     pub pci: PciAddress,
+    /// How `pci` was found.
+    pub found_by: NodeLink,
+}
+
+/// How a KFD node was tied to its physical GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeLink {
+    /// Its render node's `device` link names the PCI function (a whole GPU, or partition 0).
+    RenderNode,
+    /// A partition: its render node belongs to an `amdgpu_xcp` platform device, which has no
+    /// link to the PCI function; it is the physical GPU of the node with the same identity
+    /// (`domain`, bus and device of `location_id`, `unique_id`, `device_id`) that has one.
+    SameDeviceAs {
+        /// That node.
+        node: u32,
+    },
+    /// No render link (an older kernel, or a sysfs without `class/drm`): `domain` and
+    /// `location_id` name an AMD GPU function that exists.
+    LocationId,
+}
+
+/// What KFD's `properties` say of a node, before it is tied to a PCI function.
+#[derive(Clone, Copy, Debug)]
+struct RawNode {
+    node: u32,
+    gpu_id: u32,
+    render_minor: Option<u32>,
+    domain: Option<u32>,
+    location_id: Option<u32>,
+    unique_id: Option<u64>,
+    device_id: Option<u32>,
+}
+
+impl RawNode {
+    /// What partitions of one GPU share: the PCI domain, bus and device (a partition index sits
+    /// in `location_id`'s function bits, `| node_id` in 6.12, or above bit 27, `node_id << 28`,
+    /// in later trees), the serial and the device id.
+    fn identity(&self) -> Option<(u32, u32, Option<u64>, Option<u32>)> {
+        Some((
+            self.domain?,
+            self.location_id? & 0xfff8,
+            self.unique_id,
+            self.device_id,
+        ))
+    }
 }
 
 /// An AMD GPU on the PCI bus.
@@ -189,10 +241,10 @@ impl Sysfs {
         Self { root: root.into() }
     }
 
-    /// KFD's GPU nodes, by node number. CPU nodes (`gpu_id` 0) are left out; so are nodes this
-    /// process may not see (the device cgroup makes `gpu_id` unreadable). No KFD: empty.
-    pub fn kfd_gpus(&self) -> Vec<KfdGpu> {
-        let mut gpus: Vec<KfdGpu> = entries(&self.root.join(KFD_NODES))
+    /// KFD's GPU nodes as `properties` describe them. CPU nodes (`gpu_id` 0) are left out; so
+    /// are nodes this process may not see (the device cgroup makes `gpu_id` unreadable).
+    fn raw_nodes(&self) -> Vec<RawNode> {
+        let mut nodes: Vec<RawNode> = entries(&self.root.join(KFD_NODES))
             .filter_map(|(name, dir)| {
                 let node = name.parse().ok()?;
                 let gpu_id = read_dec(&dir.join("gpu_id")).filter(|&id| id != 0)?;
@@ -200,24 +252,103 @@ impl Sysfs {
                 let prop = |key: &str| {
                     props.lines().find_map(|l| {
                         let (k, v) = l.split_once(' ')?;
-                        (k == key).then(|| v.trim().parse::<u32>().ok()).flatten()
+                        (k == key).then(|| v.trim().parse::<u64>().ok()).flatten()
                     })
                 };
-                let pci = PciAddress::from_bdf(prop("domain")?, prop("location_id")?).ok()?;
-                Some(KfdGpu { node, gpu_id, pci })
+                let small = |key: &str| prop(key).and_then(|v| u32::try_from(v).ok());
+                Some(RawNode {
+                    node,
+                    gpu_id,
+                    render_minor: small("drm_render_minor"),
+                    domain: small("domain"),
+                    location_id: small("location_id"),
+                    unique_id: prop("unique_id").filter(|&u| u != 0),
+                    device_id: small("device_id"),
+                })
             })
             .collect();
-        gpus.sort_by_key(|g| g.node);
-        gpus
+        nodes.sort_by_key(|n| n.node);
+        nodes
     }
 
-    /// The PCI function of KFD GPU `gpu_id`.
-    pub fn kfd_gpu(&self, gpu_id: u32) -> Result<PciAddress> {
+    /// The PCI function a DRM render node belongs to: the last component of its `device` link,
+    /// if that is a PCI address (a partition's render node belongs to a platform device).
+    fn render_node_pci(&self, minor: u32) -> Option<PciAddress> {
+        let link = std::fs::read_link(
+            self.root
+                .join(DRM_CLASS)
+                .join(format!("renderD{minor}"))
+                .join("device"),
+        )
+        .ok()?;
+        link.file_name()?.to_str()?.parse().ok()
+    }
+
+    /// KFD's GPU nodes, by node number, each tied to the PCI function of its physical GPU (all
+    /// partitions of one GPU to the same function). Nodes that cannot be tied are left out
+    /// ([`Sysfs::kfd_gpu`] says why). No KFD: empty.
+    pub fn kfd_gpus(&self) -> Vec<KfdGpu> {
+        let raw = self.raw_nodes();
+        let amd = self.amd_gpus();
+        let mut tied: Vec<Option<(PciAddress, NodeLink)>> = raw
+            .iter()
+            .map(|n| {
+                let pci = self.render_node_pci(n.render_minor?)?;
+                Some((pci, NodeLink::RenderNode))
+            })
+            .collect();
+        // A partition takes its GPU from a sibling; only a node with neither a render link nor
+        // a sibling that has one falls back to decoding location_id (then its siblings follow).
+        let by_sibling = |tied: &mut Vec<Option<(PciAddress, NodeLink)>>| {
+            let known = tied.clone();
+            for (n, t) in raw.iter().zip(tied.iter_mut()).filter(|(_, t)| t.is_none()) {
+                *t = n.identity().and_then(|id| {
+                    raw.iter().zip(&known).find_map(|(m, k)| {
+                        let (pci, _) = (*k)?;
+                        (m.identity() == Some(id))
+                            .then_some((pci, NodeLink::SameDeviceAs { node: m.node }))
+                    })
+                });
+            }
+        };
+        by_sibling(&mut tied);
+        for (n, t) in raw.iter().zip(tied.iter_mut()).filter(|(_, t)| t.is_none()) {
+            *t = n.domain.zip(n.location_id).and_then(|(domain, loc)| {
+                let pci = PciAddress::from_bdf(domain, loc & 0xffff).ok()?;
+                amd.iter()
+                    .any(|g| g.pci == pci)
+                    .then_some((pci, NodeLink::LocationId))
+            });
+        }
+        by_sibling(&mut tied);
+        raw.iter()
+            .zip(tied)
+            .filter_map(|(n, t)| {
+                let (pci, found_by) = t?;
+                Some(KfdGpu {
+                    node: n.node,
+                    gpu_id: n.gpu_id,
+                    render_minor: n.render_minor,
+                    pci,
+                    found_by,
+                })
+            })
+            .collect()
+    }
+
+    /// The node KFD knows as `gpu_id`, tied to its physical GPU.
+    pub fn kfd_gpu(&self, gpu_id: u32) -> Result<KfdGpu> {
         let gpus = self.kfd_gpus();
         if let Some(g) = gpus.iter().find(|g| g.gpu_id == gpu_id) {
-            return Ok(g.pci);
+            return Ok(*g);
         }
-        let reason = if gpus.is_empty() {
+        let reason = if let Some(n) = self.raw_nodes().iter().find(|n| n.gpu_id == gpu_id) {
+            format!(
+                "KFD node {} has gpu_id {gpu_id}, but neither its render node (renderD{}) nor its location_id leads to a PCI function, and no node of the same GPU does",
+                n.node,
+                n.render_minor.map_or_else(|| "?".into(), |m| m.to_string())
+            )
+        } else if gpus.is_empty() {
             format!(
                 "KFD publishes no GPU node under {} (amdgpu/KFD not loaded, or no GPU it drives)",
                 self.root.join(KFD_NODES).display()
@@ -291,7 +422,7 @@ fn read_dec(path: &Path) -> Option<u32> {
 pub(crate) mod fixture {
     use std::path::Path;
 
-    use super::{PciAddress, KFD_NODES, PCI_DEVICES};
+    use super::{PciAddress, DRM_CLASS, KFD_NODES, PCI_DEVICES};
 
     fn write(path: &Path, text: &str) {
         if let Some(dir) = path.parent() {
@@ -300,16 +431,68 @@ pub(crate) mod fixture {
         std::fs::write(path, text).expect("fixture file");
     }
 
-    /// A KFD topology node: `gpu_id` (0 for a CPU node) at `pci`.
+    /// A KFD topology node, as `properties` and `gpu_id` show it.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Node {
+        pub node: u32,
+        pub gpu_id: u32,
+        pub domain: u32,
+        pub location_id: u32,
+        pub render_minor: Option<u32>,
+        pub unique_id: u64,
+        pub device_id: u32,
+    }
+
+    impl Node {
+        /// A whole GPU at `pci` with render minor `128 + node`.
+        pub fn gpu(node: u32, gpu_id: u32, pci: PciAddress) -> Self {
+            Self {
+                node,
+                gpu_id,
+                domain: pci.domain,
+                location_id: pci.bdf(),
+                render_minor: Some(127 + node),
+                unique_id: 0x1000 + u64::from(node),
+                device_id: 0x740f,
+            }
+        }
+
+        pub fn write(&self, root: &Path) {
+            let dir = root.join(KFD_NODES).join(self.node.to_string());
+            write(&dir.join("gpu_id"), &format!("{}\n", self.gpu_id));
+            let mut props = format!(
+                "cpu_cores_count 0\nsimd_count 440\nvendor_id 4098\ndevice_id {}\nlocation_id {}\ndomain {}\nunique_id {}\n",
+                self.device_id, self.location_id, self.domain, self.unique_id
+            );
+            if let Some(m) = self.render_minor {
+                props.push_str(&format!("drm_render_minor {m}\n"));
+            }
+            write(&dir.join("properties"), &props);
+        }
+    }
+
+    /// A KFD topology node for a whole GPU (`gpu_id` 0: a CPU node) at `pci`, its render node
+    /// linked to `pci`.
     pub fn kfd_node(root: &Path, node: u32, gpu_id: u32, pci: PciAddress) {
-        let dir = root.join(KFD_NODES).join(node.to_string());
-        write(&dir.join("gpu_id"), &format!("{gpu_id}\n"));
-        let props = format!(
-            "cpu_cores_count 0\nsimd_count 440\nvendor_id 4098\ndevice_id 29711\nlocation_id {}\ndomain {}\ndrm_render_minor 128\n",
-            pci.bdf(),
-            pci.domain
-        );
-        write(&dir.join("properties"), &props);
+        let n = Node::gpu(node, gpu_id, pci);
+        n.write(root);
+        if gpu_id != 0 {
+            render_node(
+                root,
+                n.render_minor.expect("set by Node::gpu"),
+                &pci.to_string(),
+            );
+        }
+    }
+
+    /// `class/drm/renderD<minor>/device` -> a device directory named `device` (a PCI address,
+    /// or a platform device such as `amdgpu_xcp_1`).
+    pub fn render_node(root: &Path, minor: u32, device: &str) {
+        let target = root.join("devices/fixture").join(device);
+        std::fs::create_dir_all(&target).expect("fixture device");
+        let dir = root.join(DRM_CLASS).join(format!("renderD{minor}"));
+        std::fs::create_dir_all(&dir).expect("fixture render node");
+        let _ = std::os::unix::fs::symlink(target, dir.join("device"));
     }
 
     /// A PCI function with ids, class and, optionally, a bound driver.
@@ -329,6 +512,50 @@ pub(crate) mod fixture {
             let target = root.join("bus/pci/drivers").join(d);
             std::fs::create_dir_all(&target).expect("fixture driver");
             let _ = std::os::unix::fs::symlink(target, dir.join("driver"));
+        }
+    }
+
+    /// How a kernel encodes a partition's index in `location_id`.
+    #[derive(Clone, Copy, Debug)]
+    pub enum PartitionEncoding {
+        /// 6.12: `pci_dev_id(pdev) | node_id`.
+        OrNodeId,
+        /// Later trees: `pci_dev_id(pdev) | node_id << 28`.
+        Shift28,
+    }
+
+    /// An MI300X at `pci` in CPX mode: 8 KFD nodes from `first_node`, partition 0's render node
+    /// on the PCI function, the others on `amdgpu_xcp_<n>` platform devices.
+    pub fn mi300x_cpx(
+        root: &Path,
+        first_node: u32,
+        first_gpu_id: u32,
+        pci: PciAddress,
+        encoding: PartitionEncoding,
+    ) {
+        pci_function(root, pci, 0x1002, 0x74a1, 0x120000, Some("amdgpu"));
+        for part in 0..8u32 {
+            let location_id = match encoding {
+                PartitionEncoding::OrNodeId => pci.bdf() | part,
+                PartitionEncoding::Shift28 => pci.bdf() | part << 28,
+            };
+            let minor = 128 + first_node * 8 + part;
+            let n = Node {
+                node: first_node + part,
+                gpu_id: first_gpu_id + part,
+                domain: pci.domain,
+                location_id,
+                render_minor: Some(minor),
+                unique_id: 0xabcd_0000 + u64::from(pci.bus),
+                device_id: 0x74a1,
+            };
+            n.write(root);
+            let device = if part == 0 {
+                pci.to_string()
+            } else {
+                format!("amdgpu_xcp_{}", first_node * 8 + part)
+            };
+            render_node(root, minor, &device);
         }
     }
 }
@@ -359,6 +586,12 @@ mod tests {
             "0000:100:00.0",
             "x:03:00.0",
             "0:0:0:0.0",
+            "+3:00.0",
+            "0000:+3:00.0",
+            "0000:03:+0.0",
+            "0000:03:00.+1",
+            "-0:03:00.0",
+            " 0000:03:00.0x",
         ] {
             let err = bad.parse::<PciAddress>().unwrap_err();
             assert!(
@@ -426,8 +659,9 @@ mod tests {
             gpus.iter().map(|g| (g.node, g.gpu_id)).collect::<Vec<_>>(),
             [(1, 53422), (2, 21042), (3, 7777)]
         );
-        assert_eq!(sysfs.kfd_gpu(21042).unwrap(), pci("0000:83:00.0"));
-        assert_eq!(sysfs.kfd_gpu(7777).unwrap(), pci("0001:c1:00.0"));
+        assert_eq!(sysfs.kfd_gpu(21042).unwrap().pci, pci("0000:83:00.0"));
+        assert_eq!(sysfs.kfd_gpu(7777).unwrap().pci, pci("0001:c1:00.0"));
+        assert!(gpus.iter().all(|g| g.found_by == NodeLink::RenderNode));
         let err = sysfs.kfd_gpu(1).unwrap_err();
         let msg = err.to_string();
         assert!(
@@ -463,6 +697,133 @@ mod tests {
         assert!(gpus.iter().all(|g| g.driver.as_deref() == Some("amdgpu")));
         assert!(sysfs.pci_exists(pci("0000:41:00.0")));
         assert!(!sysfs.pci_exists(pci("0000:42:00.0")));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Two MI300X in CPX mode (8 KFD nodes each) and one MI210, as a kernel encoding partition
+    /// indexes with `encoding` shows them.
+    fn partitioned_host(root: &Path, encoding: fixture::PartitionEncoding) {
+        use fixture::*;
+        kfd_node(root, 0, 0, pci("0000:00:00.0"));
+        mi300x_cpx(root, 1, 100, pci("0000:c1:00.0"), encoding);
+        mi300x_cpx(root, 9, 200, pci("0000:e1:00.0"), encoding);
+        kfd_node(root, 17, 53422, pci("0000:03:00.0"));
+        pci_function(
+            root,
+            pci("0000:03:00.0"),
+            0x1002,
+            0x740f,
+            0x038000,
+            Some("amdgpu"),
+        );
+    }
+
+    #[test]
+    fn every_partition_of_a_gpu_resolves_to_that_gpus_pci_function() {
+        for (name, encoding) in [
+            ("or", fixture::PartitionEncoding::OrNodeId),
+            ("shift", fixture::PartitionEncoding::Shift28),
+        ] {
+            let root = scratch(&format!("cpx-{name}"));
+            partitioned_host(&root, encoding);
+            let sysfs = Sysfs::at(&root);
+            let gpus = sysfs.kfd_gpus();
+            assert_eq!(gpus.len(), 17, "{name}: every GPU node is tied");
+            for (first_node, first_id, at) in [(1, 100, "0000:c1:00.0"), (9, 200, "0000:e1:00.0")] {
+                for part in 0..8 {
+                    let g = sysfs.kfd_gpu(first_id + part).unwrap();
+                    assert_eq!(g.pci, pci(at), "{name}: gpu_id {}", first_id + part);
+                    let via = if part == 0 {
+                        NodeLink::RenderNode
+                    } else {
+                        NodeLink::SameDeviceAs { node: first_node }
+                    };
+                    assert_eq!(g.found_by, via, "{name}: gpu_id {}", first_id + part);
+                }
+            }
+            assert_eq!(sysfs.kfd_gpu(53422).unwrap().pci, pci("0000:03:00.0"));
+            let mut physical: Vec<PciAddress> = gpus.iter().map(|g| g.pci).collect();
+            physical.dedup();
+            assert_eq!(physical.len(), 3, "{name}: three physical GPUs");
+            std::fs::remove_dir_all(&root).unwrap();
+        }
+    }
+
+    #[test]
+    fn without_render_links_location_id_names_the_function_only_if_it_is_an_amd_gpu() {
+        use fixture::*;
+        let root = scratch("norender");
+        // A kernel (or a container's sysfs) without class/drm: partition 0's location_id names
+        // the GPU function; 6.12 gives the others c1:00.1 .. c1:00.7, which are not GPUs.
+        pci_function(
+            &root,
+            pci("0000:c1:00.0"),
+            0x1002,
+            0x74a1,
+            0x120000,
+            Some("amdgpu"),
+        );
+        for part in 0..8u32 {
+            Node {
+                render_minor: None,
+                location_id: pci("0000:c1:00.0").bdf() | part,
+                device_id: 0x74a1,
+                ..Node::gpu(1 + part, 100 + part, pci("0000:c1:00.0"))
+            }
+            .write(&root);
+        }
+        // Make every partition share partition 0's serial, as one GPU's nodes do.
+        for part in 0..8u32 {
+            let props = root
+                .join(KFD_NODES)
+                .join((1 + part).to_string())
+                .join("properties");
+            let text = std::fs::read_to_string(&props).unwrap();
+            let fixed: String = text
+                .lines()
+                .map(|l| {
+                    if l.starts_with("unique_id") {
+                        "unique_id 4097".to_owned()
+                    } else {
+                        l.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            std::fs::write(&props, fixed).unwrap();
+        }
+        let sysfs = Sysfs::at(&root);
+        let gpus = sysfs.kfd_gpus();
+        assert_eq!(gpus.len(), 8);
+        assert!(
+            gpus.iter().all(|g| g.pci == pci("0000:c1:00.0")),
+            "{gpus:?}"
+        );
+        assert_eq!(gpus[0].found_by, NodeLink::LocationId);
+        assert_eq!(gpus[3].found_by, NodeLink::SameDeviceAs { node: 1 });
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_node_that_leads_to_no_pci_function_is_left_out_and_named() {
+        use fixture::*;
+        let root = scratch("orphan");
+        // A partition whose siblings are all hidden (a container given one partition): its
+        // render node is a platform device and its location_id names no GPU function here.
+        Node {
+            location_id: pci("0000:c1:00.0").bdf() | 3 << 28,
+            ..Node::gpu(4, 103, pci("0000:c1:00.0"))
+        }
+        .write(&root);
+        render_node(&root, 131, "amdgpu_xcp_3");
+        let sysfs = Sysfs::at(&root);
+        assert!(sysfs.kfd_gpus().is_empty());
+        let err = sysfs.kfd_gpu(103).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("KFD node 4 has gpu_id 103") && msg.contains("renderD131"),
+            "{msg}"
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -1,21 +1,35 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
-//! The KFD HDP flush ioctl proposed in docs/upstream/ (KFD uAPI 1.18), as libflush calls it.
+//! The KFD HDP flush ioctl proposed in docs/upstream/, as libflush calls it, and the version
+//! query.
 //!
-//! Only what libflush needs of `include/uapi/linux/kfd_ioctl.h`: the version query and the
-//! flush. No dependency but `core`: `cargo xtask test` also compiles it into xtask, which
-//! checks every value here against the patched header with the C compiler.
+//! The flush's number and version are a *proposal*: no upstream kernel assigns them to it.
+//! Upstream has given both away since the patch was written (checked 2026-12-02 against
+//! amd-gfx and drm-next): KFD 1.18 is "Rename pad in set_memory_policy_args to
+//! misc_process_flag" (every 6.17+ kernel reports it), and nr 0x27 is
+//! `AMDKFD_IOC_CREATE_PROCESS = AMDKFD_IO(0x27)` (KFD 1.19, "amdkfd: introduce new ioctl
+//! AMDKFD_IOC_CREATE_PROCESS", amd-gfx, November 2025). KFD's dispatcher runs the handler of a
+//! number whatever size and direction the caller encoded, so on such a kernel this number
+//! creates a secondary KFD process. libflush therefore calls it only when a caller names
+//! `kfd-ioctl`, and then only on a KFD reporting exactly [`KFD_HDP_FLUSH_PATCH_MINOR`], the
+//! version the patch sets; nothing is ever chosen from a version number. When upstream merges
+//! a flush ioctl, detection follows upstream's own number and version.
+//!
+//! No dependency but `core`: `cargo xtask test` also compiles it into xtask, which checks every
+//! value here against the patched header with the C compiler.
 
 /// `AMDKFD_IOCTL_BASE`.
 pub const AMDKFD_IOCTL_BASE: u8 = b'K';
 /// `AMDKFD_IOC_GET_VERSION`'s number: `AMDKFD_IOR(0x01, struct kfd_ioctl_get_version_args)`.
 pub const AMDKFD_IOC_GET_VERSION_NR: u8 = 0x01;
-/// `AMDKFD_IOC_HDP_FLUSH`'s number: `AMDKFD_IOW(0x27, struct kfd_ioctl_hdp_flush_args)`.
+/// The proposed `AMDKFD_IOC_HDP_FLUSH`'s number in docs/upstream/ (not assigned upstream:
+/// see the module doc).
 pub const AMDKFD_IOC_HDP_FLUSH_NR: u8 = 0x27;
 
 /// The KFD uAPI major version libflush speaks.
 pub const KFD_IOCTL_MAJOR_VERSION: u32 = 1;
-/// The first minor version with `AMDKFD_IOC_HDP_FLUSH`.
-pub const KFD_HDP_FLUSH_MINOR_VERSION: u32 = 18;
+/// The minor version a kernel carrying docs/upstream/'s patch reports: a guard for a named
+/// `kfd-ioctl`, never a detection (upstream kernels report it too, without the flush).
+pub const KFD_HDP_FLUSH_PATCH_MINOR: u32 = 18;
 
 /// `KFD_IOC_HDP_FLUSH_F_POSTED`: the flush need only be ordered, not completed.
 pub const KFD_IOC_HDP_FLUSH_F_POSTED: u32 = 1 << 0;
@@ -42,7 +56,8 @@ pub struct KfdHdpFlushArgs {
     pub flags: u32,
 }
 
-/// Whether a KFD of `major.minor` offers `AMDKFD_IOC_HDP_FLUSH`.
-pub const fn offers_hdp_flush(major: u32, minor: u32) -> bool {
-    major == KFD_IOCTL_MAJOR_VERSION && minor >= KFD_HDP_FLUSH_MINOR_VERSION
+/// Whether a named `kfd-ioctl` may call the proposed number on a KFD of `major.minor`: only
+/// the exact version the patch sets.
+pub const fn patch_version(major: u32, minor: u32) -> bool {
+    major == KFD_IOCTL_MAJOR_VERSION && minor == KFD_HDP_FLUSH_PATCH_MINOR
 }

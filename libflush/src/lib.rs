@@ -29,7 +29,8 @@ pub mod device;
 mod error;
 pub mod gpu;
 pub mod kfd_uapi;
-pub mod reference;
+pub mod measure;
+pub mod probe;
 pub mod region;
 mod ring;
 pub mod select;
@@ -38,10 +39,11 @@ pub mod strategy;
 
 pub use error::{Error, Result};
 pub use gpu::{GpuSelector, PciAddress};
+pub use measure::{open_for_bench, open_mapped, Availability};
+pub use probe::{probe, Probe};
 pub use region::{page_size, Bar, MappedRegion};
 pub use select::{
-    global, global_selection, open_for_bench, open_gpu, open_mapped, probe, select, Availability,
-    FlusherOptions, GpuFlusher, Probe, Selection,
+    global, global_selection, open_gpu, select, FlusherOptions, GpuFlusher, Selection,
 };
 pub use strategy::{
     Backing, BackingKind, Completion, DummyPage, Flush, Ioctl, KfdIoctl, Legacy, MmioRemap, Sim,

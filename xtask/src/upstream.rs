@@ -229,7 +229,7 @@ fn abi_assertions() -> String {
         "major version",
     );
     check(
-        format!("KFD_IOCTL_MINOR_VERSION == {KFD_HDP_FLUSH_MINOR_VERSION}"),
+        format!("KFD_IOCTL_MINOR_VERSION == {KFD_HDP_FLUSH_PATCH_MINOR}"),
         "the minor version that adds the flush",
     );
     check(

@@ -11,6 +11,9 @@
  *   flush_gpus --caller-mappings              a remap page and a VRAM page the caller mapped
  *                                             (here: ordinary memory) are used as given
  *   flush_gpus --bad-input                    every bad argument gets its errno, never 0
+ *   flush_gpus --abi                          callers of older, equal and newer headers; the
+ *                                             caller's strategy over the environment; hardware
+ *                                             required; handles used after close
  *   flush_gpus --layout                       sizeof/offsetof of hdpflush_open_options
  *
  * Every call prints one line "<call> <gpu>: <rc> <errno name> [strategy|message]". Exit status
@@ -36,6 +39,8 @@ static const char *errno_name(int rc)
     case EACCES: return "EACCES";
     case EOPNOTSUPP: return "EOPNOTSUPP";
     case EIO: return "EIO";
+    case E2BIG: return "E2BIG";
+    case EBADF: return "EBADF";
     case ENOTRECOVERABLE: return "ENOTRECOVERABLE";
     default: return "other";
     }
@@ -182,6 +187,8 @@ static int bad_input(void)
     expect("NULL array", hdpflush_flush_gpus(NULL, 2, 0), -EINVAL);
     hdpflush_gpu *none[1] = {NULL};
     expect("NULL handle in array", hdpflush_flush_gpus(none, 1, 0), -EINVAL);
+    const char *msg = hdpflush_last_error();
+    check("the NULL entry is named", msg && strstr(msg, "entry 0 of the GPU array is NULL"));
     if (hdpflush_gpu_strategy(NULL) != NULL || hdpflush_gpu_reason(NULL) != NULL) {
         printf("FAIL NULL handle strategy/reason not NULL\n");
         failures++;
@@ -200,6 +207,69 @@ static int bad_input(void)
     return failures ? 1 : 0;
 }
 
+/* A caller built against another version of the header: the struct is `size` bytes. */
+struct grown {
+    struct hdpflush_open_options o;
+    uint64_t future[2]; /* fields a newer header would have */
+};
+
+static int abi(void)
+{
+    hdpflush_gpu *g = NULL;
+    check("hdpflush_version() is this header's", hdpflush_version() == HDPFLUSH_API_VERSION);
+
+    /* An older caller (the first release's struct) names no strategy: the environment's. */
+    struct hdpflush_open_options old = {.size = HDPFLUSH_OPEN_OPTIONS_SIZE_VER1,
+                                        .strategy = "ioctl" /* past its size: never read */};
+    int rc = hdpflush_open_index(0, &old, &g);
+    check("an older caller's struct is read by its size",
+          rc == 0 && strcmp(hdpflush_gpu_strategy(g), "sim") == 0);
+    if (rc == 0)
+        hdpflush_close(g);
+
+    /* A newer caller: zero new fields are accepted, a set one is refused with E2BIG. */
+    struct grown newer = {.o = {.size = sizeof newer, .strategy = "sim"}};
+    rc = hdpflush_open_index(0, &newer.o, &g);
+    check("a newer caller with zero new fields is accepted", rc == 0);
+    if (rc == 0)
+        hdpflush_close(g);
+    newer.future[1] = 7;
+    expect("a newer caller's unknown field set", hdpflush_open_index(0, &newer.o, &g), -E2BIG);
+
+    /* The caller's strategy wins over HDPFLUSH_STRATEGY (sim, set by the test). */
+    struct hdpflush_open_options o = {.size = sizeof o, .strategy = "ioctl"};
+    rc = hdpflush_open_pci("0000:7f:1f.7", &o, &g);
+    const char *msg = hdpflush_last_error();
+    check("the caller's strategy beats the environment's",
+          rc == -ENODEV && msg && strstr(msg, "strategy `ioctl`") &&
+              strstr(msg, "named by the caller"));
+    o.strategy = "warp";
+    expect("an unknown strategy", hdpflush_open_pci("0000:7f:1f.7", &o, &g), -EINVAL);
+
+    /* Hardware required: the simulator is refused, whoever named it. */
+    o.strategy = NULL;
+    o.flags = HDPFLUSH_OPEN_REQUIRE_HARDWARE;
+    expect("the environment's simulator when hardware is required",
+           hdpflush_open_index(0, &o, &g), -ENODEV);
+    o.strategy = "sim";
+    expect("the caller's simulator when hardware is required",
+           hdpflush_open_index(0, &o, &g), -ENODEV);
+
+    /* What backs a handle; a handle used and closed after close. */
+    rc = hdpflush_open_index(0, NULL, &g);
+    check("the simulator says so", rc == 0 && strcmp(hdpflush_gpu_backing(g), "simulator") == 0);
+    if (rc == 0) {
+        hdpflush_close(g);
+        expect("flush after close", hdpflush_gpu_flush(g, 0), -EBADF);
+        expect("invalidate after close", hdpflush_gpu_invalidate(g), -EBADF);
+        check("strategy after close is NULL", hdpflush_gpu_strategy(g) == NULL);
+        hdpflush_close(g);
+        msg = hdpflush_last_error();
+        check("a second close is ignored and said", msg && strstr(msg, "already closed"));
+    }
+    return failures ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     /* Unbuffered: the guest's console shows each line as it happens. */
@@ -208,17 +278,21 @@ int main(int argc, char **argv)
         return process();
     if (argc == 2 && strcmp(argv[1], "--bad-input") == 0)
         return bad_input();
+    if (argc == 2 && strcmp(argv[1], "--abi") == 0)
+        return abi();
     if (argc == 2 && strcmp(argv[1], "--caller-mappings") == 0)
         return caller_mappings();
     if (argc == 2 && strcmp(argv[1], "--layout") == 0) {
         printf("size %zu remap %zu dummy_page %zu dummy_page_len %zu sqpoll_idle_ms %zu "
-               "reserved %zu\n",
+               "reserved %zu strategy %zu ver1 %zu\n",
                sizeof(struct hdpflush_open_options),
                offsetof(struct hdpflush_open_options, remap),
                offsetof(struct hdpflush_open_options, dummy_page),
                offsetof(struct hdpflush_open_options, dummy_page_len),
                offsetof(struct hdpflush_open_options, sqpoll_idle_ms),
-               offsetof(struct hdpflush_open_options, reserved));
+               offsetof(struct hdpflush_open_options, reserved),
+               offsetof(struct hdpflush_open_options, strategy),
+               (size_t)HDPFLUSH_OPEN_OPTIONS_SIZE_VER1);
         return 0;
     }
     uint32_t flags = 0;
@@ -235,7 +309,7 @@ int main(int argc, char **argv)
     }
     if (first == argc) {
         fprintf(stderr, "usage: flush_gpus [--posted] [--batched] GPU... | --process | "
-                        "--caller-mappings | --bad-input | --layout\n");
+                        "--caller-mappings | --bad-input | --abi | --layout\n");
         return 2;
     }
     return gpus(argc - first, argv + first, flags);

@@ -1,14 +1,15 @@
-//! The upstream form of the flush ioctl (docs/upstream/): KFD's `AMDKFD_IOC_HDP_FLUSH`, which
-//! calls amdgpu's own HDP flush for one GPU under amdgpu's reset and runtime-PM rules.
+//! The upstream form of the flush ioctl (docs/upstream/): KFD's proposed `AMDKFD_IOC_HDP_FLUSH`,
+//! which calls amdgpu's own HDP flush for one GPU under amdgpu's reset and runtime-PM rules.
 //!
-//! Used only when the running kernel says it has it (KFD uAPI 1.18 or later, from
-//! `AMDKFD_IOC_GET_VERSION`), never assumed: on an older KFD, or without `/dev/kfd`, opening
-//! fails with [`crate::Error::Unavailable`] and the reason.
+//! No upstream kernel has it, and its proposed number now belongs to another ioctl upstream
+//! (see [`crate::kfd_uapi`]): it is used only when a caller names `kfd-ioctl`, and then only
+//! on a KFD reporting the version the patch sets. It is never chosen from a version number.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
@@ -19,6 +20,13 @@ use crate::{Error, Result};
 
 /// Where KFD lives.
 pub const KFD_DEVICE_PATH: &str = "/dev/kfd";
+
+/// How long a flush waits out a GPU reset (`EAGAIN`) before it fails: amdgpu's mode-1 reset
+/// takes about half a second.
+const RESET_WAIT: Duration = Duration::from_secs(2);
+/// The first pause between tries during a reset; it doubles up to [`RESET_PAUSE_MAX`].
+const RESET_PAUSE_MIN: Duration = Duration::from_micros(50);
+const RESET_PAUSE_MAX: Duration = Duration::from_millis(20);
 
 mod raw {
     use crate::kfd_uapi::*;
@@ -36,17 +44,20 @@ mod raw {
     );
 }
 
-/// What the running kernel's KFD offers.
+/// The running kernel's KFD, as `AMDKFD_IOC_GET_VERSION` (assigned upstream, safe to ask)
+/// describes it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum KfdStatus {
-    /// It has `AMDKFD_IOC_HDP_FLUSH`.
-    Offers {
+    /// `/dev/kfd` answered.
+    Present {
+        /// KFD's major version.
+        major: u32,
         /// KFD's minor version.
         minor: u32,
     },
-    /// It does not, and why (no `/dev/kfd`, or an older uAPI).
-    Lacks(String),
+    /// No usable `/dev/kfd`, and why.
+    Absent(String),
 }
 
 impl KfdStatus {
@@ -58,29 +69,23 @@ impl KfdStatus {
     /// Ask the KFD node at `path`.
     pub fn probe_path(path: &Path) -> Self {
         match open_kfd(path) {
-            Ok((_, version)) => Self::of_version(version),
-            Err(why) => Self::Lacks(why),
+            Ok((_, v)) => Self::Present {
+                major: v.major_version,
+                minor: v.minor_version,
+            },
+            Err(why) => Self::Absent(why),
         }
     }
 
-    /// What a KFD reporting `version` offers.
-    pub fn of_version(version: KfdGetVersionArgs) -> Self {
-        let KfdGetVersionArgs {
-            major_version: major,
-            minor_version: minor,
-        } = version;
-        if offers_hdp_flush(major, minor) {
-            Self::Offers { minor }
-        } else {
-            Self::Lacks(format!(
-                "this kernel's KFD is {major}.{minor}; AMDKFD_IOC_HDP_FLUSH needs {KFD_IOCTL_MAJOR_VERSION}.{KFD_HDP_FLUSH_MINOR_VERSION} (the patches in hdpflush's docs/upstream/)"
-            ))
+    /// Whether a *named* `kfd-ioctl` may call the proposed number here, and if not, why.
+    pub fn named_flush(&self) -> std::result::Result<(), String> {
+        match *self {
+            Self::Absent(ref why) => Err(why.clone()),
+            Self::Present { major, minor } if patch_version(major, minor) => Ok(()),
+            Self::Present { major, minor } => Err(format!(
+                "this kernel's KFD is {major}.{minor}; the proposed AMDKFD_IOC_HDP_FLUSH (nr {AMDKFD_IOC_HDP_FLUSH_NR:#x}) is called only on a KFD reporting {KFD_IOCTL_MAJOR_VERSION}.{KFD_HDP_FLUSH_PATCH_MINOR}, the version hdpflush's KFD patch sets (upstream gave nr {AMDKFD_IOC_HDP_FLUSH_NR:#x} to AMDKFD_IOC_CREATE_PROCESS in KFD 1.19)"
+            )),
         }
-    }
-
-    /// Whether the flush ioctl is there.
-    pub fn offers(&self) -> bool {
-        matches!(self, Self::Offers { .. })
     }
 }
 
@@ -114,7 +119,8 @@ pub struct KfdTransport {
 }
 
 impl KfdIoctl {
-    /// Flush the GPU KFD knows as `gpu_id`, if this kernel's KFD offers the ioctl.
+    /// Flush the GPU KFD knows as `gpu_id` with the proposed ioctl, if KFD reports the version
+    /// the patch sets. Only for a caller who named `kfd-ioctl`.
     pub fn open(gpu_id: u32, completion: Completion) -> Result<Self> {
         Self::open_path(Path::new(KFD_DEVICE_PATH), gpu_id, completion)
     }
@@ -126,9 +132,12 @@ impl KfdIoctl {
             reason,
         };
         let (kfd, version) = open_kfd(path).map_err(unavailable)?;
-        if let KfdStatus::Lacks(why) = KfdStatus::of_version(version) {
-            return Err(unavailable(why));
+        KfdStatus::Present {
+            major: version.major_version,
+            minor: version.minor_version,
         }
+        .named_flush()
+        .map_err(unavailable)?;
         Ok(Self::with_transport(
             KfdTransport { kfd, gpu_id },
             completion,
@@ -142,12 +151,30 @@ impl KfdTransport {
             gpu_id: self.gpu_id,
             flags,
         };
+        let mut reset = None::<(Instant, Duration)>;
         loop {
             // SAFETY: `args` is a valid kfd_ioctl_hdp_flush_args, read by the kernel only.
             match unsafe { raw::hdp_flush(self.kfd.as_raw_fd(), &args) } {
                 Ok(_) => return Ok(()),
-                // A GPU reset is running: the HDP is reset with it; ask again after it.
-                Err(Errno::EAGAIN) | Err(Errno::EINTR) => std::thread::yield_now(),
+                Err(Errno::EINTR) => {}
+                // A GPU reset is running: the HDP is reset with it; ask again after it, with
+                // growing pauses, and give up after RESET_WAIT rather than spin through it.
+                Err(Errno::EAGAIN) => {
+                    let (since, pause) = reset.get_or_insert((Instant::now(), RESET_PAUSE_MIN));
+                    if since.elapsed() >= RESET_WAIT {
+                        return Err(Error::Os {
+                            what: format!(
+                                "{KFD_DEVICE_PATH} (gpu_id {}: still resetting after {} s)",
+                                self.gpu_id,
+                                RESET_WAIT.as_secs()
+                            ),
+                            op,
+                            errno: Errno::EAGAIN,
+                        });
+                    }
+                    std::thread::sleep(*pause);
+                    *pause = (*pause * 2).min(RESET_PAUSE_MAX);
+                }
                 Err(e) => return Err(Error::os(KFD_DEVICE_PATH, op, e)),
             }
         }
@@ -190,35 +217,32 @@ impl Transport for KfdTransport {
 mod tests {
     use super::*;
 
-    fn version(major: u32, minor: u32) -> KfdGetVersionArgs {
-        KfdGetVersionArgs {
-            major_version: major,
-            minor_version: minor,
-        }
-    }
-
     #[test]
-    fn only_kfd_1_18_and_later_offers_the_flush() {
-        assert_eq!(
-            KfdStatus::of_version(version(1, 18)),
-            KfdStatus::Offers { minor: 18 }
-        );
-        assert!(KfdStatus::of_version(version(1, 21)).offers());
-        match KfdStatus::of_version(version(1, 17)) {
-            KfdStatus::Lacks(why) => assert!(why.contains("1.17") && why.contains("1.18"), "{why}"),
-            other => panic!("{other:?}"),
+    fn a_named_flush_runs_only_on_the_version_the_patch_sets_and_never_on_1_19_or_later() {
+        let status = |major, minor| KfdStatus::Present { major, minor };
+        assert_eq!(status(1, KFD_HDP_FLUSH_PATCH_MINOR).named_flush(), Ok(()));
+        for minor in [17, 19, 20, 21] {
+            let why = status(1, minor).named_flush().unwrap_err();
+            assert!(
+                why.contains(&format!("1.{minor}")) && why.contains("AMDKFD_IOC_CREATE_PROCESS"),
+                "{why}"
+            );
         }
         assert!(
-            !KfdStatus::of_version(version(2, 30)).offers(),
+            status(2, KFD_HDP_FLUSH_PATCH_MINOR).named_flush().is_err(),
             "another major"
         );
+        let why = KfdStatus::Absent("no /dev/kfd".into())
+            .named_flush()
+            .unwrap_err();
+        assert_eq!(why, "no /dev/kfd");
     }
 
     #[test]
     fn without_kfd_the_strategy_is_unavailable_and_says_why() {
         let missing = Path::new("/nonexistent/kfd");
         match KfdStatus::probe_path(missing) {
-            KfdStatus::Lacks(why) => assert!(why.contains("/nonexistent/kfd"), "{why}"),
+            KfdStatus::Absent(why) => assert!(why.contains("/nonexistent/kfd"), "{why}"),
             other => panic!("{other:?}"),
         }
         match KfdIoctl::open_path(missing, 1, Completion::Completed) {
@@ -235,7 +259,7 @@ mod tests {
     fn a_file_that_is_not_kfd_is_refused_by_the_version_query() {
         // /dev/null answers the version ioctl with ENOTTY: not a KFD, so no flush.
         match KfdStatus::probe_path(Path::new("/dev/null")) {
-            KfdStatus::Lacks(why) => assert!(why.contains("AMDKFD_IOC_GET_VERSION"), "{why}"),
+            KfdStatus::Absent(why) => assert!(why.contains("AMDKFD_IOC_GET_VERSION"), "{why}"),
             other => panic!("{other:?}"),
         }
     }
