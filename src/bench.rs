@@ -16,9 +16,9 @@ use libflush::select::STRATEGY_ENV;
 use libflush::strategy::{Backing, BackingKind};
 use libflush::{Completion, Error, Flush, Ioctl, StrategyKind, Uring, UringConfig};
 
+use crate::data::bench_report::{self, BenchReport, CaseResult, HostInfo, Skipped};
 use crate::error::CliError;
-use crate::report::{self, BenchReport, CaseResult, HostInfo, Skipped};
-use crate::BenchArgs;
+use crate::{plot, print, BenchArgs};
 
 /// How long one sample should last.
 const SAMPLE_NS: f64 = 2_000.0;
@@ -152,7 +152,7 @@ impl Case {
     }
 
     fn label(&self) -> String {
-        report::label(&self.strategy, &self.variant)
+        bench_report::label(&self.strategy, &self.variant)
     }
 }
 
@@ -653,7 +653,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         results,
         skipped,
     };
-    crate::emit(&report::table(&report))?;
+    crate::emit(&print::bench_report::table(&report))?;
 
     let json = args
         .json
@@ -666,8 +666,8 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     for path in [&json, &svg] {
         create_parent(path)?;
     }
-    report::write_json(&report, &json)?;
-    crate::plot::write_svg(&report, &svg)?;
+    report.save(&json)?;
+    plot::bench_report::write_svg(&report, &svg)?;
     crate::emit(&format!("wrote {} and {}\n", json.display(), svg.display()))?;
     Ok(())
 }

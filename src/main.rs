@@ -7,11 +7,12 @@ use clap::{Args, Parser, Subcommand};
 use libflush::StrategyKind;
 
 mod bench;
+mod data;
+mod docs;
 mod error;
-mod evidence;
-mod evidence_plot;
 mod model;
 mod plot;
+mod print;
 mod probe;
 mod report;
 
