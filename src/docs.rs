@@ -6,10 +6,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::data::evidence::Evidence;
-use crate::emit;
 use crate::error::CliError;
 use crate::model::Pcie;
 use crate::print;
+use crate::stdout::emit;
 
 /// The Markdown sections the docs carry, by name.
 pub fn sections(e: &Evidence) -> BTreeMap<&'static str, String> {

@@ -16,9 +16,9 @@ pub fn run(json: bool) -> Result<(), CliError> {
             path: "<stdout>".into(),
             source,
         })?;
-        crate::emit(&(text + "\n"))?;
+        crate::stdout::emit(&(text + "\n"))?;
     } else {
-        crate::emit(&render(&probe))?;
+        crate::stdout::emit(&render(&probe))?;
     }
     match probe.config_error {
         None => Ok(()),

@@ -1,16 +1,56 @@
 //! `hdpflush report`: a saved bench report's table and plot, or the evidence of `cargo xtask
 //! vm-bench` with its targets, the oracle and the cost model, and the docs' tables from it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
 
 use crate::data::bench_report::BenchReport;
 use crate::data::evidence::Evidence;
 use crate::error::CliError;
-use crate::model::Pcie;
-use crate::{docs, emit, plot, print};
+use crate::model::{self, Pcie};
+use crate::stdout::emit;
+use crate::{docs, plot, print};
+
+/// Options of `hdpflush report`.
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// A JSON file written by `hdpflush bench`.
+    #[arg(required_unless_present = "evidence", conflicts_with = "evidence")]
+    pub json: Option<PathBuf>,
+    /// Write the bench JSON's plot here.
+    #[arg(long, requires = "json")]
+    pub svg: Option<PathBuf>,
+    /// The evidence: a directory `cargo xtask vm-bench` filled (assembled into
+    /// DIR/evidence.json, DIR/tables.md and plots, running the oracle), or an assembled
+    /// evidence.json.
+    #[arg(long, value_name = "DIR|FILE")]
+    pub evidence: Option<PathBuf>,
+    /// Also print the cost model for a 64K-page host.
+    #[arg(long, requires = "evidence")]
+    pub model: bool,
+    /// The model's W: ns the CPU spends on one posted store to a BAR.
+    #[arg(long, default_value_t = model::DEFAULT_WRITE_NS, requires = "model")]
+    pub pcie_write_ns: f64,
+    /// The model's R: ns of one non-posted read round trip to the GPU.
+    #[arg(long, default_value_t = model::DEFAULT_READ_NS, requires = "model")]
+    pub pcie_read_ns: f64,
+    /// Rewrite the generated tables (and plots, into DOCS/evidence/) of DOCS/patch-evidence.md
+    /// and DOCS/cost-model.md from an assembled evidence.json.
+    #[arg(
+        long,
+        value_name = "DOCS",
+        requires = "evidence",
+        conflicts_with = "check_docs"
+    )]
+    pub update_docs: Option<PathBuf>,
+    /// Fail if those tables differ from what the evidence.json gives.
+    #[arg(long, value_name = "DOCS", requires = "evidence")]
+    pub check_docs: Option<PathBuf>,
+}
 
 /// `hdpflush report`.
-pub fn run(args: &crate::ReportArgs) -> Result<(), CliError> {
+pub fn run(args: &ReportArgs) -> Result<(), CliError> {
     if let Some(path) = &args.evidence {
         return evidence(args, path);
     }
@@ -29,7 +69,7 @@ pub fn run(args: &crate::ReportArgs) -> Result<(), CliError> {
 }
 
 /// `hdpflush report --evidence DIR|FILE`.
-fn evidence(args: &crate::ReportArgs, path: &Path) -> Result<(), CliError> {
+fn evidence(args: &ReportArgs, path: &Path) -> Result<(), CliError> {
     let e = if path.is_dir() {
         let e = Evidence::assemble(path)?;
         let json = path.join("evidence.json");
