@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::Arc;
 
@@ -16,9 +17,10 @@ use libflush::select::STRATEGY_ENV;
 use libflush::strategy::{Backing, BackingKind};
 use libflush::{Completion, Error, Flush, Ioctl, StrategyKind, Uring, UringConfig};
 
+use crate::data::bench_report::{self, BenchReport, CaseResult, HostInfo, Skipped};
 use crate::error::CliError;
-use crate::report::{self, BenchReport, CaseResult, HostInfo, Skipped};
-use crate::BenchArgs;
+use crate::stdout::emit;
+use crate::{plot, print};
 
 /// How long one sample should last.
 const SAMPLE_NS: f64 = 2_000.0;
@@ -26,6 +28,51 @@ const SAMPLE_NS: f64 = 2_000.0;
 const MAX_OPS_PER_SAMPLE: u64 = 4096;
 /// SQPOLL thread idle time before it sleeps.
 const SQPOLL_IDLE_MS: u32 = 50;
+
+/// Options of `hdpflush bench`.
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Strategies to run (repeat or comma-separate). Default: $HDPFLUSH_STRATEGY if set, else
+    /// every strategy usable on this host.
+    #[arg(long = "strategy", short = 's', value_delimiter = ',')]
+    pub strategies: Vec<StrategyKind>,
+    /// Measured flushes per case.
+    #[arg(long, short = 'n', default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub iterations: u64,
+    /// Unmeasured flushes before each case.
+    #[arg(long, default_value_t = 10_000)]
+    pub warmup: u64,
+    /// io_uring batch sizes (flushes per submission).
+    #[arg(long = "batch", value_delimiter = ',', default_values_t = [1, 8, 32, 128], value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub batches: Vec<u32>,
+    /// Threads flushing at once, for the ioctl and uring strategies (each thread has its own
+    /// handle; the module coalesces their flushes).
+    #[arg(long = "threads", value_delimiter = ',', default_values_t = [1], value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub threads: Vec<u32>,
+    /// Also measure this host's kernel-entry floors (an ioctl /dev/null rejects, io_uring NOP
+    /// per batch size) when strategies are named; they run by default otherwise.
+    #[arg(long)]
+    pub reference: bool,
+    /// Run a mapping strategy over a file instead of a stand-in: STRATEGY=PATH[@OFFSET], e.g.
+    /// dummy-page=/sys/bus/pci/devices/0000:00:04.0/resource0@0x1000 (repeatable).
+    #[arg(long = "map", value_name = "STRATEGY=PATH[@OFFSET]")]
+    pub maps: Vec<MapSpec>,
+    /// Also run io_uring with a kernel SQ polling thread.
+    #[arg(long)]
+    pub sqpoll: bool,
+    /// Directory for bench.json and bench.svg.
+    #[arg(long, default_value = "hdpflush-bench")]
+    pub out_dir: PathBuf,
+    /// Write JSON here instead of <out-dir>/bench.json.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the plot here instead of <out-dir>/bench.svg.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// No progress bar on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
 
 /// `--map STRATEGY=PATH[@OFFSET]`: run a mapping strategy over `len` bytes of a file.
 #[derive(Clone, Debug)]
@@ -152,7 +199,7 @@ impl Case {
     }
 
     fn label(&self) -> String {
-        report::label(&self.strategy, &self.variant)
+        bench_report::label(&self.strategy, &self.variant)
     }
 }
 
@@ -653,7 +700,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         results,
         skipped,
     };
-    crate::emit(&report::table(&report))?;
+    emit(&print::bench_report::table(&report))?;
 
     let json = args
         .json
@@ -666,9 +713,9 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     for path in [&json, &svg] {
         create_parent(path)?;
     }
-    report::write_json(&report, &json)?;
-    crate::plot::write_svg(&report, &svg)?;
-    crate::emit(&format!("wrote {} and {}\n", json.display(), svg.display()))?;
+    report.save(&json)?;
+    plot::bench_report::write_svg(&report, &svg)?;
+    emit(&format!("wrote {} and {}\n", json.display(), svg.display()))?;
     Ok(())
 }
 

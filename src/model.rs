@@ -11,9 +11,7 @@
 //! - `W`: the issuing CPU's cost of one uncached (posted) store to a BAR; `R`: one non-posted
 //!   read round trip to the GPU, which waits for the writes ahead of it.
 
-use std::fmt::Write as _;
-
-use crate::evidence::{case, Evidence};
+use crate::data::evidence::Evidence;
 
 /// The PCIe parameters, overridable on the command line.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -61,7 +59,7 @@ pub struct Row {
 }
 
 /// The guest whose ratios the model uses: the 64K-page one when it ran.
-fn ratio_guest(e: &Evidence) -> Option<&str> {
+pub fn ratio_guest(e: &Evidence) -> Option<&str> {
     ["arm64", "x86_64"]
         .into_iter()
         .find(|g| e.run(g, "sim").is_some())
@@ -69,7 +67,9 @@ fn ratio_guest(e: &Evidence) -> Option<&str> {
 
 /// Mean ns of `strategy (variant)` in `place`'s `phase`.
 fn mean(e: &Evidence, place: &str, phase: &str, strategy: &str, variant: &str) -> Option<f64> {
-    case(e.run(place, phase)?, strategy, variant).map(|c| c.mean_ns)
+    e.run(place, phase)?
+        .case(strategy, variant)
+        .map(|c| c.mean_ns)
 }
 
 /// The module's ratio over the kernel-entry floor in the ratio guest.
@@ -79,15 +79,15 @@ fn module_ratio(e: &Evidence, strategy: &str, variant: &str, floor: &str) -> Opt
 }
 
 /// The batch sizes the model covers.
-const BATCHES: [u32; 4] = [1, 8, 32, 128];
+pub const BATCHES: [u32; 4] = [1, 8, 32, 128];
 
 /// `E`.
-fn host_entry(e: &Evidence) -> Option<f64> {
+pub fn host_entry(e: &Evidence) -> Option<f64> {
     mean(e, "host", "host", "reference", "ioctl ENOTTY on /dev/null")
 }
 
 /// `U(batch)`.
-fn host_uring(e: &Evidence, batch: u32) -> Option<f64> {
+pub fn host_uring(e: &Evidence, batch: u32) -> Option<f64> {
     mean(
         e,
         "host",
@@ -98,12 +98,12 @@ fn host_uring(e: &Evidence, batch: u32) -> Option<f64> {
 }
 
 /// `r_ioctl(variant)`.
-fn r_ioctl(e: &Evidence, variant: &str) -> Option<f64> {
+pub fn r_ioctl(e: &Evidence, variant: &str) -> Option<f64> {
     module_ratio(e, "ioctl", variant, "ioctl NOP, kernel-entry floor")
 }
 
 /// `r_uring(batch)`.
-fn r_uring(e: &Evidence, batch: u32) -> Option<f64> {
+pub fn r_uring(e: &Evidence, batch: u32) -> Option<f64> {
     module_ratio(
         e,
         "uring",
@@ -158,45 +158,8 @@ pub fn rows(e: &Evidence, p: &Pcie) -> Vec<Row> {
     rows
 }
 
-/// The inputs as measured, for the table's legend.
-fn inputs(e: &Evidence, p: &Pcie) -> String {
-    let mut s = String::new();
-    let opt =
-        |v: Option<f64>| v.map_or_else(|| "not measured".to_owned(), |v| format!("{v:.1} ns"));
-    let _ = writeln!(
-        s,
-        "- `E` = {} (host: `ioctl` on /dev/null)",
-        opt(host_entry(e))
-    );
-    for b in BATCHES {
-        let _ = writeln!(
-            s,
-            "- `U({b})` = {} (host: io_uring NOP per request, batch {b})",
-            opt(host_uring(e, b))
-        );
-    }
-    let g = ratio_guest(e).unwrap_or("no guest");
-    let ratio = |v: Option<f64>| v.map_or_else(|| "not measured".to_owned(), |v| format!("{v:.2}"));
-    for variant in ["completed", "posted"] {
-        let _ = writeln!(
-            s,
-            "- `r_ioctl({variant})` = {} ({g} guest: sim ioctl {variant} / NOP ioctl)",
-            ratio(r_ioctl(e, variant))
-        );
-    }
-    for b in BATCHES {
-        let _ = writeln!(
-            s,
-            "- `r_uring({b})` = {} ({g} guest: sim uring batch {b} / io_uring NOP batch {b})",
-            ratio(r_uring(e, b))
-        );
-    }
-    let _ = writeln!(s, "- `W` = {} ns, `R` = {} ns", p.write_ns, p.read_ns);
-    s
-}
-
 /// Every row with its ratio to the first (the 4K remap page), when both were measured.
-fn rows_vs_remap(e: &Evidence, p: &Pcie) -> Vec<(Row, Option<f64>)> {
+pub fn rows_vs_remap(e: &Evidence, p: &Pcie) -> Vec<(Row, Option<f64>)> {
     let rows = rows(e, p);
     let base = rows.first().and_then(|r| r.ns);
     rows.into_iter()
@@ -205,43 +168,4 @@ fn rows_vs_remap(e: &Evidence, p: &Pcie) -> Vec<(Row, Option<f64>)> {
             (r, rel)
         })
         .collect()
-}
-
-/// The model as a Markdown table with its inputs.
-pub fn table_md(e: &Evidence, p: &Pcie) -> String {
-    let mut s = String::from(
-        "| strategy | formula | modelled ns per flush | vs the 4K remap page |\n|---|---|---|---|\n",
-    );
-    for (r, rel) in rows_vs_remap(e, p) {
-        let (ns, rel) = match (r.ns, rel) {
-            (Some(v), Some(rel)) => (format!("{v:.0}"), format!("{rel:.2}x")),
-            _ => ("not measured".into(), "-".into()),
-        };
-        let _ = writeln!(s, "| {} | `{}` | {ns} | {rel} |", r.name, r.formula);
-    }
-    s.push_str("\nInputs:\n\n");
-    s.push_str(&inputs(e, p));
-    s.push_str("\nSources of the PCIe defaults:\n\n");
-    s.push_str(SOURCES);
-    s.push('\n');
-    s
-}
-
-/// `hdpflush report --model`: the table as text.
-pub fn text(e: &Evidence, p: &Pcie) -> String {
-    let mut s = String::from(
-        "cost model (a model: no AMD GPU measured), ns per flush on a 64K-page host\n",
-    );
-    for (r, rel) in rows_vs_remap(e, p) {
-        let v =
-            r.ns.map_or_else(|| "not measured".to_owned(), |v| format!("{v:>8.0}"));
-        let rel = rel.map_or_else(|| "-".to_owned(), |rel| format!("{rel:>6.2}x"));
-        let _ = writeln!(s, "  {:<66} {v} {rel}  = {}", r.name, r.formula);
-    }
-    s.push_str("inputs:\n");
-    s.push_str(&inputs(e, p));
-    s.push_str("sources of the defaults:\n");
-    s.push_str(SOURCES);
-    s.push('\n');
-    s
 }

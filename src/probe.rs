@@ -30,9 +30,9 @@ pub fn run(json: bool) -> Result<(), CliError> {
             path: "<stdout>".into(),
             source,
         })?;
-        crate::emit(&(text + "\n"))?;
+        crate::stdout::emit(&(text + "\n"))?;
     } else {
-        crate::emit(&render(&report))?;
+        crate::stdout::emit(&render(&report))?;
     }
     match report.probe.config_error {
         None => Ok(()),

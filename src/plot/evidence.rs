@@ -5,9 +5,10 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
+use crate::data::bench_report::{BenchReport, HostInfo};
+use crate::data::evidence::Evidence;
 use crate::error::CliError;
-use crate::evidence::{case, place_title, Evidence};
-use crate::report::{BenchReport, HostInfo};
+use crate::plot::{bench_report, draw_legend, draw_svg};
 
 /// Colours of the series, one per guest and line kind.
 const COLOURS: [RGBColor; 6] = [
@@ -21,13 +22,9 @@ const COLOURS: [RGBColor; 6] = [
 
 /// Write `cost.svg`, `batch.svg` and `callers.svg` into `dir`.
 pub fn write_all(e: &Evidence, dir: &Path) -> Result<(), CliError> {
-    crate::plot::write_svg(&cost_report(e), &dir.join("cost.svg"))?;
-    let plot = |name: &str, f: &dyn Fn(&Path) -> Result<(), String>| {
-        let path = dir.join(name);
-        f(&path).map_err(|message| CliError::Plot { path, message })
-    };
-    plot("batch.svg", &|p| batch(e, p))?;
-    plot("callers.svg", &|p| callers(e, p))?;
+    bench_report::write_svg(&cost_report(e), &dir.join("cost.svg"))?;
+    draw_svg(&dir.join("batch.svg"), |p| batch(e, p))?;
+    draw_svg(&dir.join("callers.svg"), |p| callers(e, p))?;
     Ok(())
 }
 
@@ -48,9 +45,9 @@ fn cost_report(e: &Evidence) -> BenchReport {
                 }
                 let mut c = c.clone();
                 c.variant = if c.variant.is_empty() {
-                    place_title(g)
+                    g.title()
                 } else {
-                    format!("{}, {}", c.variant, place_title(g))
+                    format!("{}, {}", c.variant, g.title())
                 };
                 results.push(c);
             }
@@ -74,7 +71,7 @@ fn cost_report(e: &Evidence) -> BenchReport {
     });
     report.host.arch = e
         .guests()
-        .map(place_title)
+        .map(|g| g.title())
         .collect::<Vec<_>>()
         .join(" and ");
     report.host.kernel = "guests under QEMU TCG".into();
@@ -140,13 +137,7 @@ fn line_chart(
                     .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
                     .map_err(|e| draw_err(&e))?;
             }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperRight)
-                .draw()
-                .map_err(|e| draw_err(&e))?;
+            draw_legend(&mut chart)?;
         }};
     }
     if log_y {
@@ -183,13 +174,13 @@ fn batch(e: &Evidence, path: &Path) -> Result<(), String> {
             let points: Vec<(f64, f64)> = [1u32, 8, 32, 128]
                 .into_iter()
                 .filter_map(|b| {
-                    case(run, strategy, &variant.replace("{b}", &b.to_string()))
+                    run.case(strategy, &variant.replace("{b}", &b.to_string()))
                         .map(|c| (f64::from(b), c.mean_ns))
                 })
                 .collect();
             if !points.is_empty() {
                 series.push(Series {
-                    name: format!("{label}, {}", place_title(g)),
+                    name: format!("{label}, {}", g.title()),
                     points,
                 });
             }
@@ -221,14 +212,14 @@ fn callers(e: &Evidence, path: &Path) -> Result<(), String> {
                     } else {
                         format!("{completion}, {n} threads")
                     };
-                    case(run, "ioctl", &variant)
+                    run.case("ioctl", &variant)
                         .and_then(|c| c.hw_flushes_per_request)
                         .map(|h| (f64::from(n), h))
                 })
                 .collect();
             if !points.is_empty() {
                 series.push(Series {
-                    name: format!("ioctl {completion}, {}", place_title(g)),
+                    name: format!("ioctl {completion}, {}", g.title()),
                     points,
                 });
             }

@@ -1,5 +1,5 @@
-//! The bench plot: one bar per case, first case on top (mean ns per flush, log scale), a tick at p99, bars
-//! coloured by what they ran on so a stand-in is never mistaken for hardware.
+//! A bench report's plot: one bar per case, first case on top (mean ns per flush, log scale), a
+//! tick at p99, bars coloured by what they ran on so a stand-in is never mistaken for hardware.
 
 use std::path::Path;
 
@@ -7,8 +7,9 @@ use libflush::strategy::BackingKind;
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 
+use crate::data::bench_report::BenchReport;
 use crate::error::CliError;
-use crate::report::BenchReport;
+use crate::plot::{draw_legend, draw_svg};
 
 const KINDS: [(BackingKind, &str, RGBColor); 6] = [
     (BackingKind::Hardware, "hardware", RGBColor(196, 58, 40)),
@@ -37,10 +38,7 @@ const KINDS: [(BackingKind, &str, RGBColor); 6] = [
 
 /// Draw `report` into an SVG file at `path`.
 pub fn write_svg(report: &BenchReport, path: &Path) -> Result<(), CliError> {
-    draw(report, path).map_err(|message| CliError::Plot {
-        path: path.to_owned(),
-        message,
-    })
+    draw_svg(path, |path| draw(report, path))
 }
 
 fn draw(report: &BenchReport, path: &Path) -> Result<(), String> {
@@ -143,13 +141,7 @@ fn draw(report: &BenchReport, path: &Path) -> Result<(), String> {
             )
         }))
         .map_err(|e| e.to_string())?;
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(|e| e.to_string())?;
+    draw_legend(&mut chart)?;
     root.present().map_err(|e| e.to_string())?;
     Ok(())
 }

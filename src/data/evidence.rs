@@ -1,0 +1,197 @@
+//! The evidence a reviewer reads: every run of `cargo xtask vm-bench` (both guests' phases and
+//! the host's), libflush's dispatch cost, and the oracle's verdicts, in one JSON, assembled from
+//! the directory `vm-bench` fills.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use libflush::sim::verdicts::{verdict_table, VerdictConfig, VerdictRow};
+use serde::{Deserialize, Serialize};
+
+use crate::data::bench_report::{BenchReport, CaseResult};
+use crate::data::json;
+use crate::error::CliError;
+
+/// One phase: a module configuration (or none, on the host) and the bench run on it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PhaseRun {
+    /// "sim", "sim-1us", "emulated" or "host".
+    pub phase: String,
+    /// What the phase measures.
+    pub purpose: String,
+    /// The module's parameters (none: its defaults, or no module).
+    pub module_params: Vec<String>,
+    /// The bench command line.
+    pub command: String,
+    /// What it measured.
+    pub report: BenchReport,
+}
+
+impl PhaseRun {
+    /// A case of the run, by strategy and variant.
+    pub fn case(&self, strategy: &str, variant: &str) -> Option<&CaseResult> {
+        self.report
+            .results
+            .iter()
+            .find(|c| c.strategy == strategy && c.variant == variant)
+    }
+}
+
+/// Where phases ran: a guest or the host.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Place {
+    /// "x86_64", "arm64" or "host".
+    pub name: String,
+    /// Its phases, in run order.
+    pub runs: Vec<PhaseRun>,
+}
+
+impl Place {
+    /// "x86_64 guest, 4K pages".
+    pub fn title(&self) -> String {
+        let page = self
+            .runs
+            .first()
+            .map(|r| r.report.host.page_size / 1024)
+            .unwrap_or(0);
+        match self.name.as_str() {
+            "host" => format!("host ({}K pages)", page),
+            arch => format!("{arch} guest, {page}K pages"),
+        }
+    }
+}
+
+/// libflush's dispatch cost, from criterion's estimates.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Dispatch {
+    /// Mean ns of the flush called on the concrete type.
+    pub direct_ns: f64,
+    /// Mean ns of the same flush through `dyn Flush`.
+    pub dyn_ns: f64,
+    /// Where the numbers come from.
+    pub source: String,
+}
+
+/// Everything one evidence run produced.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Evidence {
+    /// hdpflush version.
+    pub version: String,
+    /// When it was assembled (seconds since the Unix epoch).
+    pub assembled_unix: u64,
+    /// The command that produced it.
+    pub command: String,
+    /// Guests first, then the host.
+    pub places: Vec<Place>,
+    /// Target P5's input.
+    pub dispatch: Option<Dispatch>,
+    /// The oracle's verdicts.
+    pub oracle: Vec<VerdictRow>,
+}
+
+/// The command the evidence comes from, as the docs name it.
+pub const COMMAND: &str = "cargo xtask vm-bench";
+
+/// criterion's `estimates.json`: its mean's point estimate, in ns.
+fn criterion_mean(path: &Path) -> Result<f64, CliError> {
+    let v: serde_json::Value = json::read(path)?;
+    v["mean"]["point_estimate"]
+        .as_f64()
+        .ok_or_else(|| CliError::Selection(format!("{}: no mean.point_estimate", path.display())))
+}
+
+impl Evidence {
+    /// Assemble a `vm-bench` output directory: `<place>/<phase>.json` and, on the host,
+    /// criterion's dispatch estimates; runs the oracle.
+    pub fn assemble(dir: &Path) -> Result<Self, CliError> {
+        let mut places = Vec::new();
+        for name in ["x86_64", "arm64", "host"] {
+            let sub = dir.join(name);
+            if !sub.is_dir() {
+                continue;
+            }
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&sub)
+                .map_err(|e| CliError::io(&sub, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.extension().is_some_and(|x| x == "json")
+                        && !p
+                            .file_name()
+                            .is_some_and(|f| f.to_string_lossy().starts_with("dispatch-"))
+                })
+                .collect();
+            files.sort();
+            let mut runs: Vec<PhaseRun> = files
+                .iter()
+                .map(|f| json::read(f))
+                .collect::<Result<_, _>>()?;
+            runs.sort_by_key(|r| phase_order(&r.phase));
+            places.push(Place {
+                name: name.to_owned(),
+                runs,
+            });
+        }
+        if places.is_empty() {
+            return Err(CliError::Selection(format!(
+                "{}: no x86_64/, arm64/ or host/ results; run `{COMMAND}` first",
+                dir.display()
+            )));
+        }
+        let host = dir.join("host");
+        let dispatch = match (
+            criterion_mean(&host.join("dispatch-direct.json")),
+            criterion_mean(&host.join("dispatch-dyn.json")),
+        ) {
+            (Ok(direct_ns), Ok(dyn_ns)) => Some(Dispatch {
+                direct_ns,
+                dyn_ns,
+                source: "criterion, benches/flush.rs group `dispatch`, on the host".into(),
+            }),
+            _ => None,
+        };
+        eprintln!("running the oracle over every strategy and read policy ...");
+        let oracle = verdict_table(&VerdictConfig::default())?;
+        Ok(Self {
+            version: env!("CARGO_PKG_VERSION").into(),
+            assembled_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            command: COMMAND.into(),
+            places,
+            dispatch,
+            oracle,
+        })
+    }
+
+    /// Read an assembled `evidence.json`.
+    pub fn load(path: &Path) -> Result<Self, CliError> {
+        json::read(path)
+    }
+
+    /// Write it as pretty JSON.
+    pub fn save(&self, path: &Path) -> Result<(), CliError> {
+        json::write(self, path)
+    }
+
+    /// The run of `phase` at `place`.
+    pub fn run(&self, place: &str, phase: &str) -> Option<&PhaseRun> {
+        self.places
+            .iter()
+            .find(|p| p.name == place)?
+            .runs
+            .iter()
+            .find(|r| r.phase == phase)
+    }
+
+    /// The guests measured.
+    pub fn guests(&self) -> impl Iterator<Item = &Place> {
+        self.places.iter().filter(|p| p.name != "host")
+    }
+}
+
+fn phase_order(phase: &str) -> usize {
+    ["sim", "sim-1us", "emulated", "host"]
+        .iter()
+        .position(|p| *p == phase)
+        .unwrap_or(usize::MAX)
+}
