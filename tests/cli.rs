@@ -39,14 +39,9 @@ mod fake_kfd;
 
 #[test]
 fn probe_on_a_host_whose_kfd_reports_1_19_answers_enodev_and_never_issues_nr_0x27() {
-    let Some(fixture) = fake_kfd::FakeKfd::new(Path::new(env!("CARGO_TARGET_TMPDIR"))) else {
+    let Some(fixture) = fake_kfd::FakeKfd::checked(Path::new(env!("CARGO_TARGET_TMPDIR"))) else {
         return;
     };
-    // The control: the fixture catches a program that issues nr 0x27 itself.
-    let (out, log) = fixture.run("1.19", &fixture.control_program(), &[], &[]);
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(out.status.signal(), Some(6), "{out:?}");
-    assert!(log.contains("KFD ioctl nr=0x27"), "{log}");
 
     let exe = Path::new(env!("CARGO_BIN_EXE_hdpflush"));
     let (out, log) = fixture.run("1.19", exe, &["probe"], &[]);

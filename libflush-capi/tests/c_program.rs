@@ -198,14 +198,9 @@ mod fake_kfd;
 
 #[test]
 fn kfds_flush_ioctl_is_called_only_when_named_and_only_on_the_patched_version() {
-    let Some(fixture) = fake_kfd::FakeKfd::new(Path::new(env!("CARGO_TARGET_TMPDIR"))) else {
+    let Some(fixture) = fake_kfd::FakeKfd::checked(Path::new(env!("CARGO_TARGET_TMPDIR"))) else {
         return;
     };
-    // The control: the fixture catches a program that issues nr 0x27 itself.
-    let (out, log) = fixture.run("1.19", &fixture.control_program(), &[], &[]);
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(out.status.signal(), Some(6), "{out:?}");
-    assert!(log.contains("KFD ioctl nr=0x27"), "{log}");
     let gpu = format!("gpu_id:{}", fake_kfd::GPU_ID);
     let enodev = errno(nix::errno::Errno::ENODEV);
     for version in ["1.17", "1.18", "1.19", "1.20", "1.21"] {

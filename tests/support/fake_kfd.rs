@@ -114,9 +114,19 @@ impl FakeKfd {
         (out, std::fs::read_to_string(&log).unwrap_or_default())
     }
 
-    /// A C program that issues nr 0x27 on /dev/kfd itself: the control that shows the fixture
-    /// catches it.
-    pub fn control_program(&self) -> PathBuf {
+    /// [`FakeKfd::new`], after the control: a program that issues nr 0x27 on /dev/kfd itself
+    /// is caught (aborted, and logged).
+    pub fn checked(scratch: &Path) -> Option<Self> {
+        use std::os::unix::process::ExitStatusExt;
+        let fixture = Self::new(scratch)?;
+        let (out, log) = fixture.run("1.19", &fixture.control_program(), &[], &[]);
+        assert_eq!(out.status.signal(), Some(6), "{out:?}");
+        assert!(log.contains("KFD ioctl nr=0x27"), "{log}");
+        Some(fixture)
+    }
+
+    /// A C program that issues nr 0x27 on /dev/kfd itself.
+    fn control_program(&self) -> PathBuf {
         let src = self.dir.join("create_process.c");
         std::fs::write(
             &src,

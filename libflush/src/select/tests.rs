@@ -74,6 +74,19 @@ fn three_gpus(root: &Path) {
     }
 }
 
+/// One MI210 at 03:00.0 with its KFD node.
+fn one_mi210(root: &Path) {
+    fixture::kfd_node(root, 1, 53422, pci("0000:03:00.0"));
+    fixture::pci_function(
+        root,
+        pci("0000:03:00.0"),
+        0x1002,
+        0x740f,
+        0x038000,
+        Some("amdgpu"),
+    );
+}
+
 fn resolve_and_decide(
     sel: &str,
     root: &Path,
@@ -411,15 +424,7 @@ fn a_64k_host_with_kfd_and_no_module_gets_enodev_from_the_process_wide_choice() 
     // The case that motivated the project: a GPU, KFD (here reporting 1.19), 64K pages, no
     // module.
     let root = scratch("64k");
-    fixture::kfd_node(&root, 1, 53422, pci("0000:03:00.0"));
-    fixture::pci_function(
-        &root,
-        pci("0000:03:00.0"),
-        0x1002,
-        0x740f,
-        0x038000,
-        Some("amdgpu"),
-    );
+    one_mi210(&root);
     let p = probe_with(&Sysfs::at(&root), absent(), 65536, true, kfd(19));
     let err = p.process_wide.clone().unwrap_err();
     assert!(err.contains("no HDP flush for GPU 0000:03:00.0"), "{err}");
@@ -469,15 +474,7 @@ fn several_gpus_need_a_name_for_the_process_wide_flusher() {
 fn an_amd_display_function_kfd_does_not_list_is_not_a_compute_gpu() {
     // An APU's display (or a GPU without compute) next to one MI210.
     let root = scratch("display");
-    fixture::kfd_node(&root, 1, 53422, pci("0000:03:00.0"));
-    fixture::pci_function(
-        &root,
-        pci("0000:03:00.0"),
-        0x1002,
-        0x740f,
-        0x038000,
-        Some("amdgpu"),
-    );
+    one_mi210(&root);
     fixture::pci_function(
         &root,
         pci("0000:c5:00.0"),
