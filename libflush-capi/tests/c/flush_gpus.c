@@ -4,7 +4,8 @@
  * host (libflush-capi/tests/c_program.rs, and through pkg-config after `cargo xtask install`)
  * and inside both QEMU guests against the hdp_flush module.
  *
- *   flush_gpus [--posted] [--batched] GPU...  open a flusher per GPU (PCI address, gpu_id:N or
+ *   flush_gpus [--posted] [--batched] [--require-hardware] GPU...
+ *                                             open a flusher per GPU (PCI address, gpu_id:N or
  *                                             index:N), flush each as opened, posted and
  *                                             completed, invalidate, flush all at once, close
  *   flush_gpus --process                      the process-wide hdpflush_flush()
@@ -74,7 +75,8 @@ static int gpus(int argc, char **argv, uint32_t flags)
         report("open", argv[i], rc, rc ? NULL : hdpflush_gpu_strategy(g));
         if (rc)
             continue;
-        printf("reason %s: %s\n", argv[i], hdpflush_gpu_reason(g));
+        printf("reason %s: %s [backing: %s]\n", argv[i], hdpflush_gpu_reason(g),
+               hdpflush_gpu_backing(g));
         report("flush", argv[i], hdpflush_gpu_flush(g, 0), "as opened");
         report("flush", argv[i], hdpflush_gpu_flush(g, HDPFLUSH_FLUSH_POSTED), "posted");
         report("flush", argv[i], hdpflush_gpu_flush(g, HDPFLUSH_FLUSH_COMPLETED), "completed");
@@ -302,13 +304,16 @@ int main(int argc, char **argv)
             flags |= HDPFLUSH_OPEN_POSTED;
         else if (strcmp(argv[first], "--batched") == 0)
             flags |= HDPFLUSH_OPEN_BATCHED;
+        else if (strcmp(argv[first], "--require-hardware") == 0)
+            flags |= HDPFLUSH_OPEN_REQUIRE_HARDWARE;
         else {
             fprintf(stderr, "flush_gpus: unknown option %s\n", argv[first]);
             return 2;
         }
     }
     if (first == argc) {
-        fprintf(stderr, "usage: flush_gpus [--posted] [--batched] GPU... | --process | "
+        fprintf(stderr, "usage: flush_gpus [--posted] [--batched] [--require-hardware] GPU... | "
+                        "--process | "
                         "--caller-mappings | --bad-input | --abi | --layout\n");
         return 2;
     }

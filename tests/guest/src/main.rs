@@ -385,6 +385,13 @@ fn the_c_program_flushes_two_devices_and_each_counts_its_own() -> TestResult {
             ensure(text.contains(&format!("open {name}: 0 ok {kind}")), || {
                 format!("{name} not {kind}")
             })?;
+            ensure(
+                text.lines().any(|l| {
+                    l.starts_with(&format!("reason {name}: "))
+                        && l.ends_with("[backing: emulated-device]")
+                }),
+                || format!("{name}: backing not emulated-device"),
+            )?;
         }
         // Each: flush as opened, posted, completed, and once in flush-all; one invalidate.
         let counts = all_counts(&d, false)?;
@@ -399,6 +406,27 @@ fn the_c_program_flushes_two_devices_and_each_counts_its_own() -> TestResult {
             })?;
         }
     }
+    // An emulated device is not a GPU: a caller that requires hardware gets ENODEV, and nothing
+    // reaches the device.
+    all_counts(&d, true)?;
+    let out = Command::new(C_PROGRAM)
+        .arg("--require-hardware")
+        .args(&names)
+        .env_remove("HDPFLUSH_STRATEGY")
+        .output()
+        .map_err(|e| format!("{C_PROGRAM}: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in &names {
+        ensure(
+            text.contains(&format!("open {name}: -19 ENODEV"))
+                && text.contains("the caller requires hardware"),
+            || format!("{name} opened though hardware was required: {text}"),
+        )?;
+    }
+    let counts = all_counts(&d, false)?;
+    ensure(counts.iter().all(|&c| c == (0, 0)), || {
+        format!("a refused open reached a device: {counts:?}")
+    })?;
     let out = Command::new(C_PROGRAM)
         .arg("--process")
         .env_remove("HDPFLUSH_STRATEGY")
