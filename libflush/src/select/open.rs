@@ -9,7 +9,7 @@ use super::options::FlusherOptions;
 use super::resolve::{resolve, ResolvedGpu};
 use crate::gpu::GpuSelector;
 use crate::region::page_size;
-use crate::strategy::{Backing, BackingKind, Completion};
+use crate::strategy::{Backing, Completion};
 use crate::{
     DummyPage, Error, Flush, Ioctl, KfdIoctl, Legacy, MappedRegion, MmioRemap, Result, Sim,
     StrategyKind, Uring, UringConfig,
@@ -174,9 +174,6 @@ pub(crate) fn open_gpu_on(
             }
         }
     };
-    debug_assert!(
-        selection.backing != BackingKind::Hardware || inner.backing().kind == BackingKind::Hardware
-    );
     Ok(GpuFlusher {
         inner,
         gpu,
