@@ -29,10 +29,10 @@ commands:
   test [--host-only]     fmt check, clippy -D warnings, host tests, the install check (a C
                          program built with pkg-config against an installed libhdpflush), the
                          barrier instructions of every strategy (x86_64 only with
-                         --host-only), the powerpc64 uAPI check, the upstream KFD patches (apply, compile, uAPI),
-                         libflush's tests on powerpc64le under qemu-user,
-                         then the QEMU guest tests on x86_64 (4K pages), arm64 (64K pages) and
-                         x86_64-debug. What CI runs.
+                         --host-only), the powerpc64 uAPI check, the upstream KFD patches
+                         (apply, compile, uAPI), libflush's tests on powerpc64le under
+                         qemu-user, then the QEMU guest tests on x86_64 (4K pages), arm64
+                         (64K pages) and x86_64-debug. What CI runs.
   install --prefix DIR   libhdpflush.{a,so} (soname libhdpflush.so.0), include/libhdpflush.h
                          and lib/pkgconfig/hdpflush.pc under DIR
   lint                   fmt check and clippy only
