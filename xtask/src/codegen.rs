@@ -4,11 +4,13 @@
 //! instruction the call became: an `sfence` deleted from libflush/src/barrier.rs, or a full
 //! fence weakened to a store fence on one architecture, passes every oracle test. So this step
 //! builds libhdpflush.so in release mode for x86_64, aarch64 and powerpc64le, disassembles each
-//! strategy's entry points (`flush_with`, `flush`, `flush_batch`, and `invalidate` where the
-//! strategy has one) with llvm-objdump, and checks every path through each that returns: the
-//! barrier instructions on it, in order, must be exactly those of one of the strategy's
-//! expected shapes, with the shape's stores, loads and calls between them (the table in
-//! docs/design.md, "The barrier contract"), and every expected shape must be some path.
+//! strategy's entry points (`flush_with` and `flush`; for the kernel strategies also
+//! `flush_batch` and `invalidate`) with llvm-objdump, following calls into each other and into
+//! the BAR accessors, and checks every path through each that returns: the barrier
+//! instructions on it, in order, must be exactly those of one of the strategy's expected
+//! shapes, with the shape's loads and calls between them and exactly its stores between two
+//! barriers (the table in docs/design.md, "The barrier contract"), and every expected shape
+//! must be some path.
 //!
 //! The library is built with v0 symbol mangling, which keeps the generic arguments in the names
 //! (`KernelFlush<IoctlTransport>`, not `KernelFlush<T>`), so each transport's copy is found by
