@@ -3,6 +3,7 @@
 //! `test` is the one command README and CI run. Every step prints what it runs and how long it
 //! took; the first failing step ends the run with a non-zero exit and a line naming the step.
 
+mod codegen;
 mod evidence;
 mod install;
 mod kernel;
@@ -27,10 +28,11 @@ const USAGE: &str = "usage: cargo xtask <command> [options]
 commands:
   test [--host-only]     fmt check, clippy -D warnings, host tests, the install check (a C
                          program built with pkg-config against an installed libhdpflush), the
-                         powerpc64 uAPI check, the upstream KFD patches (apply, compile, uAPI),
-                         libflush's tests on powerpc64le under qemu-user,
-                         then the QEMU guest tests on x86_64 (4K pages), arm64 (64K pages) and
-                         x86_64-debug. What CI runs.
+                         barrier instructions of every strategy (x86_64 only with
+                         --host-only), the powerpc64 uAPI check, the upstream KFD patches
+                         (apply, compile, uAPI), libflush's tests on powerpc64le under
+                         qemu-user, then the QEMU guest tests on x86_64 (4K pages), arm64
+                         (64K pages) and x86_64-debug. What CI runs.
   install --prefix DIR   libhdpflush.{a,so} (soname libhdpflush.so.0), include/libhdpflush.h
                          and lib/pkgconfig/hdpflush.pc under DIR
   lint                   fmt check and clippy only
@@ -48,6 +50,10 @@ commands:
   upstream               the KFD patches in docs/upstream/ applied to the 6.12 source, their
                          objects compiled with amdgpu and KFD enabled (cached), and
                          libflush's KFD uAPI checked against the patched header
+  codegen [ARCH...]      libhdpflush.so built in release mode for x86_64, aarch64 and
+                         powerpc64le (default: all three) and each strategy's flush
+                         disassembled: its barrier instructions (sfence/mfence, dsb st/dsb sy,
+                         sync), their number and order on every path, against docs/design.md
   ppc64le                libflush's tests built for powerpc64le and run under qemu-user, and
                          the oracle's verdicts there compared with the host's
   help                   this text
@@ -83,6 +89,7 @@ fn main() -> ExitCode {
         "vm-test" => arches(rest).and_then(|a| a.into_iter().try_for_each(vm::vm_test)),
         "uapi-cross" => setup::host_tools().and_then(|()| uapi_cross::check()),
         "ppc64le" => ppc64le::test(),
+        "codegen" => codegen_targets(rest).and_then(|t| codegen::check(&t)),
         "upstream" => setup::host_tools().and_then(|()| upstream::check()),
         "install" => match rest {
             [flag, dir] if flag == "--prefix" => install::install(std::path::Path::new(dir)),
@@ -116,6 +123,22 @@ fn arches(args: &[String]) -> StepResult<Vec<Arch>> {
                 fail(
                     "arguments",
                     format!("unknown arch `{a}`: use x86_64, arm64 or x86_64-debug"),
+                )
+            })
+        })
+        .collect()
+}
+
+fn codegen_targets(args: &[String]) -> StepResult<Vec<codegen::Target>> {
+    if args.is_empty() {
+        return Ok(codegen::Target::ALL.to_vec());
+    }
+    args.iter()
+        .map(|a| {
+            codegen::Target::parse(a).ok_or_else(|| {
+                fail(
+                    "arguments",
+                    format!("unknown arch `{a}`: use x86_64, aarch64 or powerpc64le"),
                 )
             })
         })
@@ -171,8 +194,12 @@ fn test(args: &[String]) -> StepResult {
     tests.args(["test", "--workspace", "--locked"]);
     step("host tests", tests)?;
     install::check()?;
-    if !host_only {
+    if host_only {
+        // The cross targets need the cross setup, which only a full run installs.
+        codegen::check(&[codegen::Target::X86_64])?;
+    } else {
         setup::host_tools()?;
+        codegen::check(&codegen::Target::ALL)?;
         uapi_cross::check()?;
         upstream::check()?;
         ppc64le::test()?;

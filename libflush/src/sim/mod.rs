@@ -3,14 +3,25 @@
 //! VRAM, and its read cache in front of VRAM.
 //!
 //! **CPU side.** Stores to a VRAM window ([`Hdp::bar_write`]) are write-combined: they wait in a
-//! small buffer, may leave it in any order and at any time, and all leave it at a barrier.
-//! Device operations (a store to a register, a load through the BAR) are *issued* at once but
-//! *performed* at the device only at the next barrier that orders them: [`Hdp::store_fence`]
-//! performs the stores (and the loads issued before them), [`Hdp::full_fence`] everything;
-//! among themselves they stay in program order. A store to ordinary memory (the doorbell, the
-//! AQL packet header: [`Hdp::publish`]) waits for none of them. That is what x86, arm64 and
-//! powerpc64 permit for write-combined and uncached mappings, taken at its most adversarial,
-//! so a strategy that leaves out a barrier lets the GPU see the doorbell before the flush.
+//! small buffer and may leave it in any order and at any time. Device operations (a store to a
+//! register, a load through the BAR) are *issued* at once but *performed* at the device later;
+//! among themselves they stay in program order. Nothing is performed before it has to be:
+//! - [`Hdp::store_fence`] (`wmb`) orders stores before later stores, and nothing else: the
+//!   stores before it are performed before any store after it (a write-combined store leaving
+//!   the buffer, a register store, the doorbell, a request to the kernel), but a load after it
+//!   may be performed before them, and a store after it before a load ahead of it;
+//! - [`Hdp::full_fence`] (`mb`) performs everything issued before it, loads first (a load not
+//!   separated from a store by a full fence may pass it), then the buffered stores;
+//! - a store to ordinary memory that tells someone to look (the doorbell, the AQL packet
+//!   header: [`Hdp::publish`]; a request to the kernel) is a store: it waits for the stores
+//!   before the last store fence and for nothing else;
+//! - a load through the BAR after an invalidation the kernel made may be satisfied from the
+//!   read cache as it was before it, until a full fence.
+//!
+//! That is what x86, arm64 and powerpc64 permit for write-combined and uncached mappings, taken
+//! at its most adversarial: a strategy that leaves out a barrier, or issues a store fence where
+//! it needs a full one, lets the GPU see the doorbell before the flush, or returns from a
+//! completed flush before it landed.
 //!
 //! **HDP side.** Stores from the write-combining buffer wait in the FIFO; the GPU
 //! ([`Hdp::gpu_read_u32`]) sees only VRAM. The FIFO drains when the flush register is written,
@@ -21,8 +32,8 @@
 //! Nobody outside AMD knows exactly how a BAR read interacts with pending writes, so the model
 //! makes that a parameter: [`ReadPolicy`] names the hypotheses the readback-based strategies
 //! (legacy, dummy page) rely on, and the oracle ([`oracle`]) shows which strategy is correct
-//! under which one. [`HdpConfig::remove_fence`] takes one barrier away from a strategy, to show
-//! that it is needed.
+//! under which one. [`HdpConfig::remove_fence`] takes one barrier away from a strategy, and
+//! [`HdpConfig::weaken_fence`] makes one full barrier a store barrier, to show that it is needed.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -95,6 +106,9 @@ pub struct HdpConfig {
     /// Ignore the n-th barrier (0-based) after each [`Hdp::publish`]: a strategy with that one
     /// barrier removed.
     pub remove_fence: Option<usize>,
+    /// Take the n-th barrier (0-based) after each [`Hdp::publish`], if it is a full barrier, as
+    /// a store barrier: a strategy with that `mb` weakened to a `wmb`.
+    pub weaken_fence: Option<usize>,
 }
 
 impl Default for HdpConfig {
@@ -110,6 +124,7 @@ impl Default for HdpConfig {
             read_policy: ReadPolicy::Ordered,
             cache_line: 64,
             remove_fence: None,
+            weaken_fence: None,
         }
     }
 }
@@ -121,7 +136,7 @@ pub struct SimStats {
     pub bar_writes: u64,
     /// Loads through a VRAM window.
     pub bar_reads: u64,
-    /// Stores to the flush register (by the CPU or the kernel).
+    /// Stores to the flush register issued (by the CPU or the kernel).
     pub flush_register_writes: u64,
     /// Writes to the invalidate register.
     pub invalidate_register_writes: u64,
@@ -141,6 +156,8 @@ pub struct SimStats {
     pub fences: u64,
     /// Barriers ignored because of [`HdpConfig::remove_fence`].
     pub removed_fences: u64,
+    /// Full barriers taken as store barriers because of [`HdpConfig::weaken_fence`].
+    pub weakened_fences: u64,
     /// Doorbells ([`Hdp::publish`]).
     pub publishes: u64,
 }
@@ -175,10 +192,27 @@ impl DeviceOp {
     }
 }
 
+/// A store in the write-combining buffer, or a device operation, and how many store barriers
+/// came before it: a store may be performed only after every store of a lower epoch.
+#[derive(Clone, Copy, Debug)]
+struct Issued<T> {
+    what: T,
+    epoch: u64,
+}
+
+/// Device operations the CPU keeps issued but unperformed; one more performs the oldest (a
+/// CPU's queues are finite, so a strategy that never fences still makes progress).
+const MAX_OUTSTANDING: usize = 64;
+
 struct State {
     vram: Vec<u8>,
-    wc: Vec<PendingWrite>,
-    outstanding: VecDeque<DeviceOp>,
+    wc: Vec<Issued<PendingWrite>>,
+    outstanding: VecDeque<Issued<DeviceOp>>,
+    /// Store barriers so far: the epoch of what is issued now.
+    epoch: u64,
+    /// The read cache as it was before the oldest invalidation that no full barrier has
+    /// followed: what a BAR load may still be satisfied from.
+    cache_before_invalidation: Option<HashMap<usize, Vec<u8>>>,
     fifo: VecDeque<PendingWrite>,
     cache: HashMap<usize, Vec<u8>>,
     rng: fastrand::Rng,
@@ -199,6 +233,8 @@ impl Hdp {
             vram: vec![0; config.vram_size],
             wc: Vec::with_capacity(config.wc_depth + 1),
             outstanding: VecDeque::new(),
+            epoch: 0,
+            cache_before_invalidation: None,
             fifo: VecDeque::with_capacity(config.fifo_depth + 1),
             cache: HashMap::new(),
             rng: fastrand::Rng::with_seed(config.seed),
@@ -250,7 +286,8 @@ impl Hdp {
         let mut st = self.lock();
         let st = &mut *st;
         st.stats.bar_writes += 1;
-        st.wc.push(entry);
+        let epoch = st.epoch;
+        st.wc.push(Issued { what: entry, epoch });
         while st.wc.len() > self.config.wc_depth {
             self.evict_one(st);
         }
@@ -261,8 +298,8 @@ impl Hdp {
 
     /// A CPU load of `out.len()` (1 to 4) bytes through a VRAM window. The value is what the
     /// CPU would read now (its own buffered stores, pending writes, the read cache or VRAM);
-    /// the load reaches the HDP, and drains what its [`ReadPolicy`] says, only when a barrier
-    /// performs it.
+    /// the load reaches the HDP, and drains what its [`ReadPolicy`] says, only when something
+    /// performs it: a full barrier, or a device store after it.
     pub fn bar_read(&self, offset: usize, out: &mut [u8]) {
         let len = out.len();
         self.check(offset, len);
@@ -270,40 +307,47 @@ impl Hdp {
         let st = &mut *st;
         st.stats.bar_reads += 1;
         self.read_value(st, offset, out);
-        st.outstanding.push_back(DeviceOp::BarRead { offset, len });
+        self.issue(st, DeviceOp::BarRead { offset, len });
     }
 
     /// A CPU store to the flush register through an uncached mapping (the remap page), or the
-    /// kernel's posted register store on this CPU: performed at the next barrier.
+    /// kernel's posted register store on this CPU: performed when a later store that a store
+    /// barrier orders after it is, or at a full barrier.
     pub fn flush_register_store(&self) {
-        self.lock().outstanding.push_back(DeviceOp::FlushRegister);
+        let mut st = self.lock();
+        st.stats.flush_register_writes += 1;
+        self.issue(&mut st, DeviceOp::FlushRegister);
     }
 
     /// A CPU load of a register through an uncached mapping: performed in order with the other
-    /// device operations, at the next full barrier.
+    /// device operations.
     pub fn register_read(&self) {
         let mut st = self.lock();
         st.stats.register_reads += 1;
-        st.outstanding.push_back(DeviceOp::RegisterRead);
+        self.issue(&mut st, DeviceOp::RegisterRead);
     }
 
-    /// `wmb()`: device stores issued so far are performed (with the loads issued before them),
-    /// then the write-combining buffer is emptied into the HDP, in any order.
+    /// `wmb()`: stores issued so far are performed before any store issued after it. Nothing
+    /// is performed now, and loads are not ordered.
     pub fn store_fence(&self) {
         self.fence(false);
     }
 
-    /// `mb()`: every device operation issued so far is performed, then the write-combining
-    /// buffer is emptied into the HDP, in any order.
+    /// `mb()`: every device operation issued so far is performed (loads before the buffered
+    /// stores they were not fenced from), then the write-combining buffer is emptied into the
+    /// HDP, store barrier by store barrier, in any order between two.
     pub fn full_fence(&self) {
         self.fence(true);
     }
 
     /// A store to ordinary memory that tells the GPU to look (the AQL packet header, a
-    /// doorbell): it waits for nothing the CPU has not yet performed. Starts a new round for
-    /// [`HdpConfig::remove_fence`].
+    /// doorbell): it waits for the stores a store barrier ordered before it, and for nothing
+    /// else the CPU has not yet performed. Starts a new round for [`HdpConfig::remove_fence`]
+    /// and [`HdpConfig::weaken_fence`].
     pub fn publish(&self) {
         let mut st = self.lock();
+        let st = &mut *st;
+        self.store_from_elsewhere(st);
         st.stats.publishes += 1;
         st.fences_this_round = 0;
     }
@@ -311,18 +355,28 @@ impl Hdp {
     // --- the kernel or another CPU, synchronously -----------------------------------------
 
     /// The flush register written and posted by someone who waits for it to land (the kernel's
-    /// store plus posting read, on any CPU): every store already in the FIFO reaches VRAM, in
-    /// order. Stores still in this CPU's write-combining buffer are not in the FIFO yet.
+    /// store plus posting read, on any CPU), at this CPU's request: the request is a store, so
+    /// the stores a store barrier ordered before it are in the FIFO first; then every store in
+    /// the FIFO reaches VRAM, in order. Stores issued since the last store barrier may still be
+    /// in this CPU's write-combining buffer.
     pub fn flush_register_write(&self) {
         let mut st = self.lock();
-        self.flush_now(&mut st);
+        let st = &mut *st;
+        self.store_from_elsewhere(st);
+        st.stats.flush_register_writes += 1;
+        self.flush_now(st);
     }
 
-    /// A write to the read-cache invalidate register, read back (always synchronous).
+    /// A write to the read-cache invalidate register, read back (always synchronous), at this
+    /// CPU's request. This CPU's later BAR loads may still be satisfied from the cache as it
+    /// was, until a full barrier: nothing orders a load after the request otherwise.
     pub fn invalidate_register_write(&self) {
         let mut st = self.lock();
+        let st = &mut *st;
+        self.store_from_elsewhere(st);
         st.stats.invalidate_register_writes += 1;
-        st.cache.clear();
+        let before = std::mem::take(&mut st.cache);
+        st.cache_before_invalidation.get_or_insert(before);
     }
 
     // --- GPU side ---------------------------------------------------------------------------
@@ -400,32 +454,103 @@ impl Hdp {
             st.stats.removed_fences += 1;
             return;
         }
-        // Device operations first: nothing orders them after the buffered stores, and the
-        // GPU must not be let off lightly.
-        let upto = if full {
-            st.outstanding.len()
-        } else {
-            st.outstanding
-                .iter()
-                .rposition(|op| op.is_store())
-                .map_or(0, |i| i + 1)
-        };
-        for _ in 0..upto {
-            if let Some(op) = st.outstanding.pop_front() {
-                self.perform(st, op);
-            }
+        let weakened = full && self.config.weaken_fence == Some(n);
+        st.stats.weakened_fences += u64::from(weakened);
+        if !full || weakened {
+            st.epoch += 1;
+            return;
         }
-        while !st.wc.is_empty() {
-            self.evict_one(st);
+        // Everything, in program order among the device operations; a device store waits for
+        // the buffered stores a store barrier put before it, a load waits for none of them.
+        while let Some(op) = st.outstanding.pop_front() {
+            self.perform(st, op);
+        }
+        self.send_buffered_before(st, u64::MAX);
+        st.cache_before_invalidation = None;
+        st.epoch += 1;
+    }
+
+    /// Issue a device operation; one past [`MAX_OUTSTANDING`] performs the oldest.
+    fn issue(&self, st: &mut State, op: DeviceOp) {
+        let epoch = st.epoch;
+        st.outstanding.push_back(Issued { what: op, epoch });
+        while st.outstanding.len() > MAX_OUTSTANDING {
+            if let Some(oldest) = st.outstanding.pop_front() {
+                self.perform(st, oldest);
+            }
         }
     }
 
-    /// Send one store, picked at random, from the write-combining buffer to the HDP FIFO.
+    /// A store after the last store barrier, seen by someone else (the doorbell, a request to
+    /// the kernel): the stores a store barrier ordered before it are performed first.
+    fn store_from_elsewhere(&self, st: &mut State) {
+        let epoch = st.epoch;
+        self.perform_stores_before(st, epoch);
+    }
+
+    /// Perform every store of an epoch below `epoch`: device operations in program order (a
+    /// load only where a device store behind it needs it gone), buffered stores epoch by
+    /// epoch.
+    fn perform_stores_before(&self, st: &mut State, epoch: u64) {
+        if let Some(last) = st
+            .outstanding
+            .iter()
+            .rposition(|op| op.what.is_store() && op.epoch < epoch)
+        {
+            for _ in 0..=last {
+                if let Some(op) = st.outstanding.pop_front() {
+                    self.perform(st, op);
+                }
+            }
+        }
+        self.send_buffered_before(st, epoch);
+    }
+
+    /// Send every buffered store of an epoch below `epoch` to the HDP FIFO: epoch by epoch,
+    /// in any order within one.
+    fn send_buffered_before(&self, st: &mut State, epoch: u64) {
+        while let Some(lowest) = st.wc.iter().map(|e| e.epoch).min() {
+            if lowest >= epoch {
+                break;
+            }
+            self.send_one_of(st, lowest);
+        }
+    }
+
+    /// Send one store, picked at random, of the buffer's lowest epoch to the HDP FIFO, after
+    /// the device stores of lower epochs it is ordered after.
     fn evict_one(&self, st: &mut State) {
-        let pick = st.rng.usize(..st.wc.len());
-        let e = st.wc.remove(pick);
-        st.stats.wc_evictions += 1;
-        self.fifo_push(st, e);
+        if let Some(lowest) = st.wc.iter().map(|e| e.epoch).min() {
+            if st
+                .outstanding
+                .iter()
+                .any(|op| op.what.is_store() && op.epoch < lowest)
+            {
+                self.perform_stores_before(st, lowest);
+            }
+            self.send_one_of(st, lowest);
+        }
+    }
+
+    /// Send one buffered store of `epoch`, picked at random, to the HDP FIFO.
+    fn send_one_of(&self, st: &mut State, epoch: u64) {
+        let candidates = st.wc.iter().filter(|e| e.epoch == epoch).count();
+        if candidates == 0 {
+            return;
+        }
+        let pick = st.rng.usize(..candidates);
+        let index = st
+            .wc
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.epoch == epoch)
+            .nth(pick)
+            .map(|(i, _)| i);
+        if let Some(i) = index {
+            let e = st.wc.remove(i);
+            st.stats.wc_evictions += 1;
+            self.fifo_push(st, e.what);
+        }
     }
 
     fn fifo_push(&self, st: &mut State, entry: PendingWrite) {
@@ -452,8 +577,13 @@ impl Hdp {
         }
     }
 
-    fn perform(&self, st: &mut State, op: DeviceOp) {
-        match op {
+    /// Perform one device operation; a store first sends the buffered stores a store barrier
+    /// ordered before it.
+    fn perform(&self, st: &mut State, op: Issued<DeviceOp>) {
+        if op.what.is_store() {
+            self.send_buffered_before(st, op.epoch);
+        }
+        match op.what {
             DeviceOp::FlushRegister => self.flush_now(st),
             DeviceOp::RegisterRead => {}
             DeviceOp::BarRead { offset, len } => {
@@ -475,7 +605,6 @@ impl Hdp {
     }
 
     fn flush_now(&self, st: &mut State) {
-        st.stats.flush_register_writes += 1;
         while !st.fifo.is_empty() {
             self.commit_at(st, 0);
         }
@@ -494,7 +623,11 @@ impl Hdp {
             let copy = st.vram[line_start..line_end].to_vec();
             st.cache.insert(line, copy);
         }
-        let cached = &st.cache[&line];
+        // A load not fenced from an earlier invalidation may still be satisfied from before it.
+        let cached = match &st.cache_before_invalidation {
+            Some(before) if before.contains_key(&line) => &before[&line],
+            _ => &st.cache[&line],
+        };
         for (i, b) in out.iter_mut().enumerate() {
             let a = offset + i;
             *b = if a < line_end {
@@ -504,7 +637,7 @@ impl Hdp {
             };
         }
         let mut forwarded = false;
-        for e in st.fifo.iter().chain(st.wc.iter()) {
+        for e in st.fifo.iter().chain(st.wc.iter().map(|b| &b.what)) {
             if e.overlaps(offset, len) {
                 forwarded = true;
                 for i in 0..e.len {
@@ -527,6 +660,9 @@ impl Hdp {
             let line = self.config.cache_line;
             for l in e.offset / line..=(e.offset + e.len - 1) / line {
                 st.cache.remove(&l);
+                if let Some(before) = &mut st.cache_before_invalidation {
+                    before.remove(&l);
+                }
             }
         }
     }
@@ -648,11 +784,34 @@ mod tests {
             "still in the CPU: no flush reaches it"
         );
         hdp.store_fence();
-        assert_eq!((hdp.buffered_writes(), hdp.pending_writes()), (0, 1));
+        assert_eq!(
+            (hdp.buffered_writes(), hdp.pending_writes()),
+            (1, 0),
+            "a store fence orders, it does not send"
+        );
+        hdp.publish();
+        assert_eq!(
+            (hdp.buffered_writes(), hdp.pending_writes()),
+            (0, 1),
+            "the doorbell, a store after the fence, waits for it"
+        );
         assert_eq!(hdp.gpu_read_u32(16), 0);
         hdp.flush_register_write();
         assert_eq!(hdp.gpu_read_u32(16), 7);
         assert_eq!(hdp.pending_writes(), 0);
+    }
+
+    #[test]
+    fn a_request_to_the_kernel_is_a_store_after_the_fence() {
+        let hdp = quiet(ReadPolicy::Ordered);
+        let bar = hdp.vram_window(0, 4096);
+        bar.write_u32(16, 7);
+        hdp.store_fence();
+        bar.write_u32(20, 8);
+        hdp.flush_register_write();
+        assert_eq!(hdp.gpu_read_u32(16), 7, "fenced before the request");
+        assert_eq!(hdp.gpu_read_u32(20), 0, "issued after the last fence");
+        assert_eq!(hdp.buffered_writes(), 1);
     }
 
     #[test]
@@ -661,7 +820,7 @@ mod tests {
         let bar = hdp.vram_window(0, 4096);
         for i in 0..=hdp.config().fifo_depth {
             bar.write_u32(i * 4, i as u32 + 1);
-            hdp.store_fence();
+            hdp.full_fence();
         }
         assert_eq!(hdp.gpu_read_u32(0), 1, "oldest entry drained");
         assert_eq!(hdp.gpu_read_u32(4), 0, "second entry still pending");
@@ -693,19 +852,86 @@ mod tests {
         hdp.flush_register_store();
         assert_eq!(hdp.gpu_read_u32(0), 0, "issued, not performed");
         hdp.publish();
-        assert_eq!(hdp.gpu_read_u32(0), 0, "a doorbell does not wait for it");
+        assert_eq!(
+            hdp.gpu_read_u32(0),
+            0,
+            "a doorbell does not wait for a store after the last fence"
+        );
         hdp.store_fence();
-        assert_eq!(hdp.gpu_read_u32(0), 5);
+        assert_eq!(hdp.gpu_read_u32(0), 0, "a store fence performs nothing");
+        hdp.publish();
+        assert_eq!(hdp.gpu_read_u32(0), 5, "a doorbell after it waits for it");
 
-        // A load is not performed by a store fence unless a store follows it.
+        // A load waits for no store fence; a full fence performs it.
         bar.write_u32(4, 6);
-        hdp.store_fence();
+        hdp.full_fence();
         bar.read_u32(4);
         hdp.store_fence();
+        hdp.publish();
         assert_eq!(hdp.unperformed_operations(), 1);
         assert_eq!(hdp.gpu_read_u32(4), 0);
         hdp.full_fence();
         assert_eq!(hdp.gpu_read_u32(4), 6, "Ordered: the read drained the FIFO");
+    }
+
+    #[test]
+    fn a_load_passes_an_earlier_store_unless_a_full_fence_separates_them() {
+        // Store, fence, read back; under Ordered the read drains what reached the FIFO first.
+        let run = |full: bool| {
+            let hdp = quiet(ReadPolicy::Ordered);
+            let bar = hdp.vram_window(0, 4096);
+            bar.write_u32(0, 5);
+            if full {
+                hdp.full_fence();
+            } else {
+                hdp.store_fence();
+            }
+            bar.read_u32(0);
+            hdp.full_fence();
+            hdp.gpu_read_u32(0)
+        };
+        assert_eq!(run(true), 5, "the read waited for the store and drained it");
+        assert_eq!(
+            run(false),
+            0,
+            "the read went first; the store is left in the FIFO"
+        );
+    }
+
+    #[test]
+    fn a_store_passes_an_earlier_load_unless_a_full_fence_separates_them() {
+        let hdp = quiet(ReadPolicy::Ordered);
+        let bar = hdp.vram_window(0, 4096);
+        bar.write_u32(0, 5);
+        hdp.full_fence();
+        bar.read_u32(0);
+        hdp.store_fence();
+        bar.write_u32(8, 9);
+        hdp.store_fence();
+        hdp.publish();
+        assert_eq!(hdp.unperformed_operations(), 1, "the load is still waiting");
+        assert_eq!(hdp.pending_writes(), 2, "the later store reached the FIFO");
+        assert_eq!(hdp.gpu_read_u32(0), 0, "and the read did not drain it");
+    }
+
+    #[test]
+    fn a_weakened_full_fence_is_a_store_fence() {
+        let hdp = Hdp::new(HdpConfig {
+            weaken_fence: Some(1),
+            drain_probability: 0.0,
+            wc_evict_probability: 0.0,
+            ..HdpConfig::default()
+        });
+        let bar = hdp.vram_window(0, 4096);
+        bar.write_u32(0, 1);
+        hdp.full_fence(); // fence 0: kept
+        assert_eq!(hdp.buffered_writes(), 0);
+        bar.write_u32(4, 2);
+        hdp.full_fence(); // fence 1: a store fence
+        assert_eq!(hdp.buffered_writes(), 1);
+        hdp.store_fence(); // fence 2: a store fence is never "weakened"
+        let s = hdp.stats();
+        assert_eq!((s.fences, s.weakened_fences, s.removed_fences), (3, 1, 0));
     }
 
     #[test]
@@ -723,7 +949,7 @@ mod tests {
                 bar.write_u32(0, 5);
                 hdp.store_fence();
                 bar.write_u32(4, 6);
-                hdp.store_fence();
+                hdp.full_fence();
                 assert_eq!(bar.read_u32(read_at), if read_at == 0 { 5 } else { 0 });
                 hdp.full_fence();
                 (hdp.gpu_read_u32(0) == 5, hdp.gpu_read_u32(4) == 6)
@@ -739,13 +965,21 @@ mod tests {
     }
 
     #[test]
-    fn the_read_cache_serves_stale_data_until_invalidated() {
+    fn the_read_cache_serves_stale_data_until_invalidated_and_fenced() {
         let hdp = quiet(ReadPolicy::Ordered);
         let bar = hdp.vram_window(0, 4096);
         assert_eq!(bar.read_u32(64), 0);
         hdp.gpu_write_u32(64, 9);
         assert_eq!(bar.read_u32(64), 0, "stale line from the read cache");
         hdp.invalidate_register_write();
+        assert_eq!(
+            bar.read_u32(64),
+            0,
+            "a load not fenced from the invalidation may be satisfied before it"
+        );
+        hdp.store_fence();
+        assert_eq!(bar.read_u32(64), 0, "a store fence orders no load");
+        hdp.full_fence();
         assert_eq!(bar.read_u32(64), 9);
     }
 
@@ -756,7 +990,7 @@ mod tests {
         assert_eq!(bar.read_u32(8), 0); // caches the line
         bar.write_u32(8, 1);
         assert_eq!(bar.read_u32(8), 1, "from the write-combining buffer");
-        hdp.store_fence();
+        hdp.full_fence();
         assert_eq!(bar.read_u32(8), 1, "from the FIFO");
         hdp.flush_register_write();
         assert_eq!(
@@ -801,7 +1035,7 @@ mod tests {
         hdp.full_fence();
         assert_eq!(hdp.gpu_read_u32(0), 0);
         remap.write_u32(0, 1);
-        hdp.store_fence();
+        hdp.full_fence();
         assert_eq!(hdp.gpu_read_u32(0), 3);
     }
 
@@ -817,11 +1051,16 @@ mod tests {
         hdp.store_fence(); // fence 0: kept
         bar.write_u32(4, 2);
         hdp.store_fence(); // fence 1: removed
-        assert_eq!(hdp.buffered_writes(), 1);
         hdp.publish();
+        assert_eq!(
+            hdp.buffered_writes(),
+            1,
+            "the doorbell waited for the first store only"
+        );
         hdp.store_fence(); // fence 0 of the next round: kept
+        hdp.publish();
         assert_eq!(hdp.buffered_writes(), 0);
         let s = hdp.stats();
-        assert_eq!((s.fences, s.removed_fences, s.publishes), (3, 1, 1));
+        assert_eq!((s.fences, s.removed_fences, s.publishes), (3, 1, 2));
     }
 }

@@ -4,8 +4,10 @@
 //! (a store to ordinary memory, [`Hdp::publish`], which waits for nothing the CPU has not yet
 //! performed); a "GPU" thread wakes on the doorbell and reads the payload from VRAM. Any word
 //! it finds stale is a round the strategy failed: the flush did not happen, or was not ordered
-//! before the doorbell. [`read_after_gpu_write`] checks the other direction:
-//! after the GPU writes VRAM, an invalidate must make BAR reads see it.
+//! before the doorbell. [`completed_lands`] checks what a completed flush promises besides:
+//! that the flush has landed when it returns, before the caller does anything else.
+//! [`read_after_gpu_write`] checks the other direction: after the GPU writes VRAM, an
+//! invalidate must make BAR reads see it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -152,10 +154,59 @@ pub fn producer_consumer(
     })
 }
 
+/// Payload stores -> `flusher.flush()` -> the GPU reads the payload from VRAM at once, before
+/// the CPU does anything else (then the doorbell, to start the next round).
+///
+/// For a flusher that completes ([`crate::Completion::Completed`]): its flush has landed when
+/// it returns, which someone not behind this CPU's doorbell (another CPU, a peer device) may
+/// rely on. A posted flush makes no such promise and fails here. `payload` as for
+/// [`producer_consumer`].
+pub fn completed_lands(
+    hdp: &Arc<Hdp>,
+    payload: &super::SimBar,
+    flusher: &dyn Flush,
+    cfg: OracleConfig,
+) -> Result<OracleReport> {
+    assert!(
+        Arc::ptr_eq(hdp, payload.hdp()),
+        "payload must be a window of this model"
+    );
+    assert!(
+        payload.len() >= cfg.payload_words * 4,
+        "payload window too small"
+    );
+    let mut report = OracleReport::new(cfg.rounds);
+    for round in 1..=cfg.rounds {
+        for word in 0..cfg.payload_words {
+            payload.write_u32(word * 4, tag(round, word));
+        }
+        flusher.flush()?;
+        let mut stale = false;
+        for word in 0..cfg.payload_words {
+            let expected = tag(round, word);
+            let seen = hdp.gpu_read_u32(payload.base + word * 4);
+            if seen != expected {
+                stale = true;
+                report.saw_stale(StaleRead {
+                    round,
+                    word,
+                    expected,
+                    seen,
+                });
+            }
+        }
+        report.stale_rounds += u32::from(stale);
+        hdp.publish();
+    }
+    Ok(report)
+}
+
 /// GPU writes a result word -> `flusher.invalidate()` -> CPU reads it through the BAR.
 ///
 /// Each round the CPU first reads the word (so the HDP may cache the old value), then the GPU
-/// writes a new one. Returns the flusher's error, e.g. [`crate::Error::Unsupported`].
+/// writes a new one; at the end of the round the CPU tells the GPU it has read it (a store to
+/// ordinary memory, [`Hdp::publish`]). Returns the flusher's error, e.g.
+/// [`crate::Error::Unsupported`].
 pub fn read_after_gpu_write(
     hdp: &Arc<Hdp>,
     result: &super::SimBar,
@@ -182,6 +233,7 @@ pub fn read_after_gpu_write(
                 seen,
             });
         }
+        hdp.publish();
     }
     Ok(report)
 }

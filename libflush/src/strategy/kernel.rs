@@ -5,10 +5,30 @@
 //! Before the request, a store fence: the payload stores may still sit in this CPU's
 //! write-combining buffer, and the register store may come from another CPU (the module
 //! coalesces concurrent requests; io_uring's SQ polling thread runs elsewhere), whose barriers
-//! do not order our stores. After a posted request, a store fence: the kernel's register store
-//! on this CPU is uncached, and the caller's next store to ordinary memory (the AQL packet
-//! header) may otherwise pass it. A completed request needs none after: the kernel's posting
-//! read, and its barrier, already returned.
+//! do not order our stores.
+//!
+//! After a posted request, the caller's next store (the AQL packet header, the doorbell) must
+//! stay behind the register store. What keeps it there depends on which CPU made that store:
+//! - this one (the ioctl; io_uring task work run by this task, without SQPOLL): the register
+//!   store is uncached, and a later store to ordinary memory may pass it. The store fence after
+//!   the request orders it.
+//! - another one (a request that rode another CPU's flush; under SQPOLL, the kernel's SQ
+//!   polling thread): no barrier of ours orders another CPU's store. What does is a release on
+//!   that CPU after its register store and our acquire of it before the request returns: the
+//!   flushing CPU stores to the register before it unlocks the device mutex, and the SQ thread
+//!   posts the CQE (a store-release of the CQ tail) after its task work unlocked it; we return
+//!   only after taking that mutex (the ioctl) or loading that CQ tail with acquire (the ring).
+//!   That is the lock-handover rule of docs/kernel-module.md ("Coalescing"), which x86_64 and
+//!   arm64 give by the architecture; a powerpc64 port of the module would need a `sync` after
+//!   the register store. The store fence after the request is then harmless, not what orders.
+//!
+//! A completed request needs no fence after: the kernel's posting read, and its barrier,
+//! returned before the request did, and the same release and acquire order them before our
+//! later stores.
+//!
+//! After an invalidation, a full fence: the request (a system call, or a CQE read from
+//! ordinary memory) does not keep this CPU's later BAR loads, which may be speculated on a
+//! write-combined mapping, from being satisfied before the read cache was invalidated.
 
 use super::{Backing, Completion, Flush, StrategyKind};
 use crate::barrier::Fences;
@@ -75,7 +95,10 @@ impl<T: Transport> Flush for KernelFlush<T> {
     }
 
     fn invalidate(&self) -> Result<()> {
-        self.transport.request_invalidate()
+        self.transport.request_invalidate()?;
+        // Later BAR loads wait for the invalidation (see the module doc).
+        self.transport.full_fence();
+        Ok(())
     }
 
     fn flush_batch(&self, count: usize) -> Result<()> {

@@ -4,7 +4,8 @@
 //! It is [`KernelFlush`] over [`SimTransport`], so it issues exactly the barriers the `ioctl`
 //! and `uring` strategies issue, and the oracle tests them: a completed request is the
 //! kernel's register store and posting read (on whatever CPU), a posted one the kernel's
-//! register store on this CPU, performed at this CPU's next barrier.
+//! register store on this CPU (the case where this CPU's barriers order it), performed when a
+//! later store fenced after it is, or at a full barrier.
 
 use std::sync::Arc;
 
