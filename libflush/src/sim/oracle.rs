@@ -87,6 +87,18 @@ fn tag(round: u32, word: usize) -> u32 {
     round.wrapping_mul(0x9E37_79B9) ^ (word as u32 + 1).wrapping_mul(0x85EB_CA6B) | 1
 }
 
+/// The oracles' precondition: `payload` is a window of `hdp` large enough for the payload.
+fn check_window(hdp: &Arc<Hdp>, payload: &super::SimBar, cfg: OracleConfig) {
+    assert!(
+        Arc::ptr_eq(hdp, payload.hdp()),
+        "payload must be a window of this model"
+    );
+    assert!(
+        payload.len() >= cfg.payload_words * 4,
+        "payload window too small"
+    );
+}
+
 /// Payload stores -> `flusher.flush()` -> doorbell; a GPU thread checks the payload in VRAM.
 ///
 /// `payload` must be a window of `hdp` (from [`Hdp::vram_window`]) holding
@@ -97,14 +109,7 @@ pub fn producer_consumer(
     flusher: &dyn Flush,
     cfg: OracleConfig,
 ) -> Result<OracleReport> {
-    assert!(
-        Arc::ptr_eq(hdp, payload.hdp()),
-        "payload must be a window of this model"
-    );
-    assert!(
-        payload.len() >= cfg.payload_words * 4,
-        "payload window too small"
-    );
+    check_window(hdp, payload, cfg);
     let doorbell = AtomicU64::new(0);
     let ack = AtomicU64::new(0);
     let base = payload.base;
@@ -167,14 +172,7 @@ pub fn completed_lands(
     flusher: &dyn Flush,
     cfg: OracleConfig,
 ) -> Result<OracleReport> {
-    assert!(
-        Arc::ptr_eq(hdp, payload.hdp()),
-        "payload must be a window of this model"
-    );
-    assert!(
-        payload.len() >= cfg.payload_words * 4,
-        "payload window too small"
-    );
+    check_window(hdp, payload, cfg);
     let mut report = OracleReport::new(cfg.rounds);
     for round in 1..=cfg.rounds {
         for word in 0..cfg.payload_words {
