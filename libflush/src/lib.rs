@@ -27,13 +27,17 @@ pub mod uapi;
 pub mod barrier;
 pub mod device;
 mod error;
+mod fork;
 pub mod gpu;
 pub mod kfd_uapi;
 pub mod reference;
 pub mod region;
 mod ring;
+mod ring_pool;
 pub mod select;
 pub mod sim;
+#[cfg(test)]
+mod skip;
 pub mod strategy;
 
 pub use error::{Error, Result};
@@ -44,6 +48,6 @@ pub use select::{
     FlusherOptions, GpuFlusher, Probe, Selection,
 };
 pub use strategy::{
-    Backing, BackingKind, Completion, DummyPage, Flush, Ioctl, KfdIoctl, Legacy, MmioRemap, Sim,
-    StrategyKind, Uring, UringConfig,
+    Backing, BackingKind, Completion, DummyPage, Flush, Ioctl, KfdIoctl, Legacy, MmioRemap,
+    ModuleTarget, Sim, StrategyKind, Uring, UringConfig,
 };

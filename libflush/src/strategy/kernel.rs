@@ -10,7 +10,7 @@
 //! header) may otherwise pass it. A completed request needs none after: the kernel's posting
 //! read, and its barrier, already returned.
 
-use super::{Backing, Completion, Flush, StrategyKind};
+use super::{Backing, Completion, Flush, ModuleTarget, StrategyKind};
 use crate::barrier::Fences;
 use crate::Result;
 
@@ -25,6 +25,10 @@ pub trait Transport: Fences + Send + Sync {
     fn request_flush(&self, count: usize, completion: Completion) -> Result<()>;
     /// Ask for an HDP read-cache invalidation (always completed).
     fn request_invalidate(&self) -> Result<()>;
+    /// The hdp_flush module device the requests go to, if that is where they go.
+    fn module_target(&self) -> Option<ModuleTarget<'_>> {
+        None
+    }
 }
 
 /// A flush performed on the caller's behalf, over transport `T`.
@@ -80,5 +84,9 @@ impl<T: Transport> Flush for KernelFlush<T> {
 
     fn flush_batch(&self, count: usize) -> Result<()> {
         self.flush_n(count, self.completion)
+    }
+
+    fn module_target(&self) -> Option<ModuleTarget<'_>> {
+        self.transport.module_target()
     }
 }
