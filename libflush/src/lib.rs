@@ -17,7 +17,8 @@
 //! A runtime opens one flusher per GPU with [`open_gpu`] (by PCI address, KFD `gpu_id` or
 //! module device index), handing over the mappings it has ([`FlusherOptions`]); see
 //! [`select`] for the order. With no way to flush that GPU it gets `ENODEV` and the reason,
-//! never a simulator. [`global`] is the process-wide flusher for single-GPU programs. Every
+//! never a simulator. [`global`] is the process-wide flusher for single-GPU programs;
+//! [`flush_gpus`] flushes several GPUs in one kernel entry. Every
 //! strategy's `flush` returns only once the flush is ordered before the caller's next store.
 //! The [`sim`] module doubles as a correctness oracle that catches a missing flush or barrier.
 
@@ -30,6 +31,7 @@ mod error;
 mod fork;
 pub mod gpu;
 pub mod kfd_uapi;
+pub mod multi_gpu;
 pub mod reference;
 pub mod region;
 mod ring;
@@ -42,6 +44,7 @@ pub mod strategy;
 
 pub use error::{Error, Result};
 pub use gpu::{GpuSelector, PciAddress};
+pub use multi_gpu::flush_gpus;
 pub use region::{page_size, Bar, MappedRegion};
 pub use select::{
     global, global_selection, open_for_bench, open_gpu, open_mapped, probe, select, Availability,

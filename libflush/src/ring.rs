@@ -192,7 +192,6 @@ impl TaggedRing {
     /// reaped, which, if this call fails, is after it returns: for as long as the ring lives.
     /// Entries whose payload travels inside the SQE (NOP, `URING_CMD` with an inline command)
     /// reference none.
-    #[allow(dead_code)] // flush_gpus, next commit
     pub unsafe fn run_each(
         &mut self,
         counters: &RingCounters,
