@@ -11,7 +11,7 @@
 //! | [`Legacy`] | ROCm's fallback: fence, store the last byte, full fence, read it back |
 //! | [`DummyPage`] | two separated 32-bit stores and one 32-bit load on a VRAM page |
 //! | [`Ioctl`] | `/dev/hdp_flush` FLUSH ioctl: the kernel writes the HDP flush register |
-//! | [`Uring`] | the same request as io_uring `URING_CMD`, batched, optionally SQPOLL |
+//! | [`Uring`] | the same request as io_uring `URING_CMD`; with SQPOLL, no system call |
 //! | [`Sim`] | the in-process HDP model ([`sim`]), only when asked for by name |
 //!
 //! A runtime opens one flusher per GPU with [`open_gpu`] (by PCI address, KFD `gpu_id` or
