@@ -7,6 +7,9 @@
 //!   more callers than CPUs are not all running anyway, under SQPOLL each waiting caller spins
 //!   on its completion queue, and every ring costs a file descriptor and locked memory (its
 //!   queues; charged to `RLIMIT_MEMLOCK` before Linux 5.12).
+//! - **Refusal.** If the kernel refuses a further ring (the locked-memory limit, say), the cap
+//!   drops to the rings that exist and the caller waits for one of them; only a pool with no
+//!   ring at all fails (with [`crate::Error::UringRefused`]).
 //! - **Fork.** The rings live in a [`PerProcess`] set: a child never sees its parent's rings
 //!   (it abandons them on first use, closing its copies, which leaves the parent's alone) and
 //!   sets up its own.
@@ -26,6 +29,9 @@ pub(crate) struct RingPool {
     max_rings: Option<NonZeroUsize>,
     counters: RingCounters,
     rings: PerProcess<Rings>,
+    /// A test's stand-in for a kernel that refuses further rings.
+    #[cfg(test)]
+    refuse: std::sync::atomic::AtomicBool,
 }
 
 /// One process's rings.
@@ -33,13 +39,14 @@ struct Rings {
     idle: Mutex<Idle>,
     /// Signalled when a ring comes back or a slot frees up.
     returned: Condvar,
-    max: usize,
 }
 
 struct Idle {
     rings: Vec<TaggedRing>,
     /// Rings set up and not dropped: idle, in use, or being set up.
     made: usize,
+    /// The cap: `max_rings`, lowered to `made` when the kernel refuses one more.
+    max: usize,
 }
 
 impl Abandon for Rings {
@@ -74,7 +81,19 @@ impl RingPool {
             max_rings,
             counters: RingCounters::new(),
             rings: PerProcess::new(),
+            #[cfg(test)]
+            refuse: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    fn set_up(&self) -> Result<TaggedRing> {
+        #[cfg(test)]
+        if self.refuse.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(crate::Error::UringRefused {
+                errno: nix::errno::Errno::ENOMEM,
+            });
+        }
+        TaggedRing::new(self.setup)
     }
 
     /// The counters of every ring this pool set up.
@@ -101,9 +120,9 @@ impl RingPool {
                 idle: Mutex::new(Idle {
                     rings: Vec::new(),
                     made: 0,
+                    max: self.max_rings(),
                 }),
                 returned: Condvar::new(),
-                max: self.max_rings(),
             })
         })?;
         let mut idle = rings.lock();
@@ -114,21 +133,29 @@ impl RingPool {
                     ring: ManuallyDrop::new(ring),
                 });
             }
-            if idle.made < rings.max {
+            if idle.made < idle.max {
                 idle.made += 1;
                 drop(idle);
                 // Set up outside the lock: it is a system call, and others may return rings.
-                return match TaggedRing::new(self.setup) {
-                    Ok(ring) => Ok(Lease {
-                        rings,
-                        ring: ManuallyDrop::new(ring),
-                    }),
-                    Err(e) => {
-                        rings.lock().made -= 1;
-                        rings.returned.notify_one();
-                        Err(e)
+                match self.set_up() {
+                    Ok(ring) => {
+                        return Ok(Lease {
+                            rings,
+                            ring: ManuallyDrop::new(ring),
+                        })
                     }
-                };
+                    Err(e) => {
+                        idle = rings.lock();
+                        idle.made -= 1;
+                        rings.returned.notify_one();
+                        if idle.made == 0 {
+                            return Err(e);
+                        }
+                        // Make do with the rings there are.
+                        idle.max = idle.made;
+                        continue;
+                    }
+                }
             }
             idle = rings
                 .returned
@@ -210,6 +237,41 @@ mod tests {
         });
         assert_eq!(pool.made(), 2, "six threads, cap two");
         assert_eq!(pool.counters().stale_discarded.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn when_the_kernel_refuses_another_ring_callers_share_the_rings_there_are() {
+        let pool = RingPool::new(
+            RingSetup {
+                entries: 4,
+                sqpoll_idle_ms: None,
+            },
+            NonZeroUsize::new(4),
+        );
+        let Some(first) =
+            crate::skip::io_uring_or_skip(pool.take(), crate::Error::is_uring_refused)
+        else {
+            return;
+        };
+        pool.refuse.store(true, Ordering::Relaxed);
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let mut ring = pool.take().unwrap();
+                // SAFETY: NOPs reference no memory.
+                unsafe { ring.run(pool.counters(), nops(2)) }.unwrap();
+            });
+            // Hand the ring over only once the waiter was refused a ring of its own.
+            while pool.rings.get().is_some_and(|r| r.lock().max > 1) {
+                std::thread::yield_now();
+            }
+            drop(first);
+            waiter.join().unwrap();
+        });
+        assert_eq!(pool.made(), 1, "the refused ring was not counted");
+        // A pool with no ring at all fails with the refusal.
+        let empty = RingPool::new(pool.setup, None);
+        empty.refuse.store(true, Ordering::Relaxed);
+        assert!(empty.take().is_err_and(|e| e.is_uring_refused()));
     }
 
     #[test]
