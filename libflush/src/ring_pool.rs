@@ -37,8 +37,12 @@ pub(crate) struct RingPool {
 /// One process's rings.
 struct Rings {
     idle: Mutex<Idle>,
-    /// Signalled when a ring comes back or a slot frees up.
+    /// Signalled when a ring comes back or a slot frees up, if anyone waits: a notification is
+    /// a `futex` system call, which a flush under SQPOLL must not make.
     returned: Condvar,
+    /// Notifications sent, for a test.
+    #[cfg(test)]
+    notified: std::sync::atomic::AtomicUsize,
 }
 
 struct Idle {
@@ -47,6 +51,8 @@ struct Idle {
     made: usize,
     /// The cap: `max_rings`, lowered to `made` when the kernel refuses one more.
     max: usize,
+    /// Callers waiting for a ring.
+    waiting: usize,
 }
 
 impl Abandon for Rings {
@@ -62,6 +68,18 @@ impl Abandon for Rings {
 impl Rings {
     fn lock(&self) -> MutexGuard<'_, Idle> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Unlock, and wake a waiter if there is one (after `idle` changed for it).
+    fn release(&self, idle: MutexGuard<'_, Idle>) {
+        let wake = idle.waiting > 0;
+        drop(idle);
+        if wake {
+            #[cfg(test)]
+            self.notified
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.returned.notify_one();
+        }
     }
 }
 
@@ -121,8 +139,11 @@ impl RingPool {
                     rings: Vec::new(),
                     made: 0,
                     max: self.max_rings(),
+                    waiting: 0,
                 }),
                 returned: Condvar::new(),
+                #[cfg(test)]
+                notified: Default::default(),
             })
         })?;
         let mut idle = rings.lock();
@@ -147,8 +168,8 @@ impl RingPool {
                     Err(e) => {
                         idle = rings.lock();
                         idle.made -= 1;
-                        rings.returned.notify_one();
                         if idle.made == 0 {
+                            rings.release(idle);
                             return Err(e);
                         }
                         // Make do with the rings there are.
@@ -157,10 +178,12 @@ impl RingPool {
                     }
                 }
             }
+            idle.waiting += 1;
             idle = rings
                 .returned
                 .wait(idle)
                 .unwrap_or_else(PoisonError::into_inner);
+            idle.waiting -= 1;
         }
     }
 }
@@ -189,8 +212,7 @@ impl Drop for Lease<'_> {
         } else {
             idle.rings.push(ring);
         }
-        drop(idle);
-        self.rings.returned.notify_one();
+        self.rings.release(idle);
     }
 }
 
@@ -272,6 +294,27 @@ mod tests {
         let empty = RingPool::new(pool.setup, None);
         empty.refuse.store(true, Ordering::Relaxed);
         assert!(empty.take().is_err_and(|e| e.is_uring_refused()));
+    }
+
+    #[test]
+    fn a_caller_nobody_waits_for_makes_no_system_call_to_return_its_ring() {
+        let pool = RingPool::new(
+            RingSetup {
+                entries: 4,
+                sqpoll_idle_ms: None,
+            },
+            None,
+        );
+        for _ in 0..100 {
+            let Some(ring) =
+                crate::skip::io_uring_or_skip(pool.take(), crate::Error::is_uring_refused)
+            else {
+                return;
+            };
+            drop(ring);
+        }
+        let rings = pool.rings.get().unwrap();
+        assert_eq!(rings.notified.load(Ordering::Relaxed), 0, "futex wakes");
     }
 
     #[test]

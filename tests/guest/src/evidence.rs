@@ -147,7 +147,11 @@ fn run_phase(phase: &Phase) -> Result<(), String> {
             let report = measure()?;
             let ratios = ratios(&report);
             for r in ratios.as_array().into_iter().flatten() {
-                println!("  | ratio: {}: {:.2}x", r["what"], r["ratio"]);
+                let what = r["what"].as_str().unwrap_or_default();
+                println!(
+                    "  | ratio: {what}: {:.2}x",
+                    r["ratio"].as_f64().unwrap_or(0.0)
+                );
             }
             let command = format!(
                 "hdpflush-guest-tests evidence (phase {}: libflush's API, measured in-process)",
