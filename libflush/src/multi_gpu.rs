@@ -125,40 +125,48 @@ fn flush_gpus_with(
     completion: Option<Completion>,
 ) -> Vec<Result<()>> {
     let completion_of = |gpu: &dyn Flush| completion.unwrap_or_else(|| gpu.completion());
-    let requests: Vec<Request<'_>> = gpus
-        .iter()
-        .enumerate()
-        .filter_map(|(at, gpu)| {
-            Some(Request {
+    let mut requests = Vec::with_capacity(gpus.len());
+    for (at, gpu) in gpus.iter().enumerate() {
+        if let Some(target) = gpu.module_target() {
+            requests.push(Request {
                 at,
-                target: gpu.module_target()?,
+                target,
                 completion: completion_of(*gpu),
-            })
-        })
-        .collect();
-    let mut results: Vec<Option<Result<()>>> = vec![None; gpus.len()];
+            });
+        }
+    }
     // One module-served GPU gains nothing from a ring: its flusher's own request is one kernel
     // entry too.
-    if requests.len() > 1 {
+    if requests.len() < 2 {
+        requests.clear();
+    }
+    let mut module = Vec::new();
+    if !requests.is_empty() {
         fences.store_fence();
-        for (request, result) in requests.iter().zip(request_all(rings, &requests)) {
-            results[request.at] = Some(result);
-        }
+        module = request_all(rings, &requests);
         if requests.iter().any(|r| r.completion == Completion::Posted) {
             fences.store_fence();
         }
     }
+    let mut module = requests.iter().map(|r| r.at).zip(module).peekable();
     gpus.iter()
-        .zip(results)
-        .map(|(gpu, result)| result.unwrap_or_else(|| gpu.flush_with(completion_of(*gpu))))
+        .enumerate()
+        .map(|(at, gpu)| match module.next_if(|(of, _)| *of == at) {
+            Some((_, result)) => result,
+            None => gpu.flush_with(completion_of(*gpu)),
+        })
         .collect()
 }
 
-/// Every request's result: those the module takes as `URING_CMD` in one submission, the rest
-/// (and all of them if the submission fails) by ioctl.
+/// Every request's result, in order: those the module takes as `URING_CMD` in one
+/// submission, the rest (and all of them if the submission fails) by ioctl.
 fn request_all(rings: &RingPool, requests: &[Request<'_>]) -> Vec<Result<()>> {
-    let by_uring: Vec<&Request<'_>> = requests.iter().filter(|r| r.target.uring_cmd).collect();
-    let mut submitted = match submit(rings, &by_uring) {
+    let entries: Vec<squeue::Entry> = requests
+        .iter()
+        .filter(|r| r.target.uring_cmd)
+        .map(Request::sqe)
+        .collect();
+    let mut submitted = match submit(rings, entries) {
         Ok(results) => results.into_iter(),
         Err(_) => Vec::new().into_iter(),
     };
@@ -173,13 +181,12 @@ fn request_all(rings: &RingPool, requests: &[Request<'_>]) -> Vec<Result<()>> {
         .collect()
 }
 
-/// One submission of `requests`; each one's `cqe.res`, in order.
-fn submit(rings: &RingPool, requests: &[&Request<'_>]) -> Result<Vec<i32>> {
-    if requests.is_empty() {
+/// One submission of `entries`; each one's `cqe.res`, in order.
+fn submit(rings: &RingPool, entries: Vec<squeue::Entry>) -> Result<Vec<i32>> {
+    if entries.is_empty() {
         return Ok(Vec::new());
     }
     let mut ring = rings.take()?;
-    let entries = requests.iter().map(|r| r.sqe()).collect::<Vec<_>>();
     // SAFETY: each request travels inside its SQE's command area: the entries reference no
     // memory. The fds are borrowed from the flushers for the whole call; should the call
     // fail, a completion arriving later touches no memory of ours either.
