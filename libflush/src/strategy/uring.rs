@@ -1,10 +1,11 @@
 //! The flush IOCTL's requests carried by io_uring `URING_CMD`.
 //!
-//! What it helps, measured (docs/patch-evidence.md): with SQPOLL, flushing makes no system
-//! call at all, whatever the number of threads flushing, which all share the process's one
-//! polling thread. Without SQPOLL one flush costs an `io_uring_enter` plus io_uring's own
-//! work, no less than the ioctl. One flush covers every store before it, so there is nothing
-//! to batch for one GPU; several GPUs in one kernel entry is [`crate::flush_gpus`].
+//! What it helps: with SQPOLL, flushing makes no system call at all, whatever the number of
+//! threads flushing, which all share the process's one polling thread. It does not make a
+//! flush faster: in the QEMU guests (`cargo xtask vm-bench`, phase `gpus`) one flush costs
+//! 2.4-4.1x the ioctl, with SQPOLL 1.5-3.3x. One flush covers every store before it, so
+//! there is nothing to batch for one GPU; several GPUs in one kernel entry is
+//! [`crate::flush_gpus`].
 //!
 //! A handle keeps a capped pool of rings (`crate::ring_pool`): a call takes one, runs on it
 //! without holding any lock, and puts it back, so threads sharing a handle never wait for each
