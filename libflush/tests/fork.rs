@@ -59,14 +59,22 @@ fn parent_and_child_both_finish(sqpoll_idle_ms: Option<u32>) {
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         // Holds a ring of the pool (and now and then its lock) while the fork happens.
-        let busy = s.spawn(|| {
+        let (started, running) = std::sync::mpsc::channel();
+        let (floor, stop) = (&floor, &stop);
+        let busy = s.spawn(move || {
             let mut submitted = 0u64;
-            while !stop.load(Ordering::Relaxed) {
+            loop {
                 floor.submit(3).unwrap();
                 submitted += 1;
+                if submitted == 1 {
+                    let _ = started.send(());
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return submitted;
+                }
             }
-            submitted
         });
+        running.recv().unwrap();
         // SAFETY: the child runs libflush's ring code (io_uring system calls, atomics, the
         // allocator, which glibc keeps usable across fork; no lock it may find held by a
         // vanished thread: it abandons what it inherited) and `_exit`.
