@@ -137,7 +137,7 @@ pub enum Error {
 
     /// The kernel refuses to set up an io_uring here: `io_uring_setup` failed. A caller that
     /// can flush another way (one ioctl per flush) falls back on this error, and on no other.
-    #[error("io_uring is refused here: io_uring_setup failed: {errno} ({}) (the kernel without CONFIG_IO_URING, kernel.io_uring_disabled, a seccomp filter, or the locked-memory limit)", errno.desc())]
+    #[error("io_uring is refused here: io_uring_setup failed: {errno} (the kernel without CONFIG_IO_URING, kernel.io_uring_disabled, a seccomp filter, or the locked-memory limit)")]
     UringRefused {
         /// The kernel's answer (`ENOSYS`, `EPERM`, `ENOMEM`, ...).
         errno: Errno,

@@ -608,12 +608,20 @@ mod tests {
 
     #[test]
     fn sqpoll_rings_of_a_process_share_one_poller() {
-        let rings: Vec<TaggedRing> = (0..4).filter_map(|_| ring(8, Some(50))).collect();
-        if rings.is_empty() {
+        let Some(first) = ring(8, Some(50)) else {
             return;
-        }
+        };
+        let mut rings: Vec<TaggedRing> = std::iter::once(first)
+            .chain((0..3).map(|_| {
+                TaggedRing::new(RingSetup {
+                    entries: 8,
+                    sqpoll_idle_ms: Some(50),
+                })
+                .unwrap()
+            }))
+            .collect();
         let counters = RingCounters::new();
-        for mut r in rings.into_iter() {
+        for r in &mut rings {
             // SAFETY: NOPs reference no memory.
             unsafe { r.run(&counters, nops(4)) }.unwrap();
         }
