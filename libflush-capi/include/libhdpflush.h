@@ -88,7 +88,8 @@ typedef struct hdpflush_gpu hdpflush_gpu;
                                                     documented */
 #define HDPFLUSH_OPEN_BATCHED (1u << 1) /* many threads flush this GPU: io_uring rather than an
                                            ioctl per flush (the ioctl where io_uring is refused;
-                                           the reason says so). No gain for one thread. */
+                                           the reason says so). With SQPOLL it saves system
+                                           calls, not time; no gain for one thread. */
 #define HDPFLUSH_OPEN_SQPOLL (1u << 2)  /* with BATCHED: the process's kernel SQ polling thread,
                                            so steady flushing makes no system call */
 #define HDPFLUSH_OPEN_POSTED (1u << 3)  /* hdpflush_gpu_flush(g, 0) posts instead of completing */
@@ -132,9 +133,10 @@ int hdpflush_open_index(uint32_t module_index, const struct hdpflush_open_option
  * issued inside; the caller adds none. */
 int hdpflush_gpu_flush(hdpflush_gpu *gpu, uint32_t flags);
 
-/* Flush several GPUs (e.g. after writing peer buffers on each). Every one is flushed even if
- * one fails; the first failure is returned and hdpflush_last_error() names its GPU (or the NULL
- * entry). */
+/* Flush several GPUs (e.g. after writing peer buffers on each): every GPU the hdp_flush module
+ * serves in one kernel entry (one io_uring submission; one ioctl each where io_uring is
+ * refused), the others one by one. Every one is flushed even if one fails; the first failure is
+ * returned and hdpflush_last_error() names its GPU (or the NULL or closed entry). */
 int hdpflush_flush_gpus(hdpflush_gpu *const *gpus, size_t count, uint32_t flags);
 
 /* Invalidate the GPU's HDP read cache before reading through the BAR what the GPU wrote. */

@@ -376,28 +376,52 @@ pub unsafe extern "C" fn hdpflush_flush_gpus(
         if gpus.is_null() {
             return Err(invalid("the GPU array is NULL"));
         }
+        let completion = match flags {
+            0 => None,
+            FLUSH_POSTED => Some(Completion::Posted),
+            FLUSH_COMPLETED => Some(Completion::Completed),
+            _ => return Err(invalid(format!(
+                "flush flags {flags:#x}: give HDPFLUSH_FLUSH_POSTED or HDPFLUSH_FLUSH_COMPLETED, not both, nothing else"
+            ))),
+        };
         // SAFETY: non-null, and per the contract `count` readable handles.
         let all = unsafe { std::slice::from_raw_parts(gpus, count) };
-        let mut first = None;
-        for (i, &gpu) in all.iter().enumerate() {
-            // SAFETY: each is NULL or live, per the contract.
-            let flushed = unsafe { handle(gpu) }
-                .map_err(|e| match e {
+        // Every entry checked first: a bad one fails alone, the others are still flushed.
+        let handles: Vec<libflush::Result<&GpuHandle>> = all
+            .iter()
+            .enumerate()
+            .map(|(i, &gpu)| {
+                // SAFETY: each is NULL, live or recently closed, per the contract.
+                unsafe { handle(gpu) }.map_err(|e| match e {
                     Error::InvalidArgument { .. } => {
                         invalid(format!("entry {i} of the GPU array is NULL"))
                     }
                     other => other,
                 })
-                .and_then(|h| {
-                    h.flusher
-                        .flush_with(completion_of(flags, &*h.flusher)?)
-                        .map_err(|e| Error::Os {
-                            what: format!("GPU {} (entry {i}): {e}", h.flusher.gpu()),
-                            op: "flush",
-                            errno: e.errno(),
-                        })
-                });
-            if let Err(e) = flushed {
+            })
+            .collect();
+        let live: Vec<&dyn Flush> = handles
+            .iter()
+            .filter_map(|h| h.as_ref().ok())
+            .map(|h| &*h.flusher as &dyn Flush)
+            .collect();
+        // One kernel entry for every GPU the module serves (libflush::flush_gpus).
+        let mut flushed = libflush::flush_gpus(&live, completion).into_iter();
+        let mut first = None;
+        for (i, h) in handles.into_iter().enumerate() {
+            let result = h.and_then(|h| {
+                flushed
+                    .next()
+                    .unwrap_or_else(|| {
+                        Err(invalid("internal: flush_gpus gave fewer results than GPUs"))
+                    })
+                    .map_err(|e| Error::Os {
+                        what: format!("GPU {} (entry {i}): {e}", h.flusher.gpu()),
+                        op: "flush",
+                        errno: e.errno(),
+                    })
+            });
+            if let Err(e) = result {
                 first.get_or_insert(e);
             }
         }

@@ -185,10 +185,7 @@ impl HdpFlushDevice {
 
     /// FLUSH device `index` with `flags` (`HDP_FLUSH_F_*`).
     pub fn flush(&self, index: u32, flags: u32) -> Result<()> {
-        let req = HdpFlushRequest::new(index, flags);
-        // SAFETY: `req` is a valid HdpFlushRequest the kernel only reads.
-        unsafe { ioctls::flush(self.file.as_raw_fd(), &req) }
-            .map(drop)
+        flush_fd(self.file.as_fd(), index, flags)
             .map_err(|e| Error::os(self.what(), "FLUSH ioctl", e))
     }
 
@@ -219,6 +216,14 @@ impl AsFd for HdpFlushDevice {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
     }
+}
+
+/// The FLUSH ioctl on an open device node `fd`.
+pub(crate) fn flush_fd(fd: BorrowedFd<'_>, index: u32, flags: u32) -> nix::Result<()> {
+    let req = HdpFlushRequest::new(index, flags);
+    // SAFETY: `req` is a valid HdpFlushRequest, alive for the call; the number says the kernel
+    // only reads its 16 bytes.
+    unsafe { ioctls::flush(fd.as_raw_fd(), &req) }.map(drop)
 }
 
 /// Map an open(2) failure to the error that says what to do.

@@ -135,6 +135,20 @@ pub enum Error {
     #[error("io_uring: the kernel dropped a completion; the ring is no longer used (the next flush sets up a new one)")]
     RingPoisoned,
 
+    /// The kernel refuses to set up an io_uring here: `io_uring_setup` failed. A caller that
+    /// can flush another way (one ioctl per flush) falls back on this error, and on no other.
+    #[error("io_uring is refused here: io_uring_setup failed: {errno} (the kernel without CONFIG_IO_URING, kernel.io_uring_disabled, a seccomp filter, or the locked-memory limit)")]
+    UringRefused {
+        /// The kernel's answer (`ENOSYS`, `EPERM`, `ENOMEM`, ...).
+        errno: Errno,
+    },
+
+    /// A ring inherited across `fork()` was about to be used in the child. It is the parent's
+    /// (its queues are shared memory): never used here. Not expected: each process's rings
+    /// are set up by that process.
+    #[error("io_uring: this ring was set up by the parent process before fork(); the child does not use it")]
+    RingInherited,
+
     /// A mapping too small for what a strategy stores into it.
     #[error("{what}: mapping of {len} bytes is too small; need at least {need}")]
     RegionTooSmall {
@@ -163,10 +177,18 @@ impl Error {
             | Self::NoProcessGpu { .. }
             | Self::NoFlushPath { .. } => Errno::ENODEV,
             Self::Unsupported { .. } => Errno::EOPNOTSUPP,
-            Self::RingPoisoned => Errno::EIO,
+            Self::RingPoisoned | Self::RingInherited => Errno::EIO,
+            Self::UringRefused { errno } if *errno as i32 > 0 => *errno,
+            Self::UringRefused { .. } => Errno::ENOSYS,
             Self::Os { errno, .. } if *errno as i32 > 0 => *errno,
             Self::Os { .. } => Errno::EIO,
         }
+    }
+
+    /// True for [`Error::UringRefused`]: io_uring cannot be used in this process, and a caller
+    /// that can flush another way (one ioctl per flush) should.
+    pub fn is_uring_refused(&self) -> bool {
+        matches!(self, Self::UringRefused { .. })
     }
 
     /// A missing or forbidden device node says `strategy` cannot run here; other errors are
@@ -179,12 +201,6 @@ impl Error {
             },
             other => other,
         }
-    }
-
-    /// io_uring could not be set up: the kernel or a sandbox refuses it (a container's seccomp
-    /// profile, `kernel.io_uring_disabled`), so a caller can use the ioctl instead.
-    pub fn is_io_uring_refused(&self) -> bool {
-        matches!(self, Self::Os { what, op: "setup", .. } if what == "io_uring")
     }
 
     /// An [`Error::Os`] from an errno.
@@ -222,6 +238,10 @@ mod tests {
             Error::os("x", "y", Errno::UnknownErrno),
             Error::os("x", "y", Errno::EINTR),
             Error::RingPoisoned,
+            Error::RingInherited,
+            Error::UringRefused {
+                errno: Errno::UnknownErrno,
+            },
             Error::InvalidArgument { what: "x".into() },
             Error::NoFlushPath {
                 gpu: "g".into(),

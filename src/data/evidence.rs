@@ -15,7 +15,7 @@ use crate::error::CliError;
 /// One phase: a module configuration (or none, on the host) and the bench run on it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PhaseRun {
-    /// "sim", "sim-1us", "emulated" or "host".
+    /// "sim", "sim-1us", "emulated", "gpus" or "host".
     pub phase: String,
     /// What the phase measures.
     pub purpose: String,
@@ -190,7 +190,7 @@ impl Evidence {
 }
 
 fn phase_order(phase: &str) -> usize {
-    ["sim", "sim-1us", "emulated", "host"]
+    ["sim", "sim-1us", "emulated", "gpus", "host"]
         .iter()
         .position(|p| *p == phase)
         .unwrap_or(usize::MAX)

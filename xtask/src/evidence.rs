@@ -100,7 +100,30 @@ fn guest_phases(arch: Arch, dir: &Path) -> StepResult {
         phases.len(),
         booted.run.secs
     );
+    for line in phases.iter().flat_map(|(_, text)| ratio_lines(text)) {
+        eprintln!("    {line}");
+    }
     Ok(())
+}
+
+/// The ratios a phase the guest measured itself states (tests/guest/src/evidence.rs, phase
+/// `gpus`), one line each; none for other phases.
+fn ratio_lines(phase: &str) -> Vec<String> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(phase) else {
+        return Vec::new();
+    };
+    v["ratios"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            Some(format!(
+                "{}: {:.2}x",
+                r["what"].as_str()?,
+                r["ratio"].as_f64()?
+            ))
+        })
+        .collect()
 }
 
 /// The JSON blocks between the guest's markers, each checked against its announced length (a
@@ -223,5 +246,12 @@ mod tests {
         assert!(blocks(&lines("guest: 0 passed, 0 failed"))
             .unwrap_err()
             .contains("no evidence"));
+    }
+
+    #[test]
+    fn ratio_lines_come_from_a_phases_ratios() {
+        let phase = r#"{"phase": "gpus", "ratios": [{"what": "a / b", "ratio": 0.25}]}"#;
+        assert_eq!(ratio_lines(phase), vec!["a / b: 0.25x".to_owned()]);
+        assert!(ratio_lines(r#"{"phase": "sim"}"#).is_empty());
     }
 }

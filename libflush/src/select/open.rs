@@ -70,6 +70,9 @@ impl Flush for GpuFlusher {
     fn flush_batch(&self, count: usize) -> Result<()> {
         self.inner.flush_batch(count)
     }
+    fn module_target(&self) -> Option<crate::ModuleTarget<'_>> {
+        self.inner.module_target()
+    }
 }
 
 /// Open a flusher for the GPU `named`, with what `options` offers (see [`super`] for the
@@ -159,7 +162,7 @@ pub(crate) fn open_gpu_on(
             match Uring::on_device(dev.try_clone()?, config) {
                 Ok(u) => Box::new(u),
                 // Refused by the kernel or a sandbox: a batching caller still gets its flushes.
-                Err(e) if by_name.is_none() && e.is_io_uring_refused() => {
+                Err(e) if by_name.is_none() && e.is_uring_refused() => {
                     selection = Selection {
                         kind: StrategyKind::Ioctl,
                         reason: format!(

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::{Backing, Completion, KernelFlush, StrategyKind, Transport};
+use super::{Backing, Completion, KernelFlush, ModuleTarget, StrategyKind, Transport};
 use crate::barrier::Fences;
 use crate::device::{backend_backing, backend_name, device_name, HdpFlushDevice};
 use crate::uapi;
@@ -92,5 +92,9 @@ impl Transport for IoctlTransport {
 
     fn request_invalidate(&self) -> Result<()> {
         self.dev.invalidate(self.index)
+    }
+
+    fn module_target(&self) -> Option<ModuleTarget<'_>> {
+        Some(ModuleTarget::of(&self.dev, self.index))
     }
 }

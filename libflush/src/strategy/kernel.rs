@@ -30,7 +30,7 @@
 //! ordinary memory) does not keep this CPU's later BAR loads, which may be speculated on a
 //! write-combined mapping, from being satisfied before the read cache was invalidated.
 
-use super::{Backing, Completion, Flush, StrategyKind};
+use super::{Backing, Completion, Flush, ModuleTarget, StrategyKind};
 use crate::barrier::Fences;
 use crate::Result;
 
@@ -45,6 +45,10 @@ pub trait Transport: Fences + Send + Sync {
     fn request_flush(&self, count: usize, completion: Completion) -> Result<()>;
     /// Ask for an HDP read-cache invalidation (always completed).
     fn request_invalidate(&self) -> Result<()>;
+    /// The hdp_flush module device the requests go to, if that is where they go.
+    fn module_target(&self) -> Option<ModuleTarget<'_>> {
+        None
+    }
 }
 
 /// A flush performed on the caller's behalf, over transport `T`.
@@ -103,5 +107,9 @@ impl<T: Transport> Flush for KernelFlush<T> {
 
     fn flush_batch(&self, count: usize) -> Result<()> {
         self.flush_n(count, self.completion)
+    }
+
+    fn module_target(&self) -> Option<ModuleTarget<'_>> {
+        self.transport.module_target()
     }
 }

@@ -1,10 +1,14 @@
 //! The [`Flush`] trait and one file per strategy.
 
 use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::device::HdpFlushDevice;
+use crate::uapi;
 use crate::{Error, Result};
 
 mod dummy_page;
@@ -90,10 +94,46 @@ pub trait Flush: Send + Sync {
         })
     }
 
-    /// Issue `count` flushes as one submission where the transport allows it (io_uring);
-    /// the effect is that of `count` calls to [`flush`](Flush::flush).
+    /// `count` flushes of this one GPU, in one submission where the transport allows it
+    /// (io_uring). For measuring what a submission costs: a runtime has no use for it, since
+    /// one [`flush`](Flush::flush) already covers every store before it. To flush several
+    /// GPUs in one kernel entry, use [`crate::flush_gpus`].
     fn flush_batch(&self, count: usize) -> Result<()> {
         (0..count).try_for_each(|_| self.flush())
+    }
+
+    /// Where this flusher's requests go if the hdp_flush module performs them (the `ioctl` and
+    /// `uring` strategies): [`crate::flush_gpus`] then sends them, with other GPUs', in one
+    /// kernel entry. `None` for every other strategy, and for wrappers that do not forward it.
+    fn module_target(&self) -> Option<ModuleTarget<'_>> {
+        None
+    }
+}
+
+/// An hdp_flush module device as a FLUSH request names it: the open device node it goes
+/// through and the module's index of the GPU.
+#[derive(Clone, Copy, Debug)]
+pub struct ModuleTarget<'a> {
+    /// The open device node (`/dev/hdp_flush`, or a GPU's own node).
+    pub fd: BorrowedFd<'a>,
+    /// The module's index of the device behind it.
+    pub index: u32,
+    /// The node's path, for messages.
+    pub path: &'a Path,
+    /// Whether the module serves io_uring `URING_CMD` (`HDP_FLUSH_FEAT_URING_CMD`); without it,
+    /// the request goes as an ioctl.
+    pub uring_cmd: bool,
+}
+
+impl<'a> ModuleTarget<'a> {
+    /// Device `index` of the module behind `dev`.
+    pub fn of(dev: &'a HdpFlushDevice, index: u32) -> Self {
+        Self {
+            fd: dev.as_fd(),
+            index,
+            path: dev.path(),
+            uring_cmd: dev.version().features & uapi::HDP_FLUSH_FEAT_URING_CMD != 0,
+        }
     }
 }
 
