@@ -654,6 +654,34 @@ fn a_uring_handle_flushes_in_parent_and_child_after_fork() -> TestResult {
     Ok(())
 }
 
+/// `kernel.io_uring_disabled`: 0 allows io_uring, 2 refuses every `io_uring_setup`.
+fn set_io_uring_disabled(value: &str) -> TestResult {
+    std::fs::write("/proc/sys/kernel/io_uring_disabled", value)
+        .map_err(|e| format!("kernel.io_uring_disabled={value}: {e}"))
+}
+
+/// Where io_uring is refused (a container's seccomp profile, `kernel.io_uring_disabled`), a
+/// caller that asked for batching still gets its flushes: through the ioctl, and the reason
+/// says why.
+fn with_io_uring_refused_a_batched_open_uses_the_ioctl_and_says_why() -> TestResult {
+    let d = dev()?;
+    let (index, pci) = *edu_devices(&d)?.first().ok_or("no edu device")?;
+    set_io_uring_disabled("2")?;
+    let result = only_device_counts(&d, index, (1, 0), || {
+        let f = libflush::open_gpu(GpuSelector::Pci(pci), FlusherOptions::new().batched(None))
+            .map_err(|e| e.to_string())?;
+        let reason = &f.selection().reason;
+        println!("  {pci}: {} ({reason})", f.kind());
+        ensure(
+            f.kind() == StrategyKind::Ioctl && reason.contains("io_uring is refused here"),
+            || reason.clone(),
+        )?;
+        f.flush().map_err(|e| e.to_string())
+    });
+    set_io_uring_disabled("0")?;
+    result
+}
+
 /// A flusher that names a module device the module does not serve.
 struct StrayDevice<'a>(&'a HdpFlushDevice);
 
@@ -1858,6 +1886,7 @@ fn main() {
         sqpoll_flushes_make_no_io_uring_enter_in_steady_state,
         threads_sharing_one_uring_handle_each_complete_their_own,
         a_uring_handle_flushes_in_parent_and_child_after_fork,
+        with_io_uring_refused_a_batched_open_uses_the_ioctl_and_says_why,
         flush_gpus_flushes_every_module_device_in_one_kernel_entry,
         stats_stay_consistent_after_an_8_thread_storm,
         bad_ioctls_get_enotty_einval_efault_enodev,
