@@ -165,10 +165,7 @@ pub(crate) fn open_gpu_on(
                 Err(e) if by_name.is_none() && e.is_uring_refused() => {
                     selection = Selection {
                         kind: StrategyKind::Ioctl,
-                        reason: format!(
-                            "{}; io_uring is refused here ({e}), so one ioctl per flush",
-                            selection.reason
-                        ),
+                        reason: format!("{}; {e}; so one ioctl per flush", selection.reason),
                         backing: selection.backing,
                     };
                     Box::new(Ioctl::on_device(dev, index, completion)?)
