@@ -41,7 +41,8 @@
  * failure:
  *   -EINVAL      a bad argument: NULL handle or out pointer, a malformed PCI address, a NULL
  *                or misaligned mapping, a dummy page under 4096 bytes, unknown flag bits,
- *                options.size smaller than HDPFLUSH_OPEN_OPTIONS_SIZE_VER1, reserved not 0,
+ *                options.size not the size of any version of the struct (smaller than this
+ *                library's, it must be HDPFLUSH_OPEN_OPTIONS_SIZE_VER1), reserved not 0,
  *                an unknown opts->strategy; or a bad HDPFLUSH_STRATEGY / HDPFLUSH_GPU
  *   -E2BIG       opts->size is larger than this library's struct and a field it does not know
  *                is set (built against a newer header: update libhdpflush)

@@ -16,7 +16,7 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::mem::{offset_of, size_of, ManuallyDrop};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, OnceLock, TryLockError};
 
 use libflush::select::GpuFlusher;
 use libflush::strategy::BackingKind;
@@ -73,12 +73,17 @@ pub struct OpenOptions {
 /// The smallest `size` accepted.
 pub const HDPFLUSH_OPEN_OPTIONS_SIZE_VER1: usize = offset_of!(OpenOptions, strategy);
 
+/// The struct's size in each header version before this one.
+const OPEN_OPTIONS_SIZES: [usize; 1] = [HDPFLUSH_OPEN_OPTIONS_SIZE_VER1];
+
 /// What a live handle's first word holds; [`DEAD`] once it is closed.
 const LIVE: u64 = u64::from_be_bytes(*b"hdpflush");
 const DEAD: u64 = u64::from_be_bytes(*b"hdpDEAD!");
 /// Closed handles kept allocated (their flusher dropped), so that a use after close is caught
 /// as `-EBADF` rather than touching freed memory.
 const QUARANTINE: usize = 256;
+/// How often a close tries the quarantine's lock before leaving its handle unfreed.
+const QUARANTINE_TRIES: usize = 1000;
 
 /// `hdpflush_gpu`: one GPU's flusher and the C string of its reason.
 pub struct GpuHandle {
@@ -153,6 +158,12 @@ unsafe fn read_options(opts: *const OpenOptions) -> libflush::Result<OpenOptions
         )));
     }
     let ours = size_of::<OpenOptions>();
+    // Every size a header version had, or larger than ours: never one that splits a field.
+    if size < ours && !OPEN_OPTIONS_SIZES.contains(&size) {
+        return Err(invalid(format!(
+            "hdpflush_open_options.size is {size}, which no version of the struct has (set it to sizeof(struct hdpflush_open_options))"
+        )));
+    }
     let bytes = opts.cast::<u8>();
     for at in ours..size {
         // SAFETY: `at < size`, readable per the contract.
@@ -539,13 +550,22 @@ pub unsafe extern "C" fn hdpflush_close(gpu: *mut GpuHandle) {
         // SAFETY: this call won the LIVE -> DEAD exchange, so it alone drops the flusher, once;
         // no other thread uses the handle, per the contract.
         unsafe { ManuallyDrop::drop(&mut (*gpu).flusher) };
-        let evicted = {
-            let mut closed = CLOSED.lock().unwrap_or_else(PoisonError::into_inner);
+        // Never blocks: in a child, a lock a parent's thread held at the fork never opens. If
+        // it stays busy, the closed shell (its flusher already dropped) is left unfreed.
+        let quarantined = (0..QUARANTINE_TRIES).find_map(|_| match CLOSED.try_lock() {
+            Ok(closed) => Some(closed),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => {
+                std::thread::yield_now();
+                None
+            }
+        });
+        let evicted = quarantined.and_then(|mut closed| {
             closed.push_back(Closed(gpu));
             (closed.len() > QUARANTINE)
                 .then(|| closed.pop_front())
                 .flatten()
-        };
+        });
         if let Some(Closed(old)) = evicted {
             // SAFETY: a handle from Box::into_raw whose flusher was dropped at its close; it
             // leaves the quarantine exactly once, here.
@@ -699,6 +719,13 @@ mod tests {
         assert_eq!(err.errno(), Errno::E2BIG);
         assert!(
             err.to_string().contains("byte 57 of the caller's 64"),
+            "{err}"
+        );
+        // A size that splits a field (part of a pointer): EINVAL.
+        let err = read(&caller_struct(44, c"sim", None)).unwrap_err();
+        assert_eq!(err.errno(), Errno::EINVAL);
+        assert!(
+            err.to_string().contains("no version of the struct"),
             "{err}"
         );
         // Smaller than the first release: EINVAL, before anything else is read.

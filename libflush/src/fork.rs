@@ -17,8 +17,7 @@
 //! fork handlers. `fork()`, and everything built on it, does.
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 use nix::errno::Errno;
 
@@ -27,8 +26,12 @@ use crate::{Error, Result};
 /// Bumped in every child, in the child, before `fork()` returns there.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
-/// Whether the child handler is installed (once per process; a child inherits it).
-static HOOK: OnceLock<Result<(), Errno>> = OnceLock::new();
+/// Whether the child handler is installed (a child inherits both the handler and this flag).
+///
+/// Not a `OnceLock`: a fork while another thread runs its initializer would leave the child a
+/// lock that never opens. Two threads may both install the handler at first use; then a fork
+/// bumps the generation twice, which is as good as once.
+static HOOKED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn in_child() {
     // Async-signal-safe: one atomic add. The child has one thread now; threads it starts later
@@ -39,18 +42,15 @@ extern "C" fn in_child() {
 /// This process's generation. Installs the fork hook on first use, so a generation returned
 /// here is one a later `fork()` is guaranteed to change in the child.
 pub(crate) fn generation() -> Result<u64> {
-    let hooked = HOOK.get_or_init(|| {
+    if !HOOKED.load(Ordering::Acquire) {
         // SAFETY: `in_child` is a plain function that lives as long as the program and is
         // async-signal-safe, as a fork child handler must be; no prepare or parent handler.
         match unsafe { nix::libc::pthread_atfork(None, None, Some(in_child)) } {
-            0 => Ok(()),
-            rc => Err(Errno::from_raw(rc)),
+            0 => HOOKED.store(true, Ordering::Release),
+            rc => return Err(Error::os("io_uring", "pthread_atfork", Errno::from_raw(rc))),
         }
-    });
-    match hooked {
-        Ok(()) => Ok(GENERATION.load(Ordering::Relaxed)),
-        Err(errno) => Err(Error::os("io_uring", "pthread_atfork", *errno)),
     }
+    Ok(GENERATION.load(Ordering::Relaxed))
 }
 
 /// What a child does with a value it inherited: release what it can without waiting for

@@ -193,7 +193,9 @@ fn submit(rings: &RingPool, entries: Vec<squeue::Entry>) -> Result<Vec<i32>> {
     let mut ring = rings.take()?;
     // SAFETY: each request travels inside its SQE's command area: the entries reference no
     // memory. The fds are borrowed from the flushers for the whole call; should the call
-    // fail, a completion arriving later touches no memory of ours either.
+    // fail, a completion arriving later touches no memory of ours either, and SQEs the kernel
+    // has not consumed poison the ring, which the lease then drops with them (never submitted
+    // later, against a reused fd number).
     unsafe { ring.run_each(rings.counters(), entries.into_iter()) }
 }
 

@@ -66,6 +66,8 @@ pub(crate) struct TaggedRing {
     poisoned: bool,
     #[cfg(test)]
     fail_next_enter: Option<Errno>,
+    #[cfg(test)]
+    refuse_next_enter: Option<Errno>,
 }
 
 /// Counters of a set of rings (a handle's pool).
@@ -147,6 +149,8 @@ impl TaggedRing {
             poisoned: false,
             #[cfg(test)]
             fail_next_enter: None,
+            #[cfg(test)]
+            refuse_next_enter: None,
         })
     }
 
@@ -269,10 +273,15 @@ impl TaggedRing {
             }
         };
         if result.is_err() {
-            // Ours that the kernel took complete later; ours still in the SQ go in with the
-            // next call's enter. Either way their tags are below the next call's and they are
-            // discarded.
+            // Ours that the kernel took complete later, and their tags are below the next
+            // call's: they are discarded. Ours still in the SQ must never go in later: a
+            // `URING_CMD` names a raw fd, looked up when the kernel consumes the SQE, and by
+            // then the caller may have closed it and the number been reused. A ring with
+            // unconsumed SQEs is poisoned, so its owner drops it (dropping discards them).
             self.stale += pushed - reaped;
+            if !self.ring.submission().is_empty() {
+                self.poisoned = true;
+            }
         }
         result
     }
@@ -341,6 +350,11 @@ impl TaggedRing {
         flags: EnterFlags,
     ) -> io::Result<usize> {
         counters.enters.fetch_add(1, Ordering::Relaxed);
+        // A refusal injected by a test models an enter that consumed nothing.
+        #[cfg(test)]
+        if let Some(errno) = self.refuse_next_enter.take() {
+            return Err(io::Error::from_raw_os_error(errno as i32));
+        }
         // A failure injected by a test models an enter that submitted, then returned early.
         #[cfg(test)]
         let (min_complete, injected) = match self.fail_next_enter.take() {
@@ -366,12 +380,12 @@ impl TaggedRing {
     }
 }
 
-/// Errors after which entering again makes progress: a signal, or overflowed completions
-/// that reaping makes room for.
+/// Errors after which entering again makes progress: a signal, overflowed completions that
+/// reaping makes room for, or a request the kernel could not allocate this time.
 fn retryable(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error().map(Errno::from_raw),
-        Some(Errno::EINTR | Errno::EBUSY)
+        Some(Errno::EINTR | Errno::EBUSY | Errno::EAGAIN)
     )
 }
 
@@ -572,6 +586,22 @@ mod tests {
         // SAFETY: NOPs reference no memory.
         let err = unsafe { r.run(&RingCounters::new(), nops(1)) }.unwrap_err();
         assert_eq!(err, Error::RingPoisoned);
+    }
+
+    #[test]
+    fn an_enter_that_consumed_nothing_poisons_the_ring_so_its_sqes_never_go_in_later() {
+        let Some(mut r) = ring(8, None) else { return };
+        r.refuse_next_enter = Some(Errno::ENOMEM);
+        // SAFETY: NOPs reference no memory.
+        let err = unsafe { r.run(&RingCounters::new(), nops(3)) }.unwrap_err();
+        assert!(err.to_string().contains("ENOMEM"), "{err}");
+        assert!(r.is_poisoned(), "three SQEs left in the SQ");
+        // EAGAIN is retried instead: the kernel could not allocate this time.
+        let Some(mut r) = ring(8, None) else { return };
+        r.refuse_next_enter = Some(Errno::EAGAIN);
+        // SAFETY: as above.
+        unsafe { r.run(&RingCounters::new(), nops(3)) }.unwrap();
+        assert!(!r.is_poisoned());
     }
 
     #[test]

@@ -63,9 +63,11 @@ pub type Uring = KernelFlush<UringTransport>;
 
 /// One module device, reached through a pool of io_urings.
 pub struct UringTransport {
+    // Dropped before the device: an SQPOLL ring must be gone before the fd its commands name
+    // is closed.
+    pool: RingPool,
     dev: HdpFlushDevice,
     config: UringConfig,
-    pool: RingPool,
     backing: Backing,
 }
 
