@@ -344,11 +344,12 @@ unsafe fn handle<'a>(gpu: *const GpuHandle) -> libflush::Result<&'a GpuHandle> {
     Ok(h)
 }
 
-fn completion_of(flags: u32, flusher: &dyn Flush) -> libflush::Result<Completion> {
+/// The completion `HDPFLUSH_FLUSH_*` flags ask for; `None` (flags 0): each flusher's own.
+fn requested_completion(flags: u32) -> libflush::Result<Option<Completion>> {
     match flags {
-        0 => Ok(flusher.completion()),
-        FLUSH_POSTED => Ok(Completion::Posted),
-        FLUSH_COMPLETED => Ok(Completion::Completed),
+        0 => Ok(None),
+        FLUSH_POSTED => Ok(Some(Completion::Posted)),
+        FLUSH_COMPLETED => Ok(Some(Completion::Completed)),
         _ => Err(invalid(format!(
             "flush flags {flags:#x}: give HDPFLUSH_FLUSH_POSTED or HDPFLUSH_FLUSH_COMPLETED, not both, nothing else"
         ))),
@@ -365,7 +366,8 @@ pub unsafe extern "C" fn hdpflush_gpu_flush(gpu: *mut GpuHandle, flags: u32) -> 
     call(|| {
         // SAFETY: the caller's contract.
         let h = unsafe { handle(gpu) }?;
-        h.flusher.flush_with(completion_of(flags, &*h.flusher)?)
+        let completion = requested_completion(flags)?.unwrap_or_else(|| h.flusher.completion());
+        h.flusher.flush_with(completion)
     })
 }
 
@@ -387,14 +389,7 @@ pub unsafe extern "C" fn hdpflush_flush_gpus(
         if gpus.is_null() {
             return Err(invalid("the GPU array is NULL"));
         }
-        let completion = match flags {
-            0 => None,
-            FLUSH_POSTED => Some(Completion::Posted),
-            FLUSH_COMPLETED => Some(Completion::Completed),
-            _ => return Err(invalid(format!(
-                "flush flags {flags:#x}: give HDPFLUSH_FLUSH_POSTED or HDPFLUSH_FLUSH_COMPLETED, not both, nothing else"
-            ))),
-        };
+        let completion = requested_completion(flags)?;
         // SAFETY: non-null, and per the contract `count` readable handles.
         let all = unsafe { std::slice::from_raw_parts(gpus, count) };
         // Every entry checked first: a bad one fails alone, the others are still flushed.
