@@ -289,7 +289,6 @@ impl Sysfs {
     /// ([`Sysfs::kfd_gpu`] says why). No KFD: empty.
     pub fn kfd_gpus(&self) -> Vec<KfdGpu> {
         let raw = self.raw_nodes();
-        let amd = self.amd_gpus();
         let mut tied: Vec<Option<(PciAddress, NodeLink)>> = raw
             .iter()
             .map(|n| {
@@ -312,7 +311,10 @@ impl Sysfs {
             }
         };
         by_sibling(&mut tied);
+        // The PCI bus is scanned only if some node is still untied.
+        let mut amd: Option<Vec<PciGpu>> = None;
         for (n, t) in raw.iter().zip(tied.iter_mut()).filter(|(_, t)| t.is_none()) {
+            let amd = amd.get_or_insert_with(|| self.amd_gpus());
             *t = n.domain.zip(n.location_id).and_then(|(domain, loc)| {
                 let pci = PciAddress::from_bdf(domain, loc & 0xffff).ok()?;
                 amd.iter()
@@ -524,6 +526,11 @@ pub(crate) mod fixture {
         Shift28,
     }
 
+    impl PartitionEncoding {
+        /// Both, with a short name for scratch directories and messages.
+        pub const ALL: [(&str, Self); 2] = [("or", Self::OrNodeId), ("shift", Self::Shift28)];
+    }
+
     /// An MI300X at `pci` in CPX mode: 8 KFD nodes from `first_node`, partition 0's render node
     /// on the PCI function, the others on `amdgpu_xcp_<n>` platform devices.
     pub fn mi300x_cpx(
@@ -720,10 +727,7 @@ mod tests {
 
     #[test]
     fn every_partition_of_a_gpu_resolves_to_that_gpus_pci_function() {
-        for (name, encoding) in [
-            ("or", fixture::PartitionEncoding::OrNodeId),
-            ("shift", fixture::PartitionEncoding::Shift28),
-        ] {
+        for (name, encoding) in fixture::PartitionEncoding::ALL {
             let root = scratch(&format!("cpx-{name}"));
             partitioned_host(&root, encoding);
             let sysfs = Sysfs::at(&root);

@@ -5,11 +5,11 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::device::{HdpFlushDevice, ModuleDevice};
+use crate::device::ModuleDevice;
 use crate::gpu::{GpuSelector, NodeLink, PciAddress, Sysfs};
 use crate::region::page_size;
 use crate::select::decide::{decide, Named, Offer, Selection};
-use crate::select::host::{compute_gpus, KmodStatus};
+use crate::select::host::{compute_gpus, Host, KmodStatus};
 use crate::select::process::process_wide;
 use crate::select::resolve::resolve;
 use crate::select::{GPU_ENV, KFD_PATH, STRATEGY_ENV};
@@ -77,11 +77,10 @@ fn env(name: &str) -> Option<String> {
 
 /// Look at this host: page size, KFD, the module, every GPU and the decision for it.
 pub fn probe() -> Probe {
-    let dev = HdpFlushDevice::open_default();
-    let kmod = KmodStatus::of(dev.as_ref().map_err(Clone::clone));
+    let host = Host::look();
     probe_with(
-        &Sysfs::host(),
-        kmod,
+        &host.sysfs,
+        host.kmod,
         page_size(),
         Path::new(KFD_PATH).exists(),
         KfdStatus::probe(),

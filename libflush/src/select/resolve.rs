@@ -58,10 +58,11 @@ impl ResolvedGpu {
 
 /// Find `named` on the host (`sysfs`) and among the module's devices.
 pub(crate) fn resolve(named: GpuSelector, sysfs: &Sysfs, kmod: &KmodStatus) -> Result<ResolvedGpu> {
+    // One read of KFD's topology per resolution.
+    let nodes = sysfs.kfd_gpus();
     let at = |pci: PciAddress, module: Option<ModuleDevice>, gpu_id: Option<u32>| {
-        let ids: Vec<u32> = sysfs
-            .kfd_gpus()
-            .into_iter()
+        let ids: Vec<u32> = nodes
+            .iter()
             .filter(|g| g.pci == pci)
             .map(|g| g.gpu_id)
             .collect();
@@ -75,7 +76,14 @@ pub(crate) fn resolve(named: GpuSelector, sysfs: &Sysfs, kmod: &KmodStatus) -> R
     };
     match named {
         GpuSelector::Pci(pci) => Ok(at(pci, None, None)),
-        GpuSelector::KfdGpuId(id) => Ok(at(sysfs.kfd_gpu(id)?.pci, None, Some(id))),
+        GpuSelector::KfdGpuId(id) => {
+            let pci = match nodes.iter().find(|g| g.gpu_id == id) {
+                Some(g) => g.pci,
+                // Not among the tied nodes: the lookup says why.
+                None => sysfs.kfd_gpu(id)?.pci,
+            };
+            Ok(at(pci, None, Some(id)))
+        }
         GpuSelector::ModuleIndex(index) => {
             let not_found = |reason: String| Error::GpuNotFound {
                 gpu: named.to_string(),

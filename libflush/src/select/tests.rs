@@ -492,10 +492,7 @@ fn an_amd_display_function_kfd_does_not_list_is_not_a_compute_gpu() {
 
 #[test]
 fn a_partitioned_gpu_is_one_gpu_to_every_stage() {
-    for (name, encoding) in [
-        ("or", fixture::PartitionEncoding::OrNodeId),
-        ("shift", fixture::PartitionEncoding::Shift28),
-    ] {
+    for (name, encoding) in fixture::PartitionEncoding::ALL {
         let root = scratch(&format!("cpx-{name}"));
         fixture::kfd_node(&root, 0, 0, pci("0000:00:00.0"));
         fixture::mi300x_cpx(&root, 1, 100, pci("0000:c1:00.0"), encoding);
