@@ -3,16 +3,16 @@
 //! query.
 //!
 //! The flush's number and version are a *proposal*: no upstream kernel assigns them to it.
-//! Upstream has given both away since the patch was written (checked 2026-12-02 against
-//! amd-gfx and drm-next): KFD 1.18 is "Rename pad in set_memory_policy_args to
-//! misc_process_flag" (every 6.17+ kernel reports it), and nr 0x27 is
-//! `AMDKFD_IOC_CREATE_PROCESS = AMDKFD_IO(0x27)` (KFD 1.19, "amdkfd: introduce new ioctl
-//! AMDKFD_IOC_CREATE_PROCESS", amd-gfx, November 2025). KFD's dispatcher runs the handler of a
-//! number whatever size and direction the caller encoded, so on such a kernel this number
-//! creates a secondary KFD process. libflush therefore calls it only when a caller names
-//! `kfd-ioctl`, and then only on a KFD reporting exactly [`KFD_HDP_FLUSH_PATCH_MINOR`], the
-//! version the patch sets; nothing is ever chosen from a version number. When upstream merges
-//! a flush ioctl, detection follows upstream's own number and version.
+//! The patch (v2, docs/upstream/) takes the next free ones in Debian's 7.3.4 tree, KFD 1.23
+//! (read 2026-12-02): nr 0x29 after `AMDKFD_IOC_PROFILER` (0x28), version 1.24. v1's
+//! number and version were given away upstream before it was sent (KFD 1.18 is "Rename pad in
+//! set_memory_policy_args to misc_process_flag"; nr 0x27 is `AMDKFD_IOC_CREATE_PROCESS`, KFD
+//! 1.19), and the same can happen to these. KFD's dispatcher runs the handler of a number
+//! whatever size and direction the caller encoded, so on a kernel that gives 0x29 to something
+//! else this number would run that. libflush therefore calls it only when a caller names
+//! `kfd-ioctl`, and then only on a KFD reporting exactly [`KFD_HDP_FLUSH_PATCH_MINOR`]; nothing
+//! is ever chosen from a version number. When upstream merges a flush ioctl, detection follows
+//! upstream's own number and version.
 //!
 //! No dependency but `core`: `cargo xtask test` also compiles it into xtask, which checks every
 //! value here against the patched header with the C compiler.
@@ -23,18 +23,17 @@ pub const AMDKFD_IOCTL_BASE: u8 = b'K';
 pub const AMDKFD_IOC_GET_VERSION_NR: u8 = 0x01;
 /// The proposed `AMDKFD_IOC_HDP_FLUSH`'s number in docs/upstream/ (not assigned upstream:
 /// see the module doc).
-pub const AMDKFD_IOC_HDP_FLUSH_NR: u8 = 0x27;
+pub const AMDKFD_IOC_HDP_FLUSH_NR: u8 = 0x29;
 
 /// The KFD uAPI major version libflush speaks.
 pub const KFD_IOCTL_MAJOR_VERSION: u32 = 1;
 /// The minor version a kernel carrying docs/upstream/'s patch reports: a guard for a named
 /// `kfd-ioctl`, never a detection (upstream kernels report it too, without the flush).
-pub const KFD_HDP_FLUSH_PATCH_MINOR: u32 = 18;
+pub const KFD_HDP_FLUSH_PATCH_MINOR: u32 = 24;
 
-/// `KFD_IOC_HDP_FLUSH_F_POSTED`: the flush need only be ordered, not completed.
-pub const KFD_IOC_HDP_FLUSH_F_POSTED: u32 = 1 << 0;
-/// `KFD_IOC_HDP_FLUSH_F_INVALIDATE`: invalidate the HDP read cache instead.
-pub const KFD_IOC_HDP_FLUSH_F_INVALIDATE: u32 = 1 << 1;
+/// `KFD_IOC_HDP_FLUSH_STATUS_NOT_NEEDED`, from KFD: this GPU needs no HDP flush (an x86 APU
+/// outside passthrough, memory coherent with the CPU); nothing was done.
+pub const KFD_IOC_HDP_FLUSH_STATUS_NOT_NEEDED: u32 = 1 << 0;
 
 /// `struct kfd_ioctl_get_version_args`.
 #[repr(C)]
@@ -50,10 +49,12 @@ pub struct KfdGetVersionArgs {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KfdHdpFlushArgs {
-    /// The GPU, as KFD's topology names it.
+    /// To KFD: the GPU, as KFD's topology names it.
     pub gpu_id: u32,
-    /// `KFD_IOC_HDP_FLUSH_F_*`.
+    /// To KFD: must be 0.
     pub flags: u32,
+    /// From KFD: `KFD_IOC_HDP_FLUSH_STATUS_*`.
+    pub status: u32,
 }
 
 /// Whether a named `kfd-ioctl` may call the proposed number on a KFD of `major.minor`: only

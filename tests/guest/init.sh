@@ -12,5 +12,8 @@ echo "guest: booted $(uname -r) $(uname -m)"
 # `cargo xtask vm-bench` boots with hdpflush_evidence on the command line: measure, don't test.
 mode=
 grep -qw hdpflush_evidence /proc/cmdline && mode=evidence
-/hdpflush-guest-tests $mode || { echo "guest: kernel log:"; dmesg | tail -40; }
+# `cargo xtask upstream --boot` boots its patched kernel with hdpflush_kfd: the KFD tests.
+tests=/hdpflush-guest-tests
+grep -qw hdpflush_kfd /proc/cmdline && tests=/hdpflush-kfd-tests
+$tests $mode || { echo "guest: kernel log:"; dmesg | tail -40; }
 poweroff -f

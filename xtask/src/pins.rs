@@ -7,6 +7,14 @@ pub const KERNEL_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
 /// The directory the tarball unpacks to.
 pub const KERNEL_TARBALL_DIR: &str = "linux-source-6.12";
 
+/// The Debian package with the tree the upstream patch is for, the suites that carry it
+/// (fetched with a private apt configuration, never installed), the directory its tarball
+/// unpacks to, and the kernel series it must be.
+pub const UPSTREAM_SOURCE_PKG: &str = "linux-source-7.3";
+pub const UPSTREAM_SUITES: &[&str] = &["trixie-backports"];
+pub const UPSTREAM_TARBALL_DIR: &str = "linux-source-7.3";
+pub const UPSTREAM_SERIES: &str = "7.3.";
+
 /// Debian's Rust for the kernel (it must match `rust-web-src`, which the kernel compiles
 /// `core` from). Pinned by upstream version: any Debian revision of it is accepted.
 pub const RUSTC_WEB_UPSTREAM: &str = "1.85.0";
@@ -31,6 +39,8 @@ pub const HOST_PACKAGES: &[&str] = &[
     "busybox-static",
     "qemu-system-x86",
     "qemu-system-arm",
+    // `cargo xtask upstream` runs the touched kernel objects through sparse (C=1).
+    "sparse",
 ];
 
 /// The rustc-web packages installed at the pinned version.

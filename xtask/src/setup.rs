@@ -218,63 +218,130 @@ pub fn ppc64le_cross() -> StepResult {
 /// Download `pkg:arch=version` into the cache with apt's lists for that architecture kept
 /// apart from the system's: the suites the system's Debian source lists, minus security.
 fn download_foreign(pkg: &str, arch: &str, version: &str) -> StepResult<PathBuf> {
-    let what = format!("download {pkg}:{arch}");
-    let dir = cache_dir().join(format!("apt-{arch}"));
-    for sub in ["lists/partial", "cache/archives/partial", "debs"] {
-        std::fs::create_dir_all(dir.join(sub)).map_err(|e| fail(&what, e.to_string()))?;
+    let apt = PrivateApt::new(
+        &format!("apt-{arch}"),
+        &["bookworm", "bookworm-updates"],
+        arch,
+    )?;
+    apt.update()?;
+    apt.download(pkg, &format!("{pkg}:{arch}={version}"), version)
+}
+
+/// apt with a configuration of its own under `$HDPFLUSH_CACHE/<name>`: `suites` of the
+/// system's Debian mirror, for amd64 and one more architecture. Nothing is installed and the
+/// system's package lists are not touched.
+pub struct PrivateApt {
+    dir: PathBuf,
+    list: PathBuf,
+    arch: String,
+}
+
+impl PrivateApt {
+    pub fn new(name: &str, suites: &[&str], arch: &str) -> StepResult<Self> {
+        let what = format!("apt configuration {name}");
+        let dir = cache_dir().join(name);
+        for sub in ["lists/partial", "cache/archives/partial", "debs"] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(|e| fail(&what, e.to_string()))?;
+        }
+        let sources =
+            std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").map_err(|e| {
+                fail(
+                    &what,
+                    format!("/etc/apt/sources.list.d/debian.sources: {e}"),
+                )
+            })?;
+        let uri = sources
+            .lines()
+            .find_map(|l| l.strip_prefix("URIs:"))
+            .and_then(|u| u.split_whitespace().next())
+            .ok_or_else(|| {
+                fail(
+                    &what,
+                    "no URIs: line in /etc/apt/sources.list.d/debian.sources",
+                )
+            })?;
+        let list = dir.join("sources.list");
+        let text: String = suites
+            .iter()
+            .map(|suite| format!("deb [arch={arch}] {uri} {suite} main\n"))
+            .collect();
+        std::fs::write(&list, text).map_err(|e| fail(&what, e.to_string()))?;
+        Ok(Self {
+            dir,
+            list,
+            arch: arch.to_owned(),
+        })
     }
-    let sources =
-        std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").map_err(|e| {
-            fail(
-                &what,
-                format!("/etc/apt/sources.list.d/debian.sources: {e}"),
-            )
-        })?;
-    let uri = sources
-        .lines()
-        .find_map(|l| l.strip_prefix("URIs:"))
-        .and_then(|u| u.split_whitespace().next())
-        .ok_or_else(|| {
-            fail(
-                &what,
-                "no URIs: line in /etc/apt/sources.list.d/debian.sources",
-            )
-        })?;
-    let list = dir.join("sources.list");
-    let text = ["bookworm", "bookworm-updates"]
-        .map(|suite| format!("deb [arch={arch}] {uri} {suite} main\n"))
-        .concat();
-    std::fs::write(&list, text).map_err(|e| fail(&what, e.to_string()))?;
-    let apt = |sub: &str| {
-        let mut cmd = Command::new("apt-get");
+
+    fn command(&self, program: &str, sub: &[&str]) -> Command {
+        let mut cmd = Command::new(program);
         cmd.arg("-q")
-            .arg(format!("-oDir::Etc::SourceList={}", list.display()))
+            .arg(format!("-oDir::Etc::SourceList={}", self.list.display()))
             .arg("-oDir::Etc::SourceParts=/nonexistent")
             .arg(format!(
                 "-oDir::State::Lists={}",
-                dir.join("lists").display()
+                self.dir.join("lists").display()
             ))
-            .arg(format!("-oDir::Cache={}", dir.join("cache").display()))
+            .arg(format!("-oDir::Cache={}", self.dir.join("cache").display()))
             .arg("-oAPT::Architectures::=amd64")
-            .arg(format!("-oAPT::Architectures::={arch}"))
+            .arg(format!("-oAPT::Architectures::={}", self.arch))
             .arg("-oAPT::Sandbox::User=root")
-            .arg(sub);
+            .args(sub);
         cmd
-    };
-    step(&format!("apt-get update ({arch} lists)"), apt("update"))?;
-    let mut get = apt("download");
-    get.current_dir(dir.join("debs"))
-        .arg(format!("{pkg}:{arch}={version}"));
-    step(&what, get)?;
-    let debs = dir.join("debs");
-    std::fs::read_dir(&debs)
-        .map_err(|e| fail(&what, e.to_string()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|f| f.to_string_lossy().starts_with(&format!("{pkg}_")))
-        })
-        .ok_or_else(|| fail(&what, format!("no {pkg} package in {}", debs.display())))
+    }
+
+    pub fn update(&self) -> StepResult {
+        let name = self.dir.file_name().unwrap_or_default().to_string_lossy();
+        step(
+            &format!("apt-get update ({name} lists)"),
+            self.command("apt-get", &["update"]),
+        )
+    }
+
+    /// The version of `pkg` apt would pick from these suites.
+    pub fn candidate(&self, pkg: &str) -> StepResult<String> {
+        let out = output(
+            &format!("apt-cache policy {pkg}"),
+            self.command("apt-cache", &["policy", pkg]),
+        )?;
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix("Candidate:"))
+            .map(str::trim)
+            .filter(|v| *v != "(none)")
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                fail(
+                    &format!("apt-cache policy {pkg}"),
+                    format!("no candidate for {pkg}: {out}"),
+                )
+            })
+    }
+
+    /// Download `spec` (of package `pkg`, at `version`) into `debs/`; returns the `.deb`.
+    pub fn download(&self, pkg: &str, spec: &str, version: &str) -> StepResult<PathBuf> {
+        let what = format!("download {spec}");
+        let debs = self.dir.join("debs");
+        let mut get = self.command("apt-get", &["download", spec]);
+        get.current_dir(&debs);
+        step(&what, get)?;
+        // apt names the file pkg_version_arch.deb with the epoch's colon escaped.
+        let version = version.replace(':', "%3a");
+        std::fs::read_dir(&debs)
+            .map_err(|e| fail(&what, e.to_string()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.file_name().is_some_and(|f| {
+                    f.to_string_lossy()
+                        .starts_with(&format!("{pkg}_{version}_"))
+                })
+            })
+            .ok_or_else(|| {
+                fail(
+                    &what,
+                    format!("no {pkg} {version} package in {}", debs.display()),
+                )
+            })
+    }
 }
 
 /// A static arm64 busybox, unpacked into the cache without installing it.

@@ -35,7 +35,7 @@ struct GuestBinaries {
 }
 
 /// `cargo` for `arch`'s static guest binaries.
-fn guest_cargo(arch: Arch, target_dir: &Path) -> StepResult<Command> {
+pub(crate) fn guest_cargo(arch: Arch, target_dir: &Path) -> StepResult<Command> {
     let mut cmd = cargo();
     cmd.env("CARGO_TARGET_DIR", target_dir)
         .env("RUSTFLAGS", "-C target-feature=+crt-static");
@@ -98,6 +98,25 @@ fn copy(from: &Path, to: &Path) -> StepResult {
 /// Pack busybox, /init, the module and the binaries into a gzipped newc cpio.
 fn initramfs(arch: Arch, ko: &Path, bins: &GuestBinaries) -> StepResult<PathBuf> {
     let dir = workspace_root().join("target/vm").join(arch.name());
+    pack_initramfs(
+        arch,
+        &dir,
+        &[
+            (ko, "hdp_flush.ko"),
+            (&bins.tests, "hdpflush-guest-tests"),
+            (&bins.cli, "hdpflush"),
+            (&bins.c_program, "flush_gpus"),
+        ],
+    )
+}
+
+/// Pack busybox, tests/guest/init.sh as /init and `files` (source, name in /) into
+/// `dir`/initramfs.cpio.gz.
+pub(crate) fn pack_initramfs(
+    arch: Arch,
+    dir: &Path,
+    files: &[(&Path, &str)],
+) -> StepResult<PathBuf> {
     let root = dir.join("root");
     let _ = std::fs::remove_dir_all(&root);
     for sub in ["bin", "proc", "sys", "dev", "tmp"] {
@@ -112,21 +131,26 @@ fn initramfs(arch: Arch, ko: &Path, bins: &GuestBinaries) -> StepResult<PathBuf>
         &workspace_root().join("tests/guest/init.sh"),
         &root.join("init"),
     )?;
-    copy(ko, &root.join("hdp_flush.ko"))?;
-    copy(&bins.tests, &root.join("hdpflush-guest-tests"))?;
-    copy(&bins.cli, &root.join("hdpflush"))?;
-    copy(&bins.c_program, &root.join("flush_gpus"))?;
+    for (from, name) in files {
+        copy(from, &root.join(name))?;
+    }
     let image = dir.join("initramfs.cpio.gz");
     let mut cmd = Command::new("sh");
     cmd.current_dir(&root).arg("-c").arg(format!(
         "chmod +x init && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
         image.display()
     ));
-    step(&format!("initramfs {}", arch.name()), cmd)?;
+    step(&format!("initramfs {}", dir.display()), cmd)?;
     Ok(image)
 }
 
-fn qemu(arch: Arch, kernel: &Path, initrd: &Path, extra_args: &str, cpus: u32) -> Command {
+pub(crate) fn qemu(
+    arch: Arch,
+    kernel: &Path,
+    initrd: &Path,
+    extra_args: &str,
+    cpus: u32,
+) -> Command {
     let (bin, machine, console): (&str, &[&str], &str) = match arch {
         Arch::X86_64 | Arch::X86_64Debug => ("qemu-system-x86_64", &[], "ttyS0"),
         Arch::Arm64 => (
@@ -257,7 +281,7 @@ pub(crate) struct GuestRun {
 }
 
 /// Run `cmd` (QEMU), echoing and collecting its output lines; kill it at `timeout`.
-fn run_guest(mut cmd: Command, timeout: Duration) -> Result<GuestRun, String> {
+pub(crate) fn run_guest(mut cmd: Command, timeout: Duration) -> Result<GuestRun, String> {
     let started = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
@@ -303,7 +327,7 @@ fn run_guest(mut cmd: Command, timeout: Duration) -> Result<GuestRun, String> {
 }
 
 /// The number of guest tests passed, or why the run failed.
-fn judge(run: &GuestRun, timeout: u64) -> Result<u32, String> {
+pub(crate) fn judge(run: &GuestRun, timeout: u64) -> Result<u32, String> {
     if run.timed_out {
         return Err(format!("the guest did not power off within {timeout} s (hung?); set HDPFLUSH_VM_TIMEOUT to allow more"));
     }

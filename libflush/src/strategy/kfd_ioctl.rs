@@ -1,5 +1,6 @@
 //! The upstream form of the flush ioctl (docs/upstream/): KFD's proposed `AMDKFD_IOC_HDP_FLUSH`,
-//! which calls amdgpu's own HDP flush for one GPU under amdgpu's reset and runtime-PM rules.
+//! which calls amdgpu's own HDP flush for one GPU the process has acquired, orders the caller's
+//! stores before it (`mb()`) and returns once a register read-back has posted it.
 //!
 //! No upstream kernel has it, and its proposed number now belongs to another ioctl upstream
 //! (see [`crate::kfd_uapi`]): it is used only when a caller names `kfd-ioctl`, and then only
@@ -9,7 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
 
@@ -21,13 +22,6 @@ use crate::{Error, Result};
 /// Where KFD lives.
 pub const KFD_DEVICE_PATH: &str = "/dev/kfd";
 
-/// How long a flush waits out a GPU reset (`EAGAIN`) before it fails: amdgpu's mode-1 reset
-/// takes about half a second.
-const RESET_WAIT: Duration = Duration::from_secs(2);
-/// The first pause between tries during a reset; it doubles up to [`RESET_PAUSE_MAX`].
-const RESET_PAUSE_MIN: Duration = Duration::from_micros(50);
-const RESET_PAUSE_MAX: Duration = Duration::from_millis(20);
-
 mod raw {
     use crate::kfd_uapi::*;
     nix::ioctl_read!(
@@ -36,7 +30,7 @@ mod raw {
         AMDKFD_IOC_GET_VERSION_NR,
         KfdGetVersionArgs
     );
-    nix::ioctl_write_ptr!(
+    nix::ioctl_readwrite!(
         hdp_flush,
         AMDKFD_IOCTL_BASE,
         AMDKFD_IOC_HDP_FLUSH_NR,
@@ -83,7 +77,7 @@ impl KfdStatus {
             Self::Absent(ref why) => Err(why.clone()),
             Self::Present { major, minor } if patch_version(major, minor) => Ok(()),
             Self::Present { major, minor } => Err(format!(
-                "this kernel's KFD is {major}.{minor}; the proposed AMDKFD_IOC_HDP_FLUSH (nr {AMDKFD_IOC_HDP_FLUSH_NR:#x}) is called only on a KFD reporting {KFD_IOCTL_MAJOR_VERSION}.{KFD_HDP_FLUSH_PATCH_MINOR}, the version hdpflush's KFD patch sets (upstream gave nr {AMDKFD_IOC_HDP_FLUSH_NR:#x} to AMDKFD_IOC_CREATE_PROCESS in KFD 1.19)"
+                "this kernel's KFD is {major}.{minor}; the proposed AMDKFD_IOC_HDP_FLUSH (nr {AMDKFD_IOC_HDP_FLUSH_NR:#x}) is called only on a KFD reporting {KFD_IOCTL_MAJOR_VERSION}.{KFD_HDP_FLUSH_PATCH_MINOR}, the version hdpflush's KFD patch sets: on any other KFD that number may belong to another ioctl (v1's 0x27 became AMDKFD_IOC_CREATE_PROCESS)"
             )),
         }
     }
@@ -116,6 +110,8 @@ pub type KfdIoctl = KernelFlush<KfdTransport>;
 pub struct KfdTransport {
     kfd: File,
     gpu_id: u32,
+    /// KFD said this GPU needs no HDP flush: later flushes skip the system call.
+    not_needed: AtomicBool,
 }
 
 impl KfdIoctl {
@@ -139,45 +135,45 @@ impl KfdIoctl {
         .named_flush()
         .map_err(unavailable)?;
         Ok(Self::with_transport(
-            KfdTransport { kfd, gpu_id },
+            KfdTransport {
+                kfd,
+                gpu_id,
+                not_needed: AtomicBool::new(false),
+            },
             completion,
         ))
     }
 }
 
 impl KfdTransport {
-    fn request(&self, flags: u32, op: &'static str) -> Result<()> {
-        let args = KfdHdpFlushArgs {
+    /// One `AMDKFD_IOC_HDP_FLUSH`. EIO (a GPU reset) is not retried: the reset may have
+    /// discarded the caller's stores, and KFD tells the process through its events.
+    fn request(&self) -> Result<()> {
+        let op = "AMDKFD_IOC_HDP_FLUSH";
+        let mut args = KfdHdpFlushArgs {
             gpu_id: self.gpu_id,
-            flags,
+            ..KfdHdpFlushArgs::default()
         };
-        let mut reset = None::<(Instant, Duration)>;
         loop {
-            // SAFETY: `args` is a valid kfd_ioctl_hdp_flush_args, read by the kernel only.
-            match unsafe { raw::hdp_flush(self.kfd.as_raw_fd(), &args) } {
-                Ok(_) => return Ok(()),
+            // SAFETY: `args` is a valid kfd_ioctl_hdp_flush_args the kernel reads and writes.
+            match unsafe { raw::hdp_flush(self.kfd.as_raw_fd(), &mut args) } {
+                Ok(_) => break,
                 Err(Errno::EINTR) => {}
-                // A GPU reset is running: the HDP is reset with it; ask again after it, with
-                // growing pauses, and give up after RESET_WAIT rather than spin through it.
-                Err(Errno::EAGAIN) => {
-                    let (since, pause) = reset.get_or_insert((Instant::now(), RESET_PAUSE_MIN));
-                    if since.elapsed() >= RESET_WAIT {
-                        return Err(Error::Os {
-                            what: format!(
-                                "{KFD_DEVICE_PATH} (gpu_id {}: still resetting after {} s)",
-                                self.gpu_id,
-                                RESET_WAIT.as_secs()
-                            ),
-                            op,
-                            errno: Errno::EAGAIN,
-                        });
-                    }
-                    std::thread::sleep(*pause);
-                    *pause = (*pause * 2).min(RESET_PAUSE_MAX);
+                Err(e) => {
+                    let what = format!("{KFD_DEVICE_PATH} (gpu_id {})", self.gpu_id);
+                    return Err(Error::os(&what, op, e));
                 }
-                Err(e) => return Err(Error::os(KFD_DEVICE_PATH, op, e)),
             }
         }
+        if args.status & KFD_IOC_HDP_FLUSH_STATUS_NOT_NEEDED != 0 {
+            self.not_needed.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Whether KFD has said this GPU needs no HDP flush.
+    pub fn flush_not_needed(&self) -> bool {
+        self.not_needed.load(Ordering::Relaxed)
     }
 }
 
@@ -193,23 +189,23 @@ impl Transport for KfdTransport {
         )
     }
 
-    fn request_flush(&self, count: usize, completion: Completion) -> Result<()> {
-        let flags = match completion {
-            Completion::Posted => KFD_IOC_HDP_FLUSH_F_POSTED,
-            Completion::Completed => 0,
-        };
+    /// KFD always completes the flush (a posting read-back), so both completions are served
+    /// by the same call.
+    fn request_flush(&self, count: usize, _completion: Completion) -> Result<()> {
         // One call flushes everything stored before it: a batch needs one.
-        if count > 0 {
-            self.request(flags, "AMDKFD_IOC_HDP_FLUSH")?;
+        if count > 0 && !self.flush_not_needed() {
+            self.request()?;
         }
         Ok(())
     }
 
+    /// The proposed ioctl flushes only: HDP invalidation is a no-op on MI200/MI300's HDP and
+    /// absent from HDP 5.2 onwards.
     fn request_invalidate(&self) -> Result<()> {
-        self.request(
-            KFD_IOC_HDP_FLUSH_F_INVALIDATE,
-            "AMDKFD_IOC_HDP_FLUSH (invalidate)",
-        )
+        Err(Error::Unsupported {
+            strategy: StrategyKind::KfdIoctl,
+            op: "invalidate",
+        })
     }
 }
 
@@ -218,13 +214,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_named_flush_runs_only_on_the_version_the_patch_sets_and_never_on_1_19_or_later() {
+    fn a_named_flush_runs_only_on_the_version_the_patch_sets() {
         let status = |major, minor| KfdStatus::Present { major, minor };
         assert_eq!(status(1, KFD_HDP_FLUSH_PATCH_MINOR).named_flush(), Ok(()));
-        for minor in [17, 19, 20, 21] {
+        for minor in [17, 18, 23, 25] {
             let why = status(1, minor).named_flush().unwrap_err();
             assert!(
-                why.contains(&format!("1.{minor}")) && why.contains("AMDKFD_IOC_CREATE_PROCESS"),
+                why.contains(&format!("1.{minor}")) && why.contains("another ioctl"),
                 "{why}"
             );
         }
