@@ -15,6 +15,10 @@ pub const UPSTREAM_SUITES: &[&str] = &["trixie-backports"];
 pub const UPSTREAM_TARBALL_DIR: &str = "linux-source-7.3";
 pub const UPSTREAM_SERIES: &str = "7.3.";
 
+/// Where `cargo xtask upstream` takes sparse's source from: 7.3 needs a sparse newer than
+/// Debian 12's 0.6.4 (`__typeof_unqual__`); sid had 0.6.5~rc1 on 2026-12-02.
+pub const SPARSE_SOURCE_SUITES: &[&str] = &["sid"];
+
 /// Debian's Rust for the kernel (it must match `rust-web-src`, which the kernel compiles
 /// `core` from). Pinned by upstream version: any Debian revision of it is accepted.
 pub const RUSTC_WEB_UPSTREAM: &str = "1.85.0";
@@ -39,8 +43,6 @@ pub const HOST_PACKAGES: &[&str] = &[
     "busybox-static",
     "qemu-system-x86",
     "qemu-system-arm",
-    // `cargo xtask upstream` runs the touched kernel objects through sparse (C=1).
-    "sparse",
 ];
 
 /// The rustc-web packages installed at the pinned version.

@@ -238,6 +238,25 @@ pub struct PrivateApt {
 
 impl PrivateApt {
     pub fn new(name: &str, suites: &[&str], arch: &str) -> StepResult<Self> {
+        Self::with_lines(name, arch, |uri| {
+            suites
+                .iter()
+                .map(|suite| format!("deb [arch={arch}] {uri} {suite} main\n"))
+                .collect()
+        })
+    }
+
+    /// Source packages only, from `suites`.
+    pub fn sources(name: &str, suites: &[&str]) -> StepResult<Self> {
+        Self::with_lines(name, "amd64", |uri| {
+            suites
+                .iter()
+                .map(|suite| format!("deb-src {uri} {suite} main\n"))
+                .collect()
+        })
+    }
+
+    fn with_lines(name: &str, arch: &str, lines: impl Fn(&str) -> String) -> StepResult<Self> {
         let what = format!("apt configuration {name}");
         let dir = cache_dir().join(name);
         for sub in ["lists/partial", "cache/archives/partial", "debs"] {
@@ -261,11 +280,7 @@ impl PrivateApt {
                 )
             })?;
         let list = dir.join("sources.list");
-        let text: String = suites
-            .iter()
-            .map(|suite| format!("deb [arch={arch}] {uri} {suite} main\n"))
-            .collect();
-        std::fs::write(&list, text).map_err(|e| fail(&what, e.to_string()))?;
+        std::fs::write(&list, lines(uri)).map_err(|e| fail(&what, e.to_string()))?;
         Ok(Self {
             dir,
             list,
@@ -315,6 +330,22 @@ impl PrivateApt {
                     format!("no candidate for {pkg}: {out}"),
                 )
             })
+    }
+
+    /// Download and unpack the newest source of `pkg` (without building it) into `into`;
+    /// returns the unpacked directory.
+    pub fn source(&self, pkg: &str, into: &Path) -> StepResult<PathBuf> {
+        let what = format!("apt-get source {pkg}");
+        let _ = std::fs::remove_dir_all(into);
+        std::fs::create_dir_all(into).map_err(|e| fail(&what, e.to_string()))?;
+        let mut get = self.command("apt-get", &["source", pkg]);
+        get.current_dir(into);
+        step(&what, get)?;
+        std::fs::read_dir(into)
+            .map_err(|e| fail(&what, e.to_string()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.is_dir())
+            .ok_or_else(|| fail(&what, format!("nothing unpacked in {}", into.display())))
     }
 
     /// Download `spec` (of package `pkg`, at `version`) into `debs/`; returns the `.deb`.

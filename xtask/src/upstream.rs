@@ -29,6 +29,9 @@ use crate::setup::{cache_dir, PrivateApt};
 /// What the configuration adds to x86_64_defconfig.
 const CONFIG: &str = "CONFIG_DRM_AMDGPU=m\nCONFIG_HSA_AMD=y\n";
 
+/// The cover letter beside the series (not in `series`: it is not applied).
+const COVER_LETTER: &str = "0000-cover-letter.patch";
+
 /// The authorship lines the patches carry until the person who sends them fills them in.
 pub const AUTHOR_PLACEHOLDER: &str = "FIRSTNAME LASTNAME <EMAIL>";
 /// What checkpatch sees in their place: a well-formed identity that is clearly not a person.
@@ -413,22 +416,88 @@ fn new_diagnostics(
         .collect()
 }
 
-/// Compile `obj` in `tree`/`build` with W=1 and sparse; the log's text.
-fn compile_checked(tree: &Path, build: &Path, obj: &str, log: &Path) -> StepResult<String> {
+/// A sparse that can check this kernel. 7.3's headers use `__typeof_unqual__`, which
+/// Debian 12's sparse (0.6.4) does not know (kbuild then skips the check with a warning), so
+/// sparse is built from the newest Debian source package (sid; 0.6.5~rc1 on 2026-12-02), once.
+fn sparse(tree: &Path) -> StepResult<PathBuf> {
+    let dir = cache_dir().join("sparse");
+    let bin = dir.join("bin/sparse");
+    if !bin.exists() {
+        let apt = PrivateApt::sources("apt-sid-src", pins::SPARSE_SOURCE_SUITES)?;
+        apt.update()?;
+        let src = apt.source("sparse", &dir.join("src"))?;
+        let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut build = Command::new("make");
+        build
+            .current_dir(&src)
+            .arg(format!("-j{jobs}"))
+            // Debian's packaging names its own compiler (gcc-16 in sid); the host's will do.
+            .arg("CC=cc")
+            .arg("sparse");
+        step_logged(
+            "upstream: build sparse",
+            build,
+            &dir.join("build.log"),
+            Duration::from_secs(30),
+        )?;
+        std::fs::create_dir_all(dir.join("bin"))
+            .and_then(|()| std::fs::copy(src.join("sparse"), &bin).map(drop))
+            .map_err(|e| fail("upstream: build sparse", e.to_string()))?;
+        let _ = std::fs::remove_dir_all(dir.join("src"));
+    }
+    // The kernel's own test of its checker: "1" if it can check this tree.
+    let mut valid = Command::new("sh");
+    valid
+        .arg(tree.join("scripts/checker-valid.sh"))
+        .arg(&bin)
+        .arg("-m64");
+    if output("upstream: sparse can check this kernel", valid)?.trim() != "1" {
+        return Err(fail(
+            "upstream: sparse",
+            format!(
+                "{} fails the kernel's scripts/checker-valid.sh; remove {} to rebuild it from a newer Debian source",
+                bin.display(),
+                dir.display()
+            ),
+        ));
+    }
+    Ok(bin)
+}
+
+/// Compile `obj` in `tree`/`build` with W=1 and `sparse`; the log's text.
+fn compile_checked(
+    tree: &Path,
+    build: &Path,
+    obj: &str,
+    sparse: &Path,
+    log: &Path,
+) -> StepResult<String> {
     // Compiled every run: remove what a previous run left.
     let _ = std::fs::remove_file(build.join(obj.replace("amdgpu/../", "")));
     let mut cc = make(tree, build);
-    cc.args(["W=1", "C=1", "CHECK=sparse"]).arg(obj);
-    step_logged(
-        &format!(
-            "upstream: compile {obj} (W=1, sparse) in {}",
-            tree.display()
-        ),
-        cc,
-        log,
-        Duration::from_secs(30),
-    )?;
-    std::fs::read_to_string(log).map_err(|e| fail("upstream", e.to_string()))
+    cc.args(["W=1", "C=1"])
+        .arg(format!("CHECK={}", sparse.display()))
+        .arg(obj);
+    let name = format!("upstream: compile {obj} (W=1, sparse) in {}", tree.display());
+    step_logged(&name, cc, log, Duration::from_secs(30))?;
+    let text = std::fs::read_to_string(log).map_err(|e| fail("upstream", e.to_string()))?;
+    // kbuild skips the checker with only a warning when it cannot run it.
+    let source = Path::new(obj)
+        .with_extension("c")
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    if !text
+        .lines()
+        .any(|l| l.trim_start().starts_with("CHECK") && l.contains(&source))
+    {
+        return Err(fail(
+            &name,
+            format!("sparse did not check {source} (see {})", log.display()),
+        ));
+    }
+    Ok(text)
 }
 
 /// The C file that checks libflush's KFD values against the patched header, for one target.
@@ -524,13 +593,41 @@ fn uapi_header(build: &Path, scratch: &Path) -> StepResult {
     Ok(())
 }
 
-/// Whether the authorship lines are still the placeholders.
+/// The mails whose authorship is still a placeholder (in From:, Signed-off-by: or the cover
+/// letter's shortlog).
 fn placeholder_authorship(patches: &[Patch]) -> Vec<String> {
     patches
         .iter()
-        .filter(|p| p.text.contains(AUTHOR_PLACEHOLDER))
+        .filter(|p| {
+            ["FIRSTNAME", "LASTNAME", "<EMAIL>"]
+                .iter()
+                .any(|t| p.text.contains(t))
+        })
         .map(Patch::name)
         .collect()
+}
+
+/// The cover letter, if there is one.
+fn cover_letter() -> StepResult<Option<Patch>> {
+    let path = upstream_dir().join(COVER_LETTER);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(Patch { path, text })),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(fail("upstream", format!("{}: {e}", path.display()))),
+    }
+}
+
+/// A mail's diffstat: the lines from the first ` path | N +-` line to the summary line.
+fn diffstat(text: &str) -> Vec<&str> {
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !(l.starts_with(' ') && l.contains(" | ")));
+    let mut stat: Vec<&str> = lines
+        .by_ref()
+        .take_while(|l| l.starts_with(' ') && l.contains(" | "))
+        .collect();
+    stat.extend(lines.next().filter(|l| l.contains("changed")));
+    stat
 }
 
 pub fn check() -> StepResult {
@@ -540,6 +637,7 @@ pub fn check() -> StepResult {
     let logs = workspace_root().join("target/upstream");
     std::fs::create_dir_all(&logs).map_err(|e| fail("upstream", e.to_string()))?;
     checkpatch(&trees.patched.0, &patches, &logs)?;
+    let sparse = sparse(&trees.patched.0)?;
     let mut objects: Vec<String> = patches
         .iter()
         .flat_map(|p| touched(&p.text))
@@ -557,10 +655,17 @@ pub fn check() -> StepResult {
             &trees.base.0,
             &trees.base.1,
             obj,
+            &sparse,
             &logs.join(format!("{stem}.base.log")),
         )?;
         let after_log = logs.join(format!("{stem}.log"));
-        let after = compile_checked(&trees.patched.0, &trees.patched.1, obj, &after_log)?;
+        let after = compile_checked(
+            &trees.patched.0,
+            &trees.patched.1,
+            obj,
+            &sparse,
+            &after_log,
+        )?;
         let (before, after) = (
             diagnostics(&before, &trees.base.0),
             diagnostics(&after, &trees.patched.0),
@@ -608,7 +713,13 @@ pub fn check() -> StepResult {
 /// is a placeholder or a patch lacks its author's Signed-off-by.
 pub fn format_for_sending(out: &Path) -> StepResult {
     let patches = series_in(&upstream_dir())?;
-    let unsigned = placeholder_authorship(&patches);
+    let cover = cover_letter()?;
+    let mails: Vec<&Patch> = cover.iter().chain(&patches).collect();
+    let unsigned: Vec<String> = mails
+        .iter()
+        .filter(|m| !placeholder_authorship(std::slice::from_ref(**m)).is_empty())
+        .map(|m| m.name())
+        .collect();
     if !unsigned.is_empty() {
         return Err(fail(
             "upstream: format for sending",
@@ -637,7 +748,7 @@ pub fn format_for_sending(out: &Path) -> StepResult {
     check()?;
     std::fs::create_dir_all(out)
         .map_err(|e| fail("upstream: format for sending", e.to_string()))?;
-    for p in &patches {
+    for p in mails {
         let to = out.join(p.name());
         std::fs::write(&to, &p.text).map_err(|e| {
             fail(
@@ -718,6 +829,25 @@ mod tests {
             text,
         };
         assert_eq!(placeholder_authorship(&[patch]), ["0001-x.patch"]);
+    }
+
+    #[test]
+    fn the_cover_letter_matches_the_series() {
+        let cover = cover_letter().unwrap().expect("docs/upstream has a cover letter");
+        let patches = series_in(&upstream_dir()).unwrap();
+        let [patch] = patches.as_slice() else {
+            panic!("the cover letter describes one patch; update it with the series")
+        };
+        assert_eq!(diffstat(&cover.text), diffstat(&patch.text));
+        assert!(!diffstat(&patch.text).is_empty());
+        let subject = patch
+            .text
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: [PATCH v2] "))
+            .expect("a v2 subject");
+        assert!(cover.text.contains(&format!("  {subject}\n")), "{subject}");
+        assert!(cover.text.contains("Subject: [PATCH v2 0/1] "));
+        assert_eq!(placeholder_authorship(&[cover]), [COVER_LETTER]);
     }
 
     #[test]
