@@ -2,9 +2,10 @@
 //! which calls amdgpu's own HDP flush for one GPU the process has acquired, orders the caller's
 //! stores before it (`mb()`) and returns once a register read-back has posted it.
 //!
-//! No upstream kernel has it, and its proposed number now belongs to another ioctl upstream
-//! (see [`crate::kfd_uapi`]): it is used only when a caller names `kfd-ioctl`, and then only
-//! on a KFD reporting the version the patch sets. It is never chosen from a version number.
+//! No upstream kernel has it, and its proposed number and version are only the next free ones
+//! in the tree the patch is based on: upstream may give them to other ioctls, as it gave v1's
+//! (see [`crate::kfd_uapi`]). It is used only when a caller names `kfd-ioctl`, and then only on
+//! a KFD reporting the version the patch sets. It is never chosen from a version number.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
