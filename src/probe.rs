@@ -1,6 +1,7 @@
 //! `hdpflush probe`: what this host offers, every GPU found and the strategy libflush would
 //! use for it, and the process-wide choice.
 
+use libflush::kfd_uapi::{KFD_HDP_FLUSH_PATCH_MINOR, KFD_IOCTL_MAJOR_VERSION};
 use libflush::measure::{availability_all, Availability};
 use libflush::select::{KmodStatus, GPU_ENV, STRATEGY_ENV};
 use libflush::strategy::KfdStatus;
@@ -53,9 +54,14 @@ fn render(report: &Report) -> String {
         if p.kfd { "present" } else { "absent" }
     ));
     line(match &p.kfd_version {
-        KfdStatus::Present { major, minor } => format!(
-            "KFD              {major}.{minor} (kfd-ioctl, a proposed KFD flush ioctl, is used only when named)"
-        ),
+        status @ KfdStatus::Present { major, minor } => match status.named_flush() {
+            Ok(()) => format!(
+                "KFD              {major}.{minor} (the version hdpflush's KFD patch sets: kfd-ioctl, its proposed flush ioctl, is called here when named, never chosen)"
+            ),
+            Err(_) => format!(
+                "KFD              {major}.{minor} (kfd-ioctl, the proposed flush ioctl of hdpflush's KFD patch, is called only when named, and only on KFD {KFD_IOCTL_MAJOR_VERSION}.{KFD_HDP_FLUSH_PATCH_MINOR})"
+            ),
+        },
         KfdStatus::Absent(why) => format!("KFD              not usable: {why}"),
     });
     match &p.kmod {

@@ -38,40 +38,66 @@ fn bench_in(dir: &Path, args: &[&str]) -> (String, serde_json::Value) {
 mod fake_kfd;
 
 #[test]
-fn probe_on_a_host_whose_kfd_reports_1_19_answers_enodev_and_never_issues_nr_0x27() {
+fn probe_never_issues_the_kfd_flush_whatever_kfd_reports_named_or_not() {
     let Some(fixture) = fake_kfd::FakeKfd::checked(Path::new(env!("CARGO_TARGET_TMPDIR"))) else {
         return;
     };
 
     let exe = Path::new(env!("CARGO_BIN_EXE_hdpflush"));
-    let (out, log) = fixture.run("1.19", exe, &["probe"], &[]);
-    let s = text(&out.stdout);
-    assert!(out.status.success(), "{s}{}", text(&out.stderr));
-    assert!(s.contains("KFD              1.19"), "{s}");
-    assert!(
-        s.contains(&format!(
-            "  {}  AMD GPU, KFD gpu_id {}",
-            fake_kfd::GPU,
-            fake_kfd::GPU_ID
-        )),
-        "{s}"
-    );
-    assert!(
-        s.contains(&format!(
-            "    -> none: no HDP flush for GPU {}",
-            fake_kfd::GPU
-        )),
-        "{s}"
-    );
-    assert!(
-        s.contains("process-wide: none (no HDP flush for GPU"),
-        "{s}"
-    );
-    assert!(
-        log.contains("GET_VERSION nr=0x01"),
-        "the fixture was asked: {log}"
-    );
-    assert!(!log.contains("KFD ioctl"), "{log}");
+    // 1.23: Debian's 7.3.4 (read 2026-12-02), which the fake aborts on nr 0x29 for; 1.24: the
+    // patch's, on which the fake would serve the flush, and probe must still not call it.
+    for version in [fake_kfd::UPSTREAM_VERSION, fake_kfd::PATCH_VERSION, "1.25"] {
+        let (out, log) = fixture.run(version, exe, &["probe"], &[]);
+        let s = text(&out.stdout);
+        assert!(out.status.success(), "{version}: {s}{}", text(&out.stderr));
+        let kfd_line = if version == fake_kfd::PATCH_VERSION {
+            format!("KFD              {version} (the version hdpflush's KFD patch sets: kfd-ioctl, its proposed flush ioctl, is called here when named, never chosen)")
+        } else {
+            format!("KFD              {version} (kfd-ioctl, the proposed flush ioctl of hdpflush's KFD patch, is called only when named, and only on KFD 1.24)")
+        };
+        assert!(s.contains(&kfd_line), "{s}");
+        assert!(
+            s.contains(&format!(
+                "  {}  AMD GPU, KFD gpu_id {}",
+                fake_kfd::GPU,
+                fake_kfd::GPU_ID
+            )),
+            "{s}"
+        );
+        assert!(
+            s.contains(&format!(
+                "    -> none: no HDP flush for GPU {}",
+                fake_kfd::GPU
+            )),
+            "{version}: {s}"
+        );
+        assert!(
+            s.contains("process-wide: none (no HDP flush for GPU"),
+            "{version}: {s}"
+        );
+        assert!(
+            log.contains("GET_VERSION nr=0x01"),
+            "the fixture was asked: {log}"
+        );
+        assert!(!fake_kfd::issued_0x29(&log), "{version}: {log}");
+        assert!(!log.contains("KFD ioctl"), "{version}: {log}");
+
+        // Named, probe shows the decision and still flushes nothing.
+        let (out, log) = fixture.run(
+            version,
+            exe,
+            &["probe"],
+            &[("HDPFLUSH_STRATEGY", "kfd-ioctl")],
+        );
+        let s = text(&out.stdout);
+        assert!(out.status.success(), "{version}: {s}{}", text(&out.stderr));
+        assert!(
+            s.contains(&format!("    -> kfd-ioctl (HDPFLUSH_STRATEGY=kfd-ioctl: KFD's proposed AMDKFD_IOC_HDP_FLUSH for gpu_id {} (named: needs a kernel carrying hdpflush's KFD patch, whose KFD reports 1.24; checked when the flusher is opened))", fake_kfd::GPU_ID)),
+            "{version}: {s}"
+        );
+        assert!(s.contains(&kfd_line), "{s}");
+        assert!(!fake_kfd::issued_0x29(&log), "{version}, named: {log}");
+    }
 }
 
 /// The device only exists inside our QEMU guests; on a host it must be reported missing.

@@ -20,9 +20,11 @@
  * The strategy per GPU, in order: the remap page if given; else the hdp_flush kernel module if
  * it serves that GPU (ioctl, or io_uring with HDPFLUSH_OPEN_BATCHED); else the dummy page if
  * given and HDPFLUSH_OPEN_ALLOW_DUMMY_PAGE is set; else -ENODEV with the reason in
- * hdpflush_last_error(). "kfd-ioctl" (a proposed KFD flush ioctl that no upstream kernel has),
- * "legacy" and "sim" (the in-process simulator) are used only when named: opts->strategy, or
- * the environment. A partitioned GPU is one GPU: every partition's gpu_id opens the device.
+ * hdpflush_last_error(). "kfd-ioctl" (AMDKFD_IOC_HDP_FLUSH, a KFD flush ioctl proposed by
+ * hdpflush's kernel patch that no upstream kernel has; called only on a KFD reporting exactly
+ * 1.24, the version the patch sets), "legacy" and "sim" (the in-process simulator) are used
+ * only when named: opts->strategy, or the environment. A partitioned GPU is one GPU: every
+ * partition's gpu_id opens the device.
  *
  * What the caller passes wins over the environment: HDPFLUSH_STRATEGY (for tests and
  * benchmarks) names the strategy only of flushers whose caller set no opts->strategy and passed
@@ -48,11 +50,17 @@
  *                is set (built against a newer header: update libhdpflush)
  *   -EBADF       the handle was closed
  *   -ENODEV      no way to flush this GPU here, the GPU is not found, a named strategy cannot
- *                flush it, or (hdpflush_flush) the process has no single GPU to flush
+ *                flush it, or (hdpflush_flush) the process has no single GPU to flush; from
+ *                kfd-ioctl's flush: KFD knows no such gpu_id for this process, or the GPU was
+ *                removed
  *   -EOPNOTSUPP  invalidate on a strategy without an invalidate register (remap page, dummy
- *                page) or a module device without one configured
+ *                page, kfd-ioctl: the proposed ioctl only flushes) or a module device without
+ *                one configured; from kfd-ioctl's flush: amdgpu has no HDP flush for this GPU
  *   -EIO         the device failed the flush (the kernel module's error) or an io_uring lost
- *                a completion
+ *                a completion; from kfd-ioctl: a reset of the GPU is in progress, nothing was
+ *                flushed, and the reset may discard what was stored (do not retry)
+ *   -ENXIO       kfd-ioctl: the process has not acquired this GPU through KFD (no VM, memory
+ *                or queues on it)
  *   -ENOTRECOVERABLE  a bug inside libhdpflush was caught (a Rust panic); the message says where
  *   or another errno the kernel returned for the request (see the module's uAPI).
  * After any failure, hdpflush_last_error() says what happened and what to do.
@@ -140,7 +148,8 @@ int hdpflush_gpu_flush(hdpflush_gpu *gpu, uint32_t flags);
  * returned and hdpflush_last_error() names its GPU (or the NULL or closed entry). */
 int hdpflush_flush_gpus(hdpflush_gpu *const *gpus, size_t count, uint32_t flags);
 
-/* Invalidate the GPU's HDP read cache before reading through the BAR what the GPU wrote. */
+/* Invalidate the GPU's HDP read cache before reading through the BAR what the GPU wrote.
+ * -EOPNOTSUPP where the strategy has no invalidate (see above). */
 int hdpflush_gpu_invalidate(hdpflush_gpu *gpu);
 
 /* The strategy: "mmio-remap", "kfd-ioctl", "ioctl", "uring", "dummy-page", "legacy" or "sim".

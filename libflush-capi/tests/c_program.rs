@@ -196,15 +196,48 @@ fn the_abi_grows_the_caller_wins_hardware_can_be_required_and_closed_handles_are
 #[path = "../../tests/support/fake_kfd.rs"]
 mod fake_kfd;
 
+use fake_kfd::{served_flushes, FakeKfd, FLUSH_ENV, PATCH_VERSION, UPSTREAM_VERSION};
+
+/// The fixture host, if this process can make one (root), its controls passed.
+fn fixture() -> Option<FakeKfd> {
+    FakeKfd::checked(Path::new(env!("CARGO_TARGET_TMPDIR")))
+}
+
+/// `gpu_id:N` of the fixture's GPU, as the C program takes it.
+fn fixture_gpu() -> String {
+    format!("gpu_id:{}", fake_kfd::GPU_ID)
+}
+
+/// The C program on the fixture host with `kfd-ioctl` named, KFD reporting `version`, the
+/// flush answering as `answer` ([`FLUSH_ENV`]) says: its stdout and the KFD log.
+fn named(
+    fixture: &FakeKfd,
+    version: &str,
+    flags: &[&str],
+    answer: Option<&str>,
+) -> (Output, String, String) {
+    let gpu = fixture_gpu();
+    let mut args: Vec<&str> = flags.to_vec();
+    args.push(&gpu);
+    let mut env = vec![("HDPFLUSH_STRATEGY", "kfd-ioctl")];
+    env.extend(answer.map(|a| (FLUSH_ENV, a)));
+    let (out, log) = fixture.run(version, c_program(), &args, &env);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out, stdout, log)
+}
+
+/// The flush calls the C program makes on one GPU: three flushes and one flush-all.
+const FLUSH_CALLS: usize = 4;
+
 #[test]
-fn kfds_flush_ioctl_is_called_only_when_named_and_only_on_the_patched_version() {
-    let Some(fixture) = fake_kfd::FakeKfd::checked(Path::new(env!("CARGO_TARGET_TMPDIR"))) else {
+fn kfds_flush_ioctl_is_never_issued_unless_named_whatever_kfd_reports() {
+    let Some(fixture) = fixture() else {
         return;
     };
-    let gpu = format!("gpu_id:{}", fake_kfd::GPU_ID);
+    let gpu = fixture_gpu();
     let enodev = errno(nix::errno::Errno::ENODEV);
-    for version in ["1.17", "1.18", "1.19", "1.20", "1.21"] {
-        // Not named: ENODEV with the reason, whatever KFD reports; KFD is not even asked.
+    // On the patch's version too: the fake would serve nr 0x29 there, and must not be asked.
+    for version in ["1.18", "1.19", UPSTREAM_VERSION, PATCH_VERSION, "1.25"] {
         let (out, log) = fixture.run(version, c_program(), &[&gpu], &[]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(1), "KFD {version}: {stdout}");
@@ -215,38 +248,142 @@ fn kfds_flush_ioctl_is_called_only_when_named_and_only_on_the_patched_version() 
             )),
             "KFD {version}: {stdout}"
         );
+        assert!(!fake_kfd::issued_0x29(&log), "KFD {version}: {log}");
         assert!(!log.contains("KFD ioctl"), "KFD {version}: {log}");
     }
-    // Named on a KFD that is not the patch's version: refused, nr 0x27 never issued.
-    let (out, log) = fixture.run(
-        "1.19",
-        c_program(),
-        &[&gpu],
-        &[("HDPFLUSH_STRATEGY", "kfd-ioctl")],
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains(&format!("open {gpu}: {enodev} ENODEV strategy `kfd-ioctl` is not usable here: this kernel's KFD is 1.19")),
+}
+
+#[test]
+fn a_named_kfd_ioctl_is_refused_with_the_reason_on_any_other_version() {
+    let Some(fixture) = fixture() else {
+        return;
+    };
+    let gpu = fixture_gpu();
+    let enodev = errno(nix::errno::Errno::ENODEV);
+    // 1.23: the tree the patch is based on; 1.25: whatever upstream adds next may own 0x29.
+    for version in ["1.18", UPSTREAM_VERSION, "1.25"] {
+        let (out, stdout, log) = named(&fixture, version, &[], None);
+        assert_eq!(out.status.code(), Some(1), "KFD {version}: {stdout}");
+        assert!(
+            stdout.contains(&format!(
+                "open {gpu}: {enodev} ENODEV strategy `kfd-ioctl` is not usable here: this kernel's KFD is {version}; the proposed AMDKFD_IOC_HDP_FLUSH (nr 0x29) is called only on a KFD reporting {PATCH_VERSION}"
+            )),
+            "KFD {version}: {stdout}"
+        );
+        assert!(log.contains("GET_VERSION"), "KFD {version}: {log}");
+        assert!(!fake_kfd::issued_0x29(&log), "KFD {version}: {log}");
+    }
+}
+
+#[test]
+fn on_the_patchs_version_every_flush_is_one_call_and_invalidate_is_eopnotsupp() {
+    let Some(fixture) = fixture() else {
+        return;
+    };
+    let gpu = fixture_gpu();
+    let eopnotsupp = errno(nix::errno::Errno::EOPNOTSUPP);
+    // Posted or completed, KFD completes the flush: the same call either way.
+    for flags in [&[][..], &["--posted"][..]] {
+        let (out, stdout, log) = named(&fixture, PATCH_VERSION, flags, None);
+        assert!(
+            stdout.contains(&format!("open {gpu}: 0 ok kfd-ioctl")),
+            "{flags:?}: {stdout}"
+        );
+        assert_eq!(
+            stdout.matches(&format!("flush {gpu}: 0 ok")).count(),
+            3,
+            "{flags:?}: {stdout}"
+        );
+        assert!(stdout.contains("flush-all -: 0 ok"), "{flags:?}: {stdout}");
+        assert!(
+            stdout.contains(&format!(
+                "invalidate {gpu}: {eopnotsupp} EOPNOTSUPP strategy `kfd-ioctl` does not support invalidate"
+            )),
+            "{flags:?}: {stdout}"
+        );
+        // The invalidate is the program's only failure.
+        assert_eq!(out.status.code(), Some(1), "{flags:?}: {stdout}");
+        assert_eq!(stdout.matches(": 0 ok").count(), 1 + 3 + 1, "{stdout}");
+        let want = format!(
+            "HDP_FLUSH nr=0x29 size=12 dir=rw gpu_id={} flags=0 -> status=0",
+            fake_kfd::GPU_ID
+        );
+        assert_eq!(
+            served_flushes(&log),
+            vec![want.as_str(); FLUSH_CALLS],
+            "{flags:?}: one call per flush, none for the invalidate: {log}"
+        );
+        assert!(!log.contains("KFD ioctl"), "{log}");
+    }
+}
+
+#[test]
+fn after_kfd_says_not_needed_later_flushes_make_no_call() {
+    let Some(fixture) = fixture() else {
+        return;
+    };
+    let gpu = fixture_gpu();
+    let (_, stdout, log) = named(&fixture, PATCH_VERSION, &[], Some("not-needed"));
+    assert_eq!(
+        stdout.matches(&format!("flush {gpu}: 0 ok")).count(),
+        3,
         "{stdout}"
     );
-    assert!(
-        log.contains("GET_VERSION") && !log.contains("KFD ioctl"),
-        "{log}"
+    assert!(stdout.contains("flush-all -: 0 ok"), "{stdout}");
+    assert_eq!(
+        served_flushes(&log),
+        [format!(
+            "HDP_FLUSH nr=0x29 size=12 dir=rw gpu_id={} flags=0 -> status=1",
+            fake_kfd::GPU_ID
+        )],
+        "the first flush asks, the {} after it do not: {log}",
+        FLUSH_CALLS - 1
     );
-    // Named on a KFD that reports the patch's version: every flush goes through it.
-    let (out, log) = fixture.run(
-        "1.18",
-        c_program(),
-        &[&gpu],
-        &[("HDPFLUSH_STRATEGY", "kfd-ioctl")],
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains(&format!("open {gpu}: 0 ok kfd-ioctl")),
-        "{stdout}"
-    );
-    assert!(!log.contains("KFD ioctl"), "{log}");
-    assert!(log.matches("HDP_FLUSH nr=0x27").count() >= 4, "{log}");
+}
+
+#[test]
+fn kfds_errors_are_returned_once_per_flush_never_retried_eio_included() {
+    let Some(fixture) = fixture() else {
+        return;
+    };
+    let gpu = fixture_gpu();
+    use nix::errno::Errno;
+    for (name, e, says) in [
+        ("EIO", Errno::EIO, "a reset of this GPU is in progress"),
+        ("ENXIO", Errno::ENXIO, "has not acquired the GPU"),
+        ("ENODEV", Errno::ENODEV, "or the GPU was removed"),
+        ("EOPNOTSUPP", Errno::EOPNOTSUPP, "no HDP flush for this GPU"),
+    ] {
+        let (out, stdout, log) = named(&fixture, PATCH_VERSION, &[], Some(name));
+        assert_eq!(out.status.code(), Some(1), "{name}: {stdout}");
+        assert!(
+            stdout.contains(&format!("open {gpu}: 0 ok kfd-ioctl")),
+            "{name}: {stdout}"
+        );
+        let failed = format!("{} {name} ", errno(e));
+        assert_eq!(
+            stdout
+                .lines()
+                .filter(|l| l.starts_with("flush") && l.contains(&failed))
+                .count(),
+            FLUSH_CALLS,
+            "{name}: {stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("/dev/kfd (gpu_id {}: ", fake_kfd::GPU_ID))
+                && stdout.contains(says)
+                && stdout.contains("AMDKFD_IOC_HDP_FLUSH failed"),
+            "{name}: {stdout}"
+        );
+        // One call per flush: a retry would show as more.
+        assert_eq!(served_flushes(&log).len(), FLUSH_CALLS, "{name}: {log}");
+        assert!(
+            served_flushes(&log)
+                .iter()
+                .all(|l| l.ends_with(&format!("flags=0 -> errno={}", e as i32))),
+            "{name}: {log}"
+        );
+    }
 }
 
 #[test]

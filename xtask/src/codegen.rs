@@ -171,6 +171,29 @@ const FAILED_REQUEST: &[Shape] = &[Shape {
     what: "the request failed",
     steps: &[REQUEST],
 }];
+/// `kfd-ioctl`'s flush after KFD said the GPU needs none (`KFD_IOC_HDP_FLUSH_STATUS_NOT_NEEDED`,
+/// remembered): the same barriers, no request; or the request whose answer is remembered (a
+/// store), where the compiler inlines it.
+const KFD_FLUSH_NOT_NEEDED: &[Shape] = &[
+    Shape {
+        what: "posted, KFD said NOT_NEEDED before: no request",
+        steps: &[STORE_FENCE, STORE_FENCE],
+    },
+    Shape {
+        what: "completed, KFD said NOT_NEEDED before: no request",
+        steps: &[STORE_FENCE],
+    },
+    Shape {
+        what: "posted, KFD says NOT_NEEDED now: the request, its answer remembered, a store fence",
+        steps: &[STORE_FENCE, REQUEST, STORE, STORE_FENCE],
+    },
+];
+/// `kfd-ioctl`'s invalidate: the proposed ioctl only flushes, so it fails at once
+/// (`Unsupported`) with no barrier.
+const KFD_INVALIDATE: &[Shape] = &[Shape {
+    what: "unsupported: the error returned, no fence",
+    steps: &[],
+}];
 /// `flush_batch(0)` of a kernel strategy: the barriers without a request.
 const NO_REQUEST: &[Shape] = &[
     Shape {
@@ -207,30 +230,41 @@ fn entries() -> Vec<Entry> {
             allowed: &[],
         })
     };
-    let kernel = |strategy, transport: &str| {
+    // A kernel strategy: its flushes (`flush_batch(0)` makes no request; `extra` are other
+    // paths its flushes may have) and its invalidate.
+    let kernel = |strategy,
+                  transport: &str,
+                  extra: &'static [Shape],
+                  invalidate: (&'static [Shape], &'static [Shape])| {
         let ty =
             format!("libflush::strategy::kernel::KernelFlush<libflush::strategy::{transport}>");
-        let invalidate = Entry {
-            strategy,
-            symbol: format!("<{ty} as libflush::strategy::Flush>::invalidate"),
-            required: KERNEL_INVALIDATE,
-            allowed: FAILED_REQUEST,
-        };
         let mut v: Vec<Entry> = ["flush_with", "flush", "flush_batch"]
             .map(|method| Entry {
                 strategy,
                 symbol: format!("<{ty} as libflush::strategy::Flush>::{method}"),
                 required: KERNEL_FLUSH,
                 allowed: if method == "flush_batch" {
-                    NO_REQUEST
+                    if extra.is_empty() {
+                        NO_REQUEST
+                    } else {
+                        // A batch of none has the same shapes as a flush KFD said was not
+                        // needed.
+                        extra
+                    }
                 } else {
-                    &[]
+                    extra
                 },
             })
             .into();
-        v.push(invalidate);
+        v.push(Entry {
+            strategy,
+            symbol: format!("<{ty} as libflush::strategy::Flush>::invalidate"),
+            required: invalidate.0,
+            allowed: invalidate.1,
+        });
         v
     };
+    let module_invalidate = (KERNEL_INVALIDATE, FAILED_REQUEST);
     let mut v = Vec::new();
     v.extend(flush(
         "mmio-remap",
@@ -247,9 +281,24 @@ fn entries() -> Vec<Entry> {
         "libflush::strategy::legacy::Legacy",
         LEGACY,
     ));
-    v.extend(kernel("ioctl", "ioctl::IoctlTransport"));
-    v.extend(kernel("kfd-ioctl", "kfd_ioctl::KfdTransport"));
-    v.extend(kernel("uring", "uring::UringTransport"));
+    v.extend(kernel(
+        "ioctl",
+        "ioctl::IoctlTransport",
+        &[],
+        module_invalidate,
+    ));
+    v.extend(kernel(
+        "kfd-ioctl",
+        "kfd_ioctl::KfdTransport",
+        KFD_FLUSH_NOT_NEEDED,
+        (KFD_INVALIDATE, &[]),
+    ));
+    v.extend(kernel(
+        "uring",
+        "uring::UringTransport",
+        &[],
+        module_invalidate,
+    ));
     v
 }
 
@@ -1045,6 +1094,8 @@ mod tests {
     const PPC_REMAP_FLUSH: &str = include_str!("codegen/powerpc64le_remap_flush.txt");
     const PPC_REMAP_BATCH: &str = include_str!("codegen/powerpc64le_remap_flush_batch.txt");
     const X86_IOCTL_INVALIDATE: &str = include_str!("codegen/x86_64_ioctl_invalidate.txt");
+    const X86_KFD: &str = include_str!("codegen/x86_64_kfd_flush_with.txt");
+    const X86_KFD_INVALIDATE: &str = include_str!("codegen/x86_64_kfd_invalidate.txt");
 
     use Target::{Aarch64, Powerpc64le, X86_64};
 
@@ -1236,6 +1287,42 @@ mod tests {
                 "{by}: {p:#?}"
             );
         }
+    }
+
+    #[test]
+    fn kfd_ioctl_flushes_like_the_module_strategies_and_its_invalidate_has_no_fence() {
+        let judged = |listing: &str| {
+            judge(
+                X86_64,
+                &paths(X86_64, listing),
+                KERNEL_FLUSH,
+                KFD_FLUSH_NOT_NEEDED,
+            )
+        };
+        assert_eq!(judged(X86_KFD), Vec::<String>::new());
+        for n in [0, 1] {
+            assert!(
+                !judged(&rewrite(X86_KFD, "sfence", n, "nop")).is_empty(),
+                "`sfence` #{n} deleted and not caught"
+            );
+        }
+        // The proposed ioctl has no invalidate: an error, and nothing to order after it.
+        let kfd = paths(X86_64, X86_KFD_INVALIDATE);
+        assert_eq!(
+            kfd.iter().map(|p| render_path(p)).collect::<Vec<_>>(),
+            ["store ×3"]
+        );
+        assert_eq!(
+            judge(X86_64, &kfd, KFD_INVALIDATE, &[]),
+            Vec::<String>::new()
+        );
+        assert!(!judge(X86_64, &kfd, KERNEL_INVALIDATE, FAILED_REQUEST).is_empty());
+        let fenced = rewrite(X86_KFD_INVALIDATE, "movq\t%rdi, %rax", 0, "mfence");
+        let p = judge(X86_64, &paths(X86_64, &fenced), KFD_INVALIDATE, &[]);
+        assert!(
+            p.iter().any(|m| m.contains("[`mfence`, store ×3]")),
+            "{p:#?}"
+        );
     }
 
     #[test]

@@ -40,6 +40,7 @@ static const char *errno_name(int rc)
     case EACCES: return "EACCES";
     case EOPNOTSUPP: return "EOPNOTSUPP";
     case EIO: return "EIO";
+    case ENXIO: return "ENXIO";
     case E2BIG: return "E2BIG";
     case EBADF: return "EBADF";
     case ENOTRECOVERABLE: return "ENOTRECOVERABLE";

@@ -143,7 +143,9 @@ impl Chain<'_> {
             )),
             StrategyKind::KfdIoctl => match self.gpu.kfd_gpu_id {
                 Some(id) => Ok(hardware(format!(
-                    "KFD's proposed AMDKFD_IOC_HDP_FLUSH for gpu_id {id} (named: needs a kernel carrying hdpflush's KFD patch)"
+                    "KFD's proposed AMDKFD_IOC_HDP_FLUSH for gpu_id {id} (named: needs a kernel carrying hdpflush's KFD patch, whose KFD reports {}.{}; checked when the flusher is opened)",
+                    crate::kfd_uapi::KFD_IOCTL_MAJOR_VERSION,
+                    crate::kfd_uapi::KFD_HDP_FLUSH_PATCH_MINOR
                 ))),
                 None => Err(format!("KFD lists no node for GPU {}", self.shown)),
             },

@@ -137,7 +137,8 @@ fn no_kfd_version_makes_kfd_ioctl_the_default_and_the_module_serves_its_gpu() {
     let root = scratch("kfd-versions");
     three_gpus(&root);
     let sysfs = Sysfs::at(&root);
-    for minor in 17..=21 {
+    // v1's 1.18, 1.23 (Debian's 7.3.4, read 2026-12-02), v2's 1.24 and past it.
+    for minor in 17..=25 {
         // The module serves 03:00.0: it is used, whatever KFD reports.
         let p = probe_with(&sysfs, loaded(), 65536, true, kfd(minor));
         let served = p
@@ -421,11 +422,11 @@ fn the_environment_names_a_strategy_only_when_the_caller_named_none_and_passed_n
 
 #[test]
 fn a_64k_host_with_kfd_and_no_module_gets_enodev_from_the_process_wide_choice() {
-    // The case that motivated the project: a GPU, KFD (here reporting 1.19), 64K pages, no
-    // module.
+    // The case that motivated the project: a GPU, KFD (here reporting 1.23, Debian's 7.3.4 as
+    // read 2026-12-02), 64K pages, no module.
     let root = scratch("64k");
     one_mi210(&root);
-    let p = probe_with(&Sysfs::at(&root), absent(), 65536, true, kfd(19));
+    let p = probe_with(&Sysfs::at(&root), absent(), 65536, true, kfd(23));
     let err = p.process_wide.clone().unwrap_err();
     assert!(err.contains("no HDP flush for GPU 0000:03:00.0"), "{err}");
     assert!(

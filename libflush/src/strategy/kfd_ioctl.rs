@@ -2,9 +2,10 @@
 //! which calls amdgpu's own HDP flush for one GPU the process has acquired, orders the caller's
 //! stores before it (`mb()`) and returns once a register read-back has posted it.
 //!
-//! No upstream kernel has it, and its proposed number now belongs to another ioctl upstream
-//! (see [`crate::kfd_uapi`]): it is used only when a caller names `kfd-ioctl`, and then only
-//! on a KFD reporting the version the patch sets. It is never chosen from a version number.
+//! No upstream kernel has it, and its proposed number and version are only the next free ones
+//! in the tree the patch is based on: upstream may give them to other ioctls, as it gave v1's
+//! (see [`crate::kfd_uapi`]). It is used only when a caller names `kfd-ioctl`, and then only on
+//! a KFD reporting the version the patch sets. It is never chosen from a version number.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -159,10 +160,7 @@ impl KfdTransport {
             match unsafe { raw::hdp_flush(self.kfd.as_raw_fd(), &mut args) } {
                 Ok(_) => break,
                 Err(Errno::EINTR) => {}
-                Err(e) => {
-                    let what = format!("{KFD_DEVICE_PATH} (gpu_id {})", self.gpu_id);
-                    return Err(Error::os(&what, op, e));
-                }
+                Err(e) => return Err(flush_error(self.gpu_id, op, e)),
             }
         }
         if args.status & KFD_IOC_HDP_FLUSH_STATUS_NOT_NEEDED != 0 {
@@ -175,6 +173,27 @@ impl KfdTransport {
     pub fn flush_not_needed(&self) -> bool {
         self.not_needed.load(Ordering::Relaxed)
     }
+}
+
+/// What an errno from `AMDKFD_IOC_HDP_FLUSH` means, as the patch's uAPI header documents it.
+fn flush_errno_meaning(errno: Errno) -> Option<&'static str> {
+    Some(match errno {
+        Errno::EIO => "a reset of this GPU is in progress: nothing was flushed, the reset may discard what was stored, and KFD's events report it; not retried",
+        Errno::ENXIO => "this process has not acquired the GPU (no VM, memory or queues on it), and KFD does not touch a GPU for a process that does not use it",
+        Errno::ENODEV => "no GPU of this process has this gpu_id, or the GPU was removed",
+        Errno::EOPNOTSUPP => "amdgpu has no HDP flush for this GPU; nothing was done",
+        Errno::EINVAL => "KFD refused the arguments (flags must be 0)",
+        _ => return None,
+    })
+}
+
+/// The error of a failed `AMDKFD_IOC_HDP_FLUSH` on `gpu_id`, saying what the errno means.
+fn flush_error(gpu_id: u32, op: &'static str, errno: Errno) -> Error {
+    let what = match flush_errno_meaning(errno) {
+        Some(meaning) => format!("{KFD_DEVICE_PATH} (gpu_id {gpu_id}: {meaning})"),
+        None => format!("{KFD_DEVICE_PATH} (gpu_id {gpu_id})"),
+    };
+    Error::os(what, op, errno)
 }
 
 impl Fences for KfdTransport {}
@@ -212,6 +231,7 @@ impl Transport for KfdTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::strategy::Flush;
 
     #[test]
     fn a_named_flush_runs_only_on_the_version_the_patch_sets() {
@@ -249,6 +269,113 @@ mod tests {
             Err(other) => panic!("{other}"),
             Ok(_) => panic!("opened KFD that does not exist"),
         }
+    }
+
+    /// A flusher over `/dev/null`, which answers any ioctl with ENOTTY: a call that reaches
+    /// the kernel shows as that error.
+    fn over_dev_null(not_needed: bool, completion: Completion) -> KfdIoctl {
+        let kfd = File::open("/dev/null").expect("open /dev/null");
+        KfdIoctl::with_transport(
+            KfdTransport {
+                kfd,
+                gpu_id: 7,
+                not_needed: AtomicBool::new(not_needed),
+            },
+            completion,
+        )
+    }
+
+    #[test]
+    fn the_request_is_iowr_of_the_12_byte_struct_at_nr_0x29() {
+        assert_eq!(std::mem::size_of::<KfdHdpFlushArgs>(), 12);
+        assert_eq!(AMDKFD_IOC_HDP_FLUSH_NR, 0x29);
+        assert_eq!(KFD_HDP_FLUSH_PATCH_MINOR, 24);
+        let code = nix::request_code_readwrite!(
+            AMDKFD_IOCTL_BASE,
+            AMDKFD_IOC_HDP_FLUSH_NR,
+            std::mem::size_of::<KfdHdpFlushArgs>()
+        );
+        // _IOC(_IOC_READ | _IOC_WRITE, 'K', 0x29, 12) with the generic encoding.
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        assert_eq!(code, 0xC00C_4B29);
+        assert_eq!(code & 0xffff, 0x4B29);
+    }
+
+    #[test]
+    fn a_flush_reaches_the_kernel_and_its_error_is_returned_naming_the_gpu() {
+        for completion in [Completion::Completed, Completion::Posted] {
+            let f = over_dev_null(false, completion);
+            for result in [f.flush(), f.flush_with(completion), f.flush_batch(3)] {
+                match result {
+                    Err(Error::Os { what, op, errno }) => {
+                        assert_eq!(errno, Errno::ENOTTY);
+                        assert_eq!(op, "AMDKFD_IOC_HDP_FLUSH");
+                        assert_eq!(what, "/dev/kfd (gpu_id 7)");
+                    }
+                    other => panic!("{completion:?}: {other:?}"),
+                }
+            }
+            assert!(!f.transport().flush_not_needed());
+        }
+    }
+
+    #[test]
+    fn once_kfd_said_not_needed_no_flush_makes_a_call_and_a_batch_of_none_never_does() {
+        // /dev/null would answer a call with ENOTTY: Ok means no call was made.
+        let f = over_dev_null(true, Completion::Completed);
+        assert!(f.transport().flush_not_needed());
+        assert_eq!(f.flush(), Ok(()));
+        assert_eq!(f.flush_with(Completion::Posted), Ok(()));
+        assert_eq!(f.flush_batch(5), Ok(()));
+        let f = over_dev_null(false, Completion::Completed);
+        assert_eq!(f.flush_batch(0), Ok(()));
+    }
+
+    #[test]
+    fn invalidate_is_unsupported_eopnotsupp_and_reaches_no_kernel() {
+        let f = over_dev_null(false, Completion::Completed);
+        let e = f.invalidate().unwrap_err();
+        assert_eq!(
+            e,
+            Error::Unsupported {
+                strategy: StrategyKind::KfdIoctl,
+                op: "invalidate"
+            },
+            "a call would have been ENOTTY"
+        );
+        assert_eq!(e.errno(), Errno::EOPNOTSUPP);
+        assert_eq!(
+            e.to_string(),
+            "strategy `kfd-ioctl` does not support invalidate"
+        );
+    }
+
+    #[test]
+    fn the_errors_the_patch_documents_say_what_they_mean() {
+        let e = flush_error(7, "AMDKFD_IOC_HDP_FLUSH", Errno::EIO);
+        assert_eq!(e.errno(), Errno::EIO);
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("/dev/kfd (gpu_id 7: a reset of this GPU is in progress")
+                && msg.contains("not retried")
+                && msg.contains("): AMDKFD_IOC_HDP_FLUSH failed: EIO"),
+            "{msg}"
+        );
+        for (errno, says) in [
+            (Errno::ENXIO, "has not acquired the GPU"),
+            (Errno::ENODEV, "no GPU of this process has this gpu_id"),
+            (Errno::EOPNOTSUPP, "no HDP flush for this GPU"),
+            (Errno::EINVAL, "flags must be 0"),
+        ] {
+            let e = flush_error(7, "AMDKFD_IOC_HDP_FLUSH", errno);
+            assert_eq!(e.errno(), errno);
+            assert!(e.to_string().contains(says), "{e}");
+        }
+        let other = flush_error(7, "AMDKFD_IOC_HDP_FLUSH", Errno::ENOTTY).to_string();
+        assert!(
+            other.starts_with("/dev/kfd (gpu_id 7): AMDKFD_IOC_HDP_FLUSH failed: ENOTTY"),
+            "{other}"
+        );
     }
 
     #[test]

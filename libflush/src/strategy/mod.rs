@@ -143,7 +143,8 @@ impl<'a> ModuleTarget<'a> {
 pub enum StrategyKind {
     /// One store to the 4K MMIO remap page.
     MmioRemap,
-    /// KFD's `AMDKFD_IOC_HDP_FLUSH` (docs/upstream/), when the running kernel offers it.
+    /// KFD's proposed `AMDKFD_IOC_HDP_FLUSH` (docs/upstream/): only when named, and only on a
+    /// KFD reporting the version the patch sets ([`crate::kfd_uapi`]).
     KfdIoctl,
     /// FLUSH ioctl on `/dev/hdp_flush`.
     Ioctl,

@@ -15,6 +15,8 @@ use nix::errno::Errno;
 use nix::libc;
 
 type TestResult = Result<(), String>;
+/// A test: its name and its function.
+type Test = (&'static str, fn() -> TestResult);
 
 /// A gpu_id no KFD topology has: KFD derives gpu_ids from a hash, never 0xffffffff.
 const NO_SUCH_GPU: u32 = u32::MAX;
@@ -263,7 +265,7 @@ fn main() {
             .unwrap_or_default()
             .trim()
     );
-    let tests: &[(&str, fn() -> TestResult)] = &[
+    let tests: &[Test] = &[
         (
             "the_version_is_the_one_the_patch_sets",
             the_version_is_the_one_the_patch_sets,
