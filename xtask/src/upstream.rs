@@ -843,10 +843,10 @@ mod tests {
         let subject = patch
             .text
             .lines()
-            .find_map(|l| l.strip_prefix("Subject: [PATCH v2] "))
-            .expect("a v2 subject");
+            .find_map(|l| l.strip_prefix("Subject: [RFC PATCH v2] "))
+            .expect("an RFC v2 subject");
         assert!(cover.text.contains(&format!("  {subject}\n")), "{subject}");
-        assert!(cover.text.contains("Subject: [PATCH v2 0/1] "));
+        assert!(cover.text.contains("Subject: [RFC PATCH v2 0/1] "));
         assert_eq!(placeholder_authorship(&[cover]), [COVER_LETTER]);
     }
 

@@ -2,6 +2,11 @@
 //! amdgpu and KFD built in (docs/upstream/boot.config over tinyconfig), booted in QEMU without
 //! a GPU, where tests/guest/src/kfd.rs runs against the real /dev/kfd.
 //!
+//! 7.3's KFD refuses to open /dev/kfd when its topology has no GPU node, so this kernel also
+//! carries docs/upstream/test-only/ (applied after the series, never sent): it lets the open go
+//! ahead with a CPU-only topology. Without it no KFD ioctl can be reached in a guest without a
+//! GPU (tried: "amdgpu: no gpu node! Cannot create KFD process").
+//!
 //! amdgpu alone is most of the build: about 20 minutes on 2 cores from scratch, too long for
 //! every CI run (`cargo xtask test` must stay under an hour on a fresh 2-core machine), so this
 //! is a separate flag whose output is recorded in docs/upstream/README.md. The tree and build
@@ -158,7 +163,8 @@ fn kfd_tests() -> StepResult<PathBuf> {
 }
 
 pub fn run() -> StepResult {
-    let patches = series_in(&upstream_dir())?;
+    let mut patches = series_in(&upstream_dir())?;
+    patches.extend(series_in(&upstream_dir().join("test-only"))?);
     let source = source()?;
     let (tree, build) = tree(&source, &patches)?;
     let image = kernel(&tree, &build)?;

@@ -147,8 +147,8 @@ impl KfdIoctl {
 }
 
 impl KfdTransport {
-    /// One `AMDKFD_IOC_HDP_FLUSH`. EIO (a GPU reset) is not retried: the reset may have
-    /// discarded the caller's stores, and KFD tells the process through its events.
+    /// One `AMDKFD_IOC_HDP_FLUSH`. An error is returned, never retried: the kernel itself waits
+    /// out a GPU reset, so nothing it answers gets better by asking again.
     fn request(&self) -> Result<()> {
         let op = "AMDKFD_IOC_HDP_FLUSH";
         let mut args = KfdHdpFlushArgs {
@@ -178,10 +178,9 @@ impl KfdTransport {
 /// What an errno from `AMDKFD_IOC_HDP_FLUSH` means, as the patch's uAPI header documents it.
 fn flush_errno_meaning(errno: Errno) -> Option<&'static str> {
     Some(match errno {
-        Errno::EIO => "a reset of this GPU is in progress: nothing was flushed, the reset may discard what was stored, and KFD's events report it; not retried",
-        Errno::ENXIO => "this process has not acquired the GPU (no VM, memory or queues on it), and KFD does not touch a GPU for a process that does not use it",
-        Errno::ENODEV => "no GPU of this process has this gpu_id, or the GPU was removed",
-        Errno::EOPNOTSUPP => "amdgpu has no HDP flush for this GPU; nothing was done",
+        Errno::ENXIO => "this process does not use the GPU (no memory or queue on it), and KFD does not touch a GPU for a process that does not use it",
+        Errno::ENODEV => "no GPU of this process has this gpu_id, or the GPU was removed or can no longer be accessed",
+        Errno::EOPNOTSUPP => "no HDP flush is offered for this GPU (an SR-IOV virtual function, or amdgpu has no HDP flush for it); nothing was done",
         Errno::EINVAL => "KFD refused the arguments (flags must be 0)",
         _ => return None,
     })
@@ -352,19 +351,18 @@ mod tests {
 
     #[test]
     fn the_errors_the_patch_documents_say_what_they_mean() {
-        let e = flush_error(7, "AMDKFD_IOC_HDP_FLUSH", Errno::EIO);
-        assert_eq!(e.errno(), Errno::EIO);
+        let e = flush_error(7, "AMDKFD_IOC_HDP_FLUSH", Errno::ENXIO);
+        assert_eq!(e.errno(), Errno::ENXIO);
         let msg = e.to_string();
         assert!(
-            msg.starts_with("/dev/kfd (gpu_id 7: a reset of this GPU is in progress")
-                && msg.contains("not retried")
-                && msg.contains("): AMDKFD_IOC_HDP_FLUSH failed: EIO"),
+            msg.starts_with("/dev/kfd (gpu_id 7: this process does not use the GPU")
+                && msg.contains("): AMDKFD_IOC_HDP_FLUSH failed: ENXIO"),
             "{msg}"
         );
         for (errno, says) in [
-            (Errno::ENXIO, "has not acquired the GPU"),
+            (Errno::ENXIO, "does not use the GPU"),
             (Errno::ENODEV, "no GPU of this process has this gpu_id"),
-            (Errno::EOPNOTSUPP, "no HDP flush for this GPU"),
+            (Errno::EOPNOTSUPP, "an SR-IOV virtual function"),
             (Errno::EINVAL, "flags must be 0"),
         ] {
             let e = flush_error(7, "AMDKFD_IOC_HDP_FLUSH", errno);
