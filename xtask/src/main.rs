@@ -15,6 +15,8 @@ mod run;
 mod setup;
 mod uapi_cross;
 mod upstream;
+mod upstream_boot;
+mod upstream_rocm;
 mod vm;
 
 use std::process::ExitCode;
@@ -29,8 +31,9 @@ commands:
   test [--host-only]     fmt check, clippy -D warnings, host tests, the install check (a C
                          program built with pkg-config against an installed libhdpflush), the
                          barrier instructions of every strategy (x86_64 only with
-                         --host-only), the powerpc64 uAPI check, the upstream KFD patches
-                         (apply, compile, uAPI), libflush's tests on powerpc64le under
+                         --host-only), the powerpc64 uAPI check, the upstream KFD patch
+                         (`upstream`: 7.3, checkpatch, W=1/sparse, uAPI; not --boot or
+                         --rocm), libflush's tests on powerpc64le under
                          qemu-user, then the QEMU guest tests on x86_64 (4K pages), arm64
                          (64K pages) and x86_64-debug. What CI runs.
   install --prefix DIR   libhdpflush.{a,so} (soname libhdpflush.so.0), include/libhdpflush.h
@@ -47,9 +50,19 @@ commands:
                          PASS/FAIL in target/evidence/ (see docs/patch-evidence.md)
   uapi-cross             compile the C header for powerpc64 (le and be) against the kernel's
                          uapi headers and check every ioctl number against kmod/uapi.rs
-  upstream               the KFD patches in docs/upstream/ applied to the 6.12 source, their
-                         objects compiled with amdgpu and KFD enabled (cached), and
-                         libflush's KFD uAPI checked against the patched header
+  upstream               the KFD patch in docs/upstream/ applied to Debian's linux-source-7.3
+                         (trixie-backports, downloaded and cached), checkpatch --strict, the
+                         touched objects compiled with W=1 and sparse against the unpatched
+                         tree (no new diagnostic), linux/kfd_ioctl.h alone for 32- and 64-bit
+                         user space, libflush's KFD uAPI checked against it
+  upstream --boot        also build a small x86_64 kernel from the patched tree with amdgpu
+                         and KFD built in (about 20 minutes on 2 cores the first time, then
+                         incremental) and run the KFD tests in a QEMU guest without a GPU
+  upstream --rocm DIR    also apply docs/upstream/rocm/ to the ROCm sources in DIR (a
+                         ROCm/rocm-systems checkout) and compile what they touch
+  upstream --format-for-sending DIR
+                         check, then write the patches to DIR for git send-email; refused
+                         while From:/Signed-off-by: are the placeholders
   codegen [ARCH...]      libhdpflush.so built in release mode for x86_64, aarch64 and
                          powerpc64le (default: all three) and each strategy's flush
                          disassembled: its barrier instructions (sfence/mfence, dsb st/dsb sy,
@@ -90,7 +103,7 @@ fn main() -> ExitCode {
         "uapi-cross" => setup::host_tools().and_then(|()| uapi_cross::check()),
         "ppc64le" => ppc64le::test(),
         "codegen" => codegen_targets(rest).and_then(|t| codegen::check(&t)),
-        "upstream" => setup::host_tools().and_then(|()| upstream::check()),
+        "upstream" => setup::host_tools().and_then(|()| upstream_command(rest)),
         "install" => match rest {
             [flag, dir] if flag == "--prefix" => install::install(std::path::Path::new(dir)),
             _ => Err(fail("arguments", "usage: cargo xtask install --prefix DIR")),
@@ -111,6 +124,38 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `upstream [--boot] [--rocm DIR] | --format-for-sending DIR`.
+fn upstream_command(args: &[String]) -> StepResult {
+    let usage = || {
+        fail(
+            "arguments",
+            "usage: cargo xtask upstream [--boot] [--rocm DIR] | upstream --format-for-sending DIR",
+        )
+    };
+    let (mut boot, mut rocm) = (false, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--boot" => boot = true,
+            "--rocm" => rocm = Some(std::path::PathBuf::from(it.next().ok_or_else(usage)?)),
+            "--format-for-sending" if args.len() == 2 => {
+                return upstream::format_for_sending(std::path::Path::new(
+                    it.next().ok_or_else(usage)?,
+                ))
+            }
+            _ => return Err(usage()),
+        }
+    }
+    upstream::check()?;
+    if boot {
+        upstream_boot::run()?;
+    }
+    if let Some(dir) = rocm {
+        upstream_rocm::check(&dir)?;
+    }
+    Ok(())
 }
 
 fn arches(args: &[String]) -> StepResult<Vec<Arch>> {

@@ -478,7 +478,10 @@ fn compile_checked(
     cc.args(["W=1", "C=1"])
         .arg(format!("CHECK={}", sparse.display()))
         .arg(obj);
-    let name = format!("upstream: compile {obj} (W=1, sparse) in {}", tree.display());
+    let name = format!(
+        "upstream: compile {obj} (W=1, sparse) in {}",
+        tree.display()
+    );
     step_logged(&name, cc, log, Duration::from_secs(30))?;
     let text = std::fs::read_to_string(log).map_err(|e| fail("upstream", e.to_string()))?;
     // kbuild skips the checker with only a warning when it cannot run it.
@@ -630,8 +633,27 @@ fn diffstat(text: &str) -> Vec<&str> {
     stat
 }
 
+/// The cover letter's diffstat must be the series' (one patch: the same lines).
+fn cover_letter_matches(patches: &[Patch]) -> StepResult {
+    let Some(cover) = cover_letter()? else {
+        return Ok(());
+    };
+    let series: Vec<&str> = patches.iter().flat_map(|p| diffstat(&p.text)).collect();
+    if patches.len() == 1 && diffstat(&cover.text) != series {
+        return Err(fail(
+            "upstream: cover letter",
+            format!(
+                "{COVER_LETTER}'s diffstat is not the patch's; regenerate it:\n{}",
+                series.join("\n")
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub fn check() -> StepResult {
     let patches = series_in(&upstream_dir())?;
+    cover_letter_matches(&patches)?;
     let source = source()?;
     let trees = prepared(&source, &patches)?;
     let logs = workspace_root().join("target/upstream");
@@ -659,13 +681,7 @@ pub fn check() -> StepResult {
             &logs.join(format!("{stem}.base.log")),
         )?;
         let after_log = logs.join(format!("{stem}.log"));
-        let after = compile_checked(
-            &trees.patched.0,
-            &trees.patched.1,
-            obj,
-            &sparse,
-            &after_log,
-        )?;
+        let after = compile_checked(&trees.patched.0, &trees.patched.1, obj, &sparse, &after_log)?;
         let (before, after) = (
             diagnostics(&before, &trees.base.0),
             diagnostics(&after, &trees.patched.0),
@@ -833,7 +849,9 @@ mod tests {
 
     #[test]
     fn the_cover_letter_matches_the_series() {
-        let cover = cover_letter().unwrap().expect("docs/upstream has a cover letter");
+        let cover = cover_letter()
+            .unwrap()
+            .expect("docs/upstream has a cover letter");
         let patches = series_in(&upstream_dir()).unwrap();
         let [patch] = patches.as_slice() else {
             panic!("the cover letter describes one patch; update it with the series")
