@@ -44,6 +44,13 @@ mod raw {
     );
     // The number after the flush: past the end of KFD's table.
     nix::ioctl_none!(past_the_end, AMDKFD_IOCTL_BASE, AMDKFD_IOC_HDP_FLUSH_NR + 1);
+    // The number before it, AMDKFD_IOC_PROFILER (KFD 1.23), with only `op` and `version`
+    // (KFD zero-fills the rest of its argument and copies back what the caller encoded).
+    nix::ioctl_readwrite_bad!(
+        profiler_version,
+        nix::request_code_readwrite!(AMDKFD_IOCTL_BASE, AMDKFD_IOC_HDP_FLUSH_NR - 1, 8),
+        [u32; 2]
+    );
 }
 
 fn kfd() -> Result<File, String> {
@@ -244,6 +251,23 @@ fn the_table_ends_after_the_flush() -> TestResult {
     expect_errno(r, Errno::ENOTTY, "nr 0x2a")
 }
 
+/// `AMDKFD_IOC_PROFILER`'s `op` that asks for its version, and the version 7.3.4 answers.
+const PROFILER_OP_VERSION: u32 = 2;
+const PROFILER_VERSION: u32 = 1;
+
+fn the_neighbour_before_the_flush_is_still_the_profiler() -> TestResult {
+    let fd = kfd()?;
+    let mut args = [PROFILER_OP_VERSION, 0];
+    // SAFETY: the request encodes 8 bytes and `args` is 8 writable bytes.
+    unsafe { raw::profiler_version(fd.as_raw_fd(), &mut args) }
+        .map_err(|e| format!("AMDKFD_IOC_PROFILER version: {e}"))?;
+    if args[1] == PROFILER_VERSION {
+        Ok(())
+    } else {
+        Err(format!("the profiler answered version {}", args[1]))
+    }
+}
+
 fn libflush_kfd_ioctl_reaches_the_ioctl_and_reports_enodev() -> TestResult {
     let strategy = KfdIoctl::open(NO_SUCH_GPU, Completion::Completed)
         .map_err(|e| format!("open kfd-ioctl: {e}"))?;
@@ -294,6 +318,10 @@ fn main() {
         (
             "the_table_ends_after_the_flush",
             the_table_ends_after_the_flush,
+        ),
+        (
+            "the_neighbour_before_the_flush_is_still_the_profiler",
+            the_neighbour_before_the_flush_is_still_the_profiler,
         ),
         (
             "libflush_kfd_ioctl_reaches_the_ioctl_and_reports_enodev",
