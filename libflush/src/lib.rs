@@ -30,6 +30,7 @@ pub mod device;
 mod error;
 mod fork;
 pub mod gpu;
+pub mod kfd_raw;
 pub mod kfd_uapi;
 pub mod measure;
 pub mod multi_gpu;

@@ -201,7 +201,7 @@ fn kernel_release(makefile: &str) -> String {
     )
 }
 
-fn make(tree: &Path, build: &Path) -> Command {
+pub(crate) fn make(tree: &Path, build: &Path) -> Command {
     let mut cmd = Command::new("make");
     cmd.current_dir(tree)
         .arg(format!("O={}", build.display()))
@@ -229,21 +229,36 @@ pub(crate) fn patched_copy(src: &Path, tree: &Path, patches: &[Patch]) -> StepRe
     Ok(())
 }
 
-/// Configure and prepare `tree` in `build` (x86_64_defconfig plus [`CONFIG`]); with
-/// `headers`, also install its sanitized uAPI headers in build/usr/include.
-fn configure(tree: &Path, build: &Path, logs: &Path, headers: bool) -> StepResult {
+/// `make args` in `tree`/`build` as step `name`, output in `log`.
+pub(crate) fn make_logged(
+    tree: &Path,
+    build: &Path,
+    args: &[&str],
+    name: &str,
+    log: &Path,
+) -> StepResult {
+    let mut cmd = make(tree, build);
+    cmd.args(args);
+    step_logged(name, cmd, log, Duration::from_secs(60))
+}
+
+/// Configure `build` for `tree`: the `base` target (a defconfig), `fragment` merged over it,
+/// then olddefconfig, which must keep every `=y` and `=m` line of the fragment.
+pub(crate) fn configure_with(
+    tree: &Path,
+    build: &Path,
+    base: &str,
+    fragment: &Path,
+    logs: &Path,
+) -> StepResult {
     std::fs::create_dir_all(build).map_err(|e| fail("upstream", e.to_string()))?;
-    let quiet = Duration::from_secs(60);
-    let mut defconfig = make(tree, build);
-    defconfig.arg("x86_64_defconfig");
-    step_logged(
-        "upstream: x86_64_defconfig",
-        defconfig,
+    make_logged(
+        tree,
+        build,
+        &[base],
+        &format!("upstream: {base}"),
         &logs.join("config.log"),
-        quiet,
     )?;
-    let fragment = logs.join("amdgpu.config");
-    std::fs::write(&fragment, CONFIG).map_err(|e| fail("upstream", e.to_string()))?;
     let mut merge = Command::new(tree.join("scripts/kconfig/merge_config.sh"));
     merge
         .current_dir(tree)
@@ -251,49 +266,63 @@ fn configure(tree: &Path, build: &Path, logs: &Path, headers: bool) -> StepResul
         .args(["-m", "-O"])
         .arg(build)
         .arg(build.join(".config"))
-        .arg(&fragment);
+        .arg(fragment);
     step_logged(
-        "upstream: merge config",
+        &format!("upstream: merge {}", fragment.display()),
         merge,
         &logs.join("merge.log"),
-        quiet,
+        Duration::from_secs(60),
     )?;
-    let mut olddefconfig = make(tree, build);
-    olddefconfig.arg("olddefconfig");
-    step_logged(
+    make_logged(
+        tree,
+        build,
+        &["olddefconfig"],
         "upstream: olddefconfig",
-        olddefconfig,
         &logs.join("olddefconfig.log"),
-        quiet,
     )?;
+    let wanted = std::fs::read_to_string(fragment)
+        .map_err(|e| fail("upstream config", format!("{}: {e}", fragment.display())))?;
     let config = std::fs::read_to_string(build.join(".config"))
-        .map_err(|e| fail("upstream", e.to_string()))?;
-    for wanted in CONFIG.lines() {
-        if !config.lines().any(|l| l.trim() == wanted) {
+        .map_err(|e| fail("upstream config", e.to_string()))?;
+    for line in wanted
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("CONFIG_") && (l.ends_with("=y") || l.ends_with("=m")))
+    {
+        if !config.lines().any(|l| l.trim() == line) {
+            let _ = std::fs::remove_file(build.join(".config"));
             return Err(fail(
                 "upstream config",
-                format!("olddefconfig dropped {wanted}"),
+                format!("olddefconfig dropped {line}"),
             ));
         }
     }
+    Ok(())
+}
+
+/// Configure and prepare `tree` in `build` (x86_64_defconfig plus [`CONFIG`]); with
+/// `headers`, also install its sanitized uAPI headers in build/usr/include.
+fn configure(tree: &Path, build: &Path, logs: &Path, headers: bool) -> StepResult {
+    std::fs::create_dir_all(logs).map_err(|e| fail("upstream", e.to_string()))?;
+    let fragment = logs.join("amdgpu.config");
+    std::fs::write(&fragment, CONFIG).map_err(|e| fail("upstream", e.to_string()))?;
+    configure_with(tree, build, "x86_64_defconfig", &fragment, logs)?;
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let mut prepare = make(tree, build);
-    prepare.arg(format!("-j{jobs}")).arg("prepare");
-    step_logged(
+    make_logged(
+        tree,
+        build,
+        &[&format!("-j{jobs}"), "prepare"],
         "upstream: prepare",
-        prepare,
         &logs.join("prepare.log"),
-        Duration::from_secs(30),
     )?;
     if headers {
         // The sanitized uapi headers, in build/usr/include (`headers`: no rsync needed).
-        let mut headers = make(tree, build);
-        headers.arg("headers");
-        step_logged(
+        make_logged(
+            tree,
+            build,
+            &["headers"],
             "upstream: uapi headers",
-            headers,
             &logs.join("headers.log"),
-            quiet,
         )?;
     }
     Ok(())

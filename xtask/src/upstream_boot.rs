@@ -23,7 +23,9 @@ use crate::kernel::Arch;
 use crate::pins;
 use crate::run::{fail, step, step_logged, workspace_root, StepResult};
 use crate::setup::cache_dir;
-use crate::upstream::{patched_copy, series_in, source, upstream_dir, Patch, Source};
+use crate::upstream::{
+    configure_with, make, patched_copy, series_in, source, upstream_dir, Patch, Source,
+};
 use crate::vm;
 
 /// A guest that has not powered off by then has hung (it takes seconds).
@@ -31,15 +33,6 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 
 fn boot_config() -> PathBuf {
     upstream_dir().join("boot.config")
-}
-
-fn make(tree: &Path, build: &Path) -> Command {
-    let mut cmd = Command::new("make");
-    cmd.current_dir(tree)
-        .arg(format!("O={}", build.display()))
-        .arg("ARCH=x86")
-        .arg(format!("LLVM=-{}", pins::LLVM));
-    cmd
 }
 
 fn hex8(h: Sha256) -> String {
@@ -75,52 +68,7 @@ fn tree(source: &Source, patches: &[Patch]) -> StepResult<(PathBuf, PathBuf)> {
         std::fs::write(&stamp, &series).map_err(|e| fail("upstream boot", e.to_string()))?;
     }
     if !build.join(".config").exists() {
-        std::fs::create_dir_all(&build).map_err(|e| fail("upstream boot", e.to_string()))?;
-        let log = dir.join("config.log");
-        let mut tiny = make(&tree, &build);
-        tiny.arg("tinyconfig");
-        step_logged(
-            "upstream boot: tinyconfig",
-            tiny,
-            &log,
-            Duration::from_secs(60),
-        )?;
-        let mut merge = Command::new(tree.join("scripts/kconfig/merge_config.sh"));
-        merge
-            .current_dir(&tree)
-            .env("ARCH", "x86")
-            .args(["-m", "-O"])
-            .arg(&build)
-            .arg(build.join(".config"))
-            .arg(boot_config());
-        step_logged(
-            "upstream boot: merge boot.config",
-            merge,
-            &dir.join("merge.log"),
-            Duration::from_secs(60),
-        )?;
-        let mut old = make(&tree, &build);
-        old.arg("olddefconfig");
-        step_logged(
-            "upstream boot: olddefconfig",
-            old,
-            &dir.join("olddefconfig.log"),
-            Duration::from_secs(60),
-        )?;
-        let config = std::fs::read_to_string(build.join(".config"))
-            .map_err(|e| fail("upstream boot", e.to_string()))?;
-        for wanted in fragment
-            .lines()
-            .filter(|l| l.starts_with("CONFIG_") && l.ends_with("=y"))
-        {
-            if !config.lines().any(|l| l.trim() == wanted) {
-                let _ = std::fs::remove_file(build.join(".config"));
-                return Err(fail(
-                    "upstream boot: config",
-                    format!("olddefconfig dropped {wanted}"),
-                ));
-            }
-        }
+        configure_with(&tree, &build, "tinyconfig", &boot_config(), &dir)?;
     }
     Ok((tree, build))
 }

@@ -23,21 +23,7 @@ use crate::{Error, Result};
 /// Where KFD lives.
 pub const KFD_DEVICE_PATH: &str = "/dev/kfd";
 
-mod raw {
-    use crate::kfd_uapi::*;
-    nix::ioctl_read!(
-        get_version,
-        AMDKFD_IOCTL_BASE,
-        AMDKFD_IOC_GET_VERSION_NR,
-        KfdGetVersionArgs
-    );
-    nix::ioctl_readwrite!(
-        hdp_flush,
-        AMDKFD_IOCTL_BASE,
-        AMDKFD_IOC_HDP_FLUSH_NR,
-        KfdHdpFlushArgs
-    );
-}
+use crate::kfd_raw as raw;
 
 /// The running kernel's KFD, as `AMDKFD_IOC_GET_VERSION` (assigned upstream, safe to ask)
 /// describes it.

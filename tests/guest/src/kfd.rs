@@ -7,34 +7,22 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, IntoRawFd};
-use std::time::Instant;
 
 use libflush::kfd_uapi::*;
 use libflush::{Completion, Error, Flush, KfdIoctl};
 use nix::errno::Errno;
 use nix::libc;
 
-type TestResult = Result<(), String>;
-/// A test: its name and its function.
-type Test = (&'static str, fn() -> TestResult);
+mod runner;
+
+use runner::{Test, TestResult};
 
 /// A gpu_id no KFD topology has: KFD derives gpu_ids from a hash, never 0xffffffff.
 const NO_SUCH_GPU: u32 = u32::MAX;
 
 mod raw {
+    pub use libflush::kfd_raw::{get_version, hdp_flush};
     use libflush::kfd_uapi::*;
-    nix::ioctl_read!(
-        get_version,
-        AMDKFD_IOCTL_BASE,
-        AMDKFD_IOC_GET_VERSION_NR,
-        KfdGetVersionArgs
-    );
-    nix::ioctl_readwrite!(
-        hdp_flush,
-        AMDKFD_IOCTL_BASE,
-        AMDKFD_IOC_HDP_FLUSH_NR,
-        KfdHdpFlushArgs
-    );
     // The flush's number encoded with only `gpu_id` (4 bytes): KFD reads the missing fields
     // as zero.
     nix::ioctl_readwrite_bad!(
@@ -328,20 +316,5 @@ fn main() {
             libflush_kfd_ioctl_reaches_the_ioctl_and_reports_enodev,
         ),
     ];
-    let (mut passed, mut failed) = (0, 0);
-    for (name, test) in tests {
-        let t = Instant::now();
-        match test() {
-            Ok(()) => {
-                passed += 1;
-                println!("ok     {name} ({:.0?})", t.elapsed());
-            }
-            Err(why) => {
-                failed += 1;
-                println!("FAILED {name}: {why}");
-            }
-        }
-    }
-    println!("guest: {passed} passed, {failed} failed");
-    std::process::exit(if failed == 0 { 0 } else { 1 });
+    runner::run_all(tests)
 }

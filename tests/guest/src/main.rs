@@ -25,8 +25,9 @@ use nix::errno::Errno;
 mod evidence;
 mod fuzz;
 mod reports;
+mod runner;
 
-type TestResult = Result<(), String>;
+use runner::{Test, TestResult};
 
 /// Raw ioctls for inputs the typed handle refuses to build (bad flags, pointers, numbers).
 mod raw {
@@ -1842,9 +1843,6 @@ impl RawFd for HdpFlushDevice {
     }
 }
 
-/// A test: its name and its body.
-type Test = (&'static str, fn() -> TestResult);
-
 /// `[(name, fn)]` from function names, so each name is written once.
 macro_rules! tests {
     ($($f:ident),* $(,)?) => { [$((stringify!($f), $f as fn() -> TestResult)),*] };
@@ -1928,20 +1926,5 @@ fn main() {
             }
         }
     }
-    let (mut passed, mut failed) = (0, 0);
-    for (name, test) in tests {
-        let t = Instant::now();
-        match test() {
-            Ok(()) => {
-                passed += 1;
-                println!("ok     {name} ({:.0?})", t.elapsed());
-            }
-            Err(why) => {
-                failed += 1;
-                println!("FAILED {name}: {why}");
-            }
-        }
-    }
-    println!("guest: {passed} passed, {failed} failed");
-    std::process::exit(if failed == 0 { 0 } else { 1 });
+    runner::run_all(tests)
 }
