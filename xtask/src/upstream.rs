@@ -74,7 +74,7 @@ pub(crate) fn series_in(dir: &Path) -> StepResult<Vec<Patch>> {
 }
 
 /// The files a patch changes (its `+++ b/...` lines).
-fn touched(patch: &str) -> Vec<String> {
+pub(crate) fn touched(patch: &str) -> Vec<String> {
     patch
         .lines()
         .filter_map(|l| l.strip_prefix("+++ b/"))

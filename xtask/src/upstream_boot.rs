@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
@@ -24,7 +24,7 @@ use crate::pins;
 use crate::run::{fail, step, step_logged, workspace_root, StepResult};
 use crate::setup::cache_dir;
 use crate::upstream::{
-    configure_with, make, patched_copy, series_in, source, upstream_dir, Patch, Source,
+    configure_with, make, patched_copy, series_in, source, touched, upstream_dir, Patch, Source,
 };
 use crate::vm;
 
@@ -61,16 +61,41 @@ fn tree(source: &Source, patches: &[Patch]) -> StepResult<(PathBuf, PathBuf)> {
     let series = hex8(series);
     let stamp = dir.join("applied");
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(series.as_str()) {
-        // A fresh hard-linked copy keeps the source's timestamps, so make rebuilds only what
-        // the (re-)applied patch touches.
+        // A fresh hard-linked copy keeps the source's timestamps, and a file the re-applied
+        // series leaves as it was keeps the time it had: make rebuilds only what changed (a
+        // new commit message rebuilds nothing; a header amdgpu includes rebuilds amdgpu).
         std::fs::create_dir_all(&dir).map_err(|e| fail("upstream boot", e.to_string()))?;
+        let before = touched_files(&tree, patches);
         patched_copy(&source.tree, &tree, patches)?;
+        for (path, (text, modified)) in before {
+            if std::fs::read(&path).is_ok_and(|now| now == text) {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_modified(modified))
+                    .map_err(|e| fail("upstream boot", format!("{}: {e}", path.display())))?;
+            }
+        }
         std::fs::write(&stamp, &series).map_err(|e| fail("upstream boot", e.to_string()))?;
     }
     if !build.join(".config").exists() {
         configure_with(&tree, &build, "tinyconfig", &boot_config(), &dir)?;
     }
     Ok((tree, build))
+}
+
+/// The files of `tree` that `patches` change, with their contents and modification times.
+fn touched_files(tree: &Path, patches: &[Patch]) -> Vec<(PathBuf, (Vec<u8>, SystemTime))> {
+    patches
+        .iter()
+        .flat_map(|p| touched(&p.text))
+        .filter_map(|f| {
+            let path = tree.join(f);
+            let text = std::fs::read(&path).ok()?;
+            let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+            Some((path, (text, modified)))
+        })
+        .collect()
 }
 
 /// Build (or bring up to date) the kernel image.
