@@ -352,7 +352,11 @@ fn kfds_errors_are_returned_once_per_flush_never_retried() {
         ("EIO", Errno::EIO, "AMDKFD_IOC_HDP_FLUSH failed"),
         ("ENXIO", Errno::ENXIO, "does not use the GPU"),
         ("ENODEV", Errno::ENODEV, "or the GPU was removed"),
-        ("EOPNOTSUPP", Errno::EOPNOTSUPP, "an SR-IOV virtual function"),
+        (
+            "EOPNOTSUPP",
+            Errno::EOPNOTSUPP,
+            "an SR-IOV virtual function",
+        ),
     ] {
         let (out, stdout, log) = named(&fixture, PATCH_VERSION, &[], Some(name));
         assert_eq!(out.status.code(), Some(1), "{name}: {stdout}");
