@@ -20,6 +20,7 @@ use std::time::Instant;
 use crate::pins;
 use crate::run::{command, fail, output, shown, step, workspace_root, StepResult};
 use crate::setup::{self, cache_dir};
+use crate::upstream::{series_in, touched, Patch};
 
 const STEP: &str = "upstream rocm";
 
@@ -40,32 +41,6 @@ const HSA_INC: &str = "projects/rocr-runtime/runtime/hsa-runtime/inc";
 
 fn rocm_patch_dir() -> PathBuf {
     workspace_root().join("docs/upstream/rocm")
-}
-
-/// The series entries, in order, with their text.
-fn series() -> StepResult<Vec<(PathBuf, String)>> {
-    let dir = rocm_patch_dir();
-    let list = std::fs::read_to_string(dir.join("series"))
-        .map_err(|e| fail(STEP, format!("{}/series: {e}", dir.display())))?;
-    list.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|name| {
-            let path = dir.join(name);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| fail(STEP, format!("{}: {e}", path.display())))?;
-            Ok((path, text))
-        })
-        .collect()
-}
-
-/// The files a patch changes (its `+++ b/...` lines), in order.
-fn touched(patch: &str) -> Vec<String> {
-    patch
-        .lines()
-        .filter_map(|l| l.strip_prefix("+++ b/"))
-        .map(|p| p.split_whitespace().next().unwrap_or(p).to_owned())
-        .collect()
 }
 
 /// The translation units of one project, which share definitions and include paths.
@@ -428,7 +403,7 @@ fn run(cmd: &mut Command) -> StepResult<(bool, String)> {
 }
 
 /// A fresh copy of ROCM_DIR's projects, patched in series order.
-fn patched_tree(rocm_dir: &Path, patches: &[(PathBuf, String)], dir: &Path) -> StepResult {
+fn patched_tree(rocm_dir: &Path, patches: &[Patch], dir: &Path) -> StepResult {
     let _ = std::fs::remove_dir_all(dir);
     let projects = dir.join("projects");
     std::fs::create_dir_all(&projects).map_err(|e| fail(STEP, e.to_string()))?;
@@ -453,7 +428,8 @@ fn patched_tree(rocm_dir: &Path, patches: &[(PathBuf, String)], dir: &Path) -> S
             ));
         }
     }
-    for (path, _) in patches {
+    for patch in patches {
+        let path = &patch.path;
         let name = path
             .strip_prefix(rocm_patch_dir())
             .unwrap_or(path)
@@ -708,7 +684,7 @@ fn compiler_version(compiler: Compiler) -> String {
 /// Apply the series to a copy of `rocm_dir`'s projects and compile what it touches.
 pub fn check(rocm_dir: &Path) -> StepResult {
     let started = Instant::now();
-    let patches = series()?;
+    let patches = series_in(&rocm_patch_dir())?;
     let clang_pkg = format!("clang-{}", pins::LLVM);
     let (clang, clangxx) = (
         Compiler::Clang.program(true),
@@ -731,8 +707,8 @@ pub fn check(rocm_dir: &Path) -> StepResult {
     generate(&tree, &gen)?;
 
     let mut files: Vec<String> = Vec::new();
-    for (_, text) in &patches {
-        for f in touched(text) {
+    for p in &patches {
+        for f in touched(&p.text) {
             if !files.contains(&f) {
                 files.push(f);
             }
@@ -922,20 +898,16 @@ mod tests {
 
     #[test]
     fn the_series_lists_files_that_exist_and_change_something() {
-        let patches = series().unwrap();
+        let patches = series_in(&rocm_patch_dir()).unwrap();
         assert!(patches.len() >= 4);
-        for (path, text) in &patches {
-            assert!(
-                !touched(text).is_empty(),
-                "{} changes nothing",
-                path.display()
-            );
+        for p in &patches {
+            assert!(!touched(&p.text).is_empty(), "{} changes nothing", p.name());
         }
     }
 
     #[test]
     fn sendable_patches_carry_the_author_placeholders() {
-        for (path, text) in series().unwrap() {
+        for Patch { path, text } in series_in(&rocm_patch_dir()).unwrap() {
             if path.parent().is_some_and(|p| p.ends_with("base")) {
                 continue;
             }
