@@ -56,7 +56,7 @@ commands:
                          tree (no new diagnostic), linux/kfd_ioctl.h alone for 32- and 64-bit
                          user space, libflush's KFD uAPI checked against it
   upstream --boot        also build a small x86_64 kernel from the patched tree with amdgpu
-                         and KFD built in (about 20 minutes on 2 cores the first time, then
+                         and KFD built in (about 25 minutes on 2 cores the first time, then
                          incremental) and run the KFD tests in a QEMU guest without a GPU
   upstream --rocm DIR    also apply docs/upstream/rocm/ to the ROCm sources in DIR (a
                          ROCm/rocm-systems checkout) and compile what they touch
