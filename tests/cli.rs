@@ -531,12 +531,74 @@ fn the_evidence_report_prints_every_target_the_oracle_and_the_model() {
         s.contains("dummy-page") && s.contains("same-address="),
         "{s}"
     );
-    // The model recomputed with R = 2000 ns: the remap page is W + R = 2100.
-    let remap = s
+    // The model at R = 2000 ns: the read-back is W + R = 2100 ns, and the grid's R = 2000
+    // column is the highlighted one.
+    let read_back = s
         .lines()
-        .find(|l| l.contains("mmio-remap, ROCclr's store + read-back"))
-        .unwrap_or_else(|| panic!("no model row:\n{s}"));
-    assert!(remap.contains("2100"), "{remap}");
+        .find(|l| l.starts_with("| ROCclr's read-back") && l.contains("| itself |"))
+        .unwrap_or_else(|| panic!("no read-back row:\n{s}"));
+    assert!(read_back.contains("| 2100 ns |"), "{read_back}");
+    assert!(s.contains("| **R = 2000** |"), "{s}");
+    assert!(s.contains("break-even R"), "{s}");
+}
+
+/// The body of a doc's generated section `name`.
+fn generated_section(doc: &str, name: &str) -> String {
+    let open = format!("<!-- generated:{name} ");
+    let start = doc
+        .find(&open)
+        .unwrap_or_else(|| panic!("no {name} section"));
+    let body = &doc[start..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    body[..body
+        .find(&format!("<!-- end generated:{name} -->"))
+        .unwrap()]
+        .to_owned()
+}
+
+#[test]
+fn the_cost_model_doc_is_what_report_model_prints() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cost-model.md"))
+            .unwrap();
+    let section = generated_section(&doc, "model");
+    for table in [
+        "### Per launch, completed",
+        "### Posted",
+        "### Batched",
+        "R = 4000",
+    ] {
+        assert!(section.contains(table), "the doc's model lacks {table}");
+    }
+    let evidence = committed_evidence();
+    let out = hdpflush(
+        &[
+            "report",
+            "--evidence",
+            evidence.to_str().unwrap(),
+            "--model",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    assert!(
+        printed.contains(&section),
+        "docs/cost-model.md's model is not `report --model`'s output:\n{printed}"
+    );
+    // Other PCIe parameters print another model, which the doc does not carry.
+    let out = hdpflush(
+        &[
+            "report",
+            "--evidence",
+            evidence.to_str().unwrap(),
+            "--model",
+            "--pcie-write-ns",
+            "150",
+        ],
+        &[],
+    );
+    assert!(!text(&out.stdout).contains(&section));
 }
 
 #[test]
