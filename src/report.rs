@@ -26,13 +26,16 @@ pub struct ReportArgs {
     /// evidence.json.
     #[arg(long, value_name = "DIR|FILE")]
     pub evidence: Option<PathBuf>,
-    /// Also print the cost model for a 64K-page host.
+    /// Also print the cost model: each strategy per launch over a grid of PCIe read (R) and
+    /// write (W) costs, with its break-even R (the Markdown docs/cost-model.md carries).
     #[arg(long, requires = "evidence")]
     pub model: bool,
-    /// The model's W: ns the CPU spends on one posted store to a BAR.
+    /// The model's W: ns the CPU spends on one posted store to a BAR; added to the grid and
+    /// highlighted.
     #[arg(long, default_value_t = model::DEFAULT_WRITE_NS, requires = "model")]
     pub pcie_write_ns: f64,
-    /// The model's R: ns of one non-posted read round trip to the GPU.
+    /// The model's R: ns of one non-posted read round trip to the GPU; added to the grid and
+    /// highlighted.
     #[arg(long, default_value_t = model::DEFAULT_READ_NS, requires = "model")]
     pub pcie_read_ns: f64,
     /// Rewrite the generated tables (and plots, into DOCS/evidence/) of DOCS/patch-evidence.md
@@ -70,6 +73,16 @@ pub fn run(args: &ReportArgs) -> Result<(), CliError> {
 
 /// `hdpflush report --evidence DIR|FILE`.
 fn evidence(args: &ReportArgs, path: &Path) -> Result<(), CliError> {
+    for (flag, v) in [
+        ("--pcie-write-ns", args.pcie_write_ns),
+        ("--pcie-read-ns", args.pcie_read_ns),
+    ] {
+        if !(v.is_finite() && v > 0.0) {
+            return Err(CliError::Selection(format!(
+                "{flag} {v}: a cost in ns must be a positive number"
+            )));
+        }
+    }
     let e = if path.is_dir() {
         let e = Evidence::assemble(path)?;
         let json = path.join("evidence.json");

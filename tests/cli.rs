@@ -599,6 +599,19 @@ fn the_cost_model_doc_is_what_report_model_prints() {
         &[],
     );
     assert!(!text(&out.stdout).contains(&section));
+    // A cost of zero would divide by zero.
+    let out = hdpflush(
+        &[
+            "report",
+            "--evidence",
+            evidence.to_str().unwrap(),
+            "--model",
+            "--pcie-read-ns",
+            "0",
+        ],
+        &[],
+    );
+    assert_one_line_error(&out, &["--pcie-read-ns 0", "positive"]);
 }
 
 #[test]
