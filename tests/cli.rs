@@ -531,6 +531,11 @@ fn the_evidence_report_prints_every_target_the_oracle_and_the_model() {
         s.contains("dummy-page") && s.contains("same-address="),
         "{s}"
     );
+    // The committed evidence predates the delayed-flush-completion hypothesis.
+    assert!(
+        s.contains("delayed-flush-completion=not in this evidence"),
+        "{s}"
+    );
     // The model at R = 2000 ns: the read-back is W + R = 2100 ns, and the grid's R = 2000
     // column is the highlighted one.
     let read_back = s

@@ -1,6 +1,8 @@
 //! The HDP model as oracle: every strategy passes with its barriers; without any one of them,
 //! with any full barrier weakened to a store barrier, or without the flush, the GPU reads stale
-//! data; the readback strategies pass exactly under the read semantics they rely on.
+//! data; the readback strategies pass exactly under the read semantics they rely on, and the
+//! posted register flushes fail exactly where a flush drains some time after the HDP accepted
+//! it (`ReadPolicy::DelayedFlushCompletion`).
 //!
 //! `ioctl` and `uring` are `KernelFlush` over their transports, exactly as `sim` is over the
 //! in-process model: the barrier code tested here as `sim` is theirs.
@@ -227,9 +229,64 @@ fn the_oracle_catches_a_missing_flush_under_every_read_policy() {
 }
 
 #[test]
-fn register_flushes_pass_under_every_read_policy() {
+fn completed_register_flushes_pass_under_every_read_policy_posted_ones_not_under_a_late_drain() {
     for case in &REGISTER_CASES {
-        assert_eq!(passing_policies(case), ReadPolicy::ALL, "{}", case.name);
+        let expected: Vec<ReadPolicy> = ReadPolicy::ALL
+            .into_iter()
+            .filter(|&p| case.completes || p != ReadPolicy::DelayedFlushCompletion)
+            .collect();
+        assert_eq!(passing_policies(case), expected, "{}", case.name);
+    }
+}
+
+/// Under a late drain, the posted flushes leave the GPU stale data in most rounds, and the
+/// completed ones in none: what tells them apart is the read each completed flush makes after
+/// its register store (ROCclr's read-back, the kernel's posting read), which the HDP answers
+/// only once the flush has drained. With no latency, the posted ones pass again.
+#[test]
+fn under_a_delayed_flush_completion_posted_flushes_fail_and_completed_ones_pass() {
+    let policy = ReadPolicy::DelayedFlushCompletion;
+    for case in &REGISTER_CASES {
+        for seed in SEEDS {
+            let hdp = model(policy, seed, Change::Nothing);
+            let flusher = (case.build)(&hdp);
+            let payload = hdp.vram_window(PAYLOAD, 4096);
+            let r = producer_consumer(&hdp, &payload, flusher.as_ref(), OracleConfig::default())
+                .unwrap();
+            let s = hdp.stats();
+            if case.completes {
+                assert!(r.passed(), "{} seed {seed}: {r:?}", case.name);
+                assert_eq!(
+                    s.reads_that_waited_for_a_flush,
+                    u64::from(r.rounds),
+                    "{}: every flush's read waited for its drain",
+                    case.name
+                );
+            } else {
+                assert!(
+                    r.stale_rounds > r.rounds / 2,
+                    "{} seed {seed}: a posted flush passed a late drain: {r:?}",
+                    case.name
+                );
+                assert_eq!(s.reads_that_waited_for_a_flush, 0, "{}", case.name);
+                assert!(s.late_flush_drains > 0, "{}", case.name);
+            }
+        }
+        let immediate = Hdp::new(HdpConfig {
+            read_policy: policy,
+            flush_latency: 0,
+            ..HdpConfig::default()
+        });
+        let flusher = (case.build)(&immediate);
+        let payload = immediate.vram_window(PAYLOAD, 4096);
+        let r = producer_consumer(
+            &immediate,
+            &payload,
+            flusher.as_ref(),
+            OracleConfig::default(),
+        )
+        .unwrap();
+        assert!(r.passed(), "{} with no latency: {r:?}", case.name);
     }
 }
 
@@ -237,10 +294,15 @@ fn register_flushes_pass_under_every_read_policy() {
 fn readback_flushes_pass_exactly_when_a_read_waits_for_the_writes_before_it() {
     for case in &READBACK_CASES {
         // They read back an address they just wrote: a forwarding HDP answers from the FIFO,
-        // an unordered one never drains for a read.
+        // an unordered one never drains for a read. A late flush drain does not concern them
+        // (they never write the flush register; its BAR reads are ordered).
         assert_eq!(
             passing_policies(case),
-            [ReadPolicy::Ordered, ReadPolicy::SameAddress],
+            [
+                ReadPolicy::Ordered,
+                ReadPolicy::SameAddress,
+                ReadPolicy::DelayedFlushCompletion
+            ],
             "{}",
             case.name
         );

@@ -48,8 +48,12 @@ fn policy_name(p: ReadPolicy) -> &'static str {
         ReadPolicy::SameAddress => "same-address",
         ReadPolicy::Forwarding => "forwarding",
         ReadPolicy::Unordered => "unordered",
+        ReadPolicy::DelayedFlushCompletion => "delayed-flush-completion",
     }
 }
+
+/// What a cell says when the evidence was assembled before the model knew its policy.
+const NOT_IN_EVIDENCE: &str = "not in this evidence";
 
 /// Who measured the evidence, when and where: a line per place (Markdown, also in the text).
 pub fn provenance(e: &Evidence) -> String {
@@ -192,11 +196,15 @@ pub fn oracle_md(e: &Evidence) -> String {
     s.push('\n');
     for r in &e.oracle {
         let _ = write!(s, "| {} | {} |", r.strategy, r.variant);
-        for v in &r.verdicts {
-            if v.passed() {
-                let _ = write!(s, " pass |");
-            } else {
-                let _ = write!(s, " **stale** {}/{} |", v.stale_rounds, v.rounds);
+        for p in ReadPolicy::ALL {
+            match r.verdicts.iter().find(|v| v.policy == p) {
+                Some(v) if v.passed() => s.push_str(" pass |"),
+                Some(v) => {
+                    let _ = write!(s, " **stale** {}/{} |", v.stale_rounds, v.rounds);
+                }
+                None => {
+                    let _ = write!(s, " {NOT_IN_EVIDENCE} |");
+                }
             }
         }
         s.push('\n');
@@ -226,10 +234,12 @@ pub fn text(e: &Evidence) -> String {
     }
     heading(&mut s, "oracle: stale rounds per read policy (0 = pass)");
     for r in &e.oracle {
-        let cells: Vec<String> = r
-            .verdicts
-            .iter()
-            .map(|v| format!("{}={}/{}", policy_name(v.policy), v.stale_rounds, v.rounds))
+        let cells: Vec<String> = ReadPolicy::ALL
+            .into_iter()
+            .map(|p| match r.verdicts.iter().find(|v| v.policy == p) {
+                Some(v) => format!("{}={}/{}", policy_name(p), v.stale_rounds, v.rounds),
+                None => format!("{}={NOT_IN_EVIDENCE}", policy_name(p)),
+            })
             .collect();
         let _ = writeln!(
             s,
@@ -245,6 +255,53 @@ pub fn text(e: &Evidence) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_oracle_column_the_evidence_lacks_says_so_and_one_it_has_is_printed() {
+        use libflush::sim::verdicts::{PolicyVerdict, VerdictRow};
+        let verdict = |policy, stale_rounds| PolicyVerdict {
+            policy,
+            rounds: 600,
+            stale_rounds,
+        };
+        let mut e = Evidence {
+            version: "test".into(),
+            assembled_unix: 0,
+            command: "test".into(),
+            places: Vec::new(),
+            dispatch: None,
+            oracle: vec![VerdictRow {
+                strategy: "mmio-remap".into(),
+                variant: "posted".into(),
+                verdicts: vec![
+                    verdict(ReadPolicy::Ordered, 0),
+                    verdict(ReadPolicy::SameAddress, 0),
+                    verdict(ReadPolicy::Forwarding, 0),
+                    verdict(ReadPolicy::Unordered, 0),
+                ],
+            }],
+        };
+        let old = oracle_md(&e);
+        assert!(
+            old.contains("| delayed-flush-completion |")
+                && old.contains("| pass | not in this evidence |"),
+            "{old}"
+        );
+        assert!(
+            text(&e).contains("delayed-flush-completion=not in this evidence"),
+            "{}",
+            text(&e)
+        );
+        e.oracle[0]
+            .verdicts
+            .push(verdict(ReadPolicy::DelayedFlushCompletion, 600));
+        let new = oracle_md(&e);
+        assert!(
+            new.contains("| pass | **stale** 600/600 |") && !new.contains("not in this"),
+            "{new}"
+        );
+        assert!(text(&e).contains("delayed-flush-completion=600/600"));
+    }
 
     #[test]
     fn dates_are_utc_calendar_dates() {

@@ -28,6 +28,10 @@
 //! when it overflows, at random (seeded: [`HdpConfig::drain_probability`], optionally out of
 //! order), and on BAR reads as the [`ReadPolicy`] says. BAR reads may be served from a read
 //! cache that goes stale when the GPU writes VRAM, until the invalidate register is written.
+//! Under [`ReadPolicy::DelayedFlushCompletion`] a flush-register write the HDP has accepted
+//! drains the FIFO only [`HdpConfig::flush_latency`] steps later (every CPU or GPU operation
+//! on the model is a step), or as soon as a register read needs it: the HDP answers a register
+//! read only once the flushes it accepted before it have drained.
 //!
 //! Nobody outside AMD knows exactly how a BAR read interacts with pending writes, so the model
 //! makes that a parameter: [`ReadPolicy`] names the hypotheses the readback-based strategies
@@ -66,15 +70,24 @@ pub enum ReadPolicy {
     /// Reads never drain the FIFO (answered from pending writes where they overlap); only the
     /// flush register does.
     Unordered,
+    /// BAR reads as under [`ReadPolicy::Ordered`], but a flush completes some time after its
+    /// register write is accepted: performing the store to the flush register starts a drain
+    /// of every write then in the FIFO, which has happened [`HdpConfig::flush_latency`] model
+    /// steps later. A register read is answered only once every flush accepted before it has
+    /// drained (the posting read of a completed flush waits for it); a BAR read drains the
+    /// whole FIFO as under `Ordered`. A posted flush (the store alone, ordered before the
+    /// doorbell) then lets the GPU act on the doorbell before the flush has drained.
+    DelayedFlushCompletion,
 }
 
 impl ReadPolicy {
     /// Every policy the model knows.
-    pub const ALL: [ReadPolicy; 4] = [
+    pub const ALL: [ReadPolicy; 5] = [
         Self::Ordered,
         Self::SameAddress,
         Self::Forwarding,
         Self::Unordered,
+        Self::DelayedFlushCompletion,
     ];
 }
 
@@ -101,6 +114,12 @@ pub struct HdpConfig {
     pub seed: u64,
     /// BAR read semantics.
     pub read_policy: ReadPolicy,
+    /// Under [`ReadPolicy::DelayedFlushCompletion`]: model steps (one per CPU or GPU operation
+    /// on the model: a store, a load, a barrier, a doorbell, a request to the kernel, a GPU
+    /// read or write) from the HDP accepting a flush-register write to its drain having
+    /// happened. 0 drains at once. Ignored under the other policies, where a flush drains as it
+    /// is accepted.
+    pub flush_latency: u64,
     /// Read-cache line size in bytes.
     pub cache_line: usize,
     /// Ignore the n-th barrier (0-based) after each [`Hdp::publish`]: a strategy with that one
@@ -122,6 +141,7 @@ impl Default for HdpConfig {
             wc_evict_probability: 0.05,
             seed: 0x5eed_4d50,
             read_policy: ReadPolicy::Ordered,
+            flush_latency: 8,
             cache_line: 64,
             remove_fence: None,
             weaken_fence: None,
@@ -148,6 +168,12 @@ pub struct SimStats {
     pub forwarded_reads: u64,
     /// BAR reads answered from the read cache.
     pub cache_hits: u64,
+    /// Steps at which flushes accepted earlier drained, their time having come
+    /// ([`ReadPolicy::DelayedFlushCompletion`]).
+    pub late_flush_drains: u64,
+    /// Register reads (a completed flush's posting read) that waited for a flush in progress
+    /// to drain ([`ReadPolicy::DelayedFlushCompletion`]).
+    pub reads_that_waited_for_a_flush: u64,
     /// FIFO entries that drained spontaneously or on overflow.
     pub spontaneous_drains: u64,
     /// Stores the write-combining buffer sent on its own (overflow or at random).
@@ -167,6 +193,10 @@ struct PendingWrite {
     offset: usize,
     len: usize,
     bytes: [u8; 4],
+    /// In the FIFO, under [`ReadPolicy::DelayedFlushCompletion`]: the step by which a flush the
+    /// HDP accepted has drained this write. The writes with one are a prefix of the FIFO (a
+    /// flush covers everything in it), their steps in order.
+    flush_due: Option<u64>,
 }
 
 impl PendingWrite {
@@ -180,7 +210,8 @@ impl PendingWrite {
 enum DeviceOp {
     /// A store to the flush register (the remap page, or the kernel's posted flush).
     FlushRegister,
-    /// A load of a register: performed in order, no effect on the HDP.
+    /// A load of a register: performed in order; the HDP answers it once the flushes it
+    /// accepted before it have drained.
     RegisterRead,
     /// A load through the VRAM BAR: reaching the HDP, it drains the FIFO per [`ReadPolicy`].
     BarRead { offset: usize, len: usize },
@@ -217,6 +248,8 @@ struct State {
     cache: HashMap<usize, Vec<u8>>,
     rng: fastrand::Rng,
     fences_this_round: usize,
+    /// Model steps so far: one per CPU or GPU operation ([`HdpConfig::flush_latency`]).
+    now: u64,
     stats: SimStats,
 }
 
@@ -239,6 +272,7 @@ impl Hdp {
             cache: HashMap::new(),
             rng: fastrand::Rng::with_seed(config.seed),
             fences_this_round: 0,
+            now: 0,
             stats: SimStats::default(),
         };
         Arc::new(Self {
@@ -281,10 +315,12 @@ impl Hdp {
             offset,
             len: bytes.len(),
             bytes: [0; 4],
+            flush_due: None,
         };
         entry.bytes[..bytes.len()].copy_from_slice(bytes);
         let mut st = self.lock();
         let st = &mut *st;
+        self.step(st);
         st.stats.bar_writes += 1;
         let epoch = st.epoch;
         st.wc.push(Issued { what: entry, epoch });
@@ -305,6 +341,7 @@ impl Hdp {
         self.check(offset, len);
         let mut st = self.lock();
         let st = &mut *st;
+        self.step(st);
         st.stats.bar_reads += 1;
         self.read_value(st, offset, out);
         self.issue(st, DeviceOp::BarRead { offset, len });
@@ -315,16 +352,21 @@ impl Hdp {
     /// barrier orders after it is, or at a full barrier.
     pub fn flush_register_store(&self) {
         let mut st = self.lock();
+        let st = &mut *st;
+        self.step(st);
         st.stats.flush_register_writes += 1;
-        self.issue(&mut st, DeviceOp::FlushRegister);
+        self.issue(st, DeviceOp::FlushRegister);
     }
 
     /// A CPU load of a register through an uncached mapping: performed in order with the other
-    /// device operations.
+    /// device operations. When performed, it returns only once the flushes the HDP accepted
+    /// before it have drained.
     pub fn register_read(&self) {
         let mut st = self.lock();
+        let st = &mut *st;
+        self.step(st);
         st.stats.register_reads += 1;
-        self.issue(&mut st, DeviceOp::RegisterRead);
+        self.issue(st, DeviceOp::RegisterRead);
     }
 
     /// `wmb()`: stores issued so far are performed before any store issued after it. Nothing
@@ -347,6 +389,7 @@ impl Hdp {
     pub fn publish(&self) {
         let mut st = self.lock();
         let st = &mut *st;
+        self.step(st);
         self.store_from_elsewhere(st);
         st.stats.publishes += 1;
         st.fences_this_round = 0;
@@ -356,15 +399,18 @@ impl Hdp {
 
     /// The flush register written and posted by someone who waits for it to land (the kernel's
     /// store plus posting read, on any CPU), at this CPU's request: the request is a store, so
-    /// the stores a store barrier ordered before it are in the FIFO first; then every store in
-    /// the FIFO reaches VRAM, in order. Stores issued since the last store barrier may still be
-    /// in this CPU's write-combining buffer.
+    /// the stores a store barrier ordered before it are in the FIFO first; then the HDP accepts
+    /// the flush, and the kernel's read of the register returns once it has drained: every
+    /// store in the FIFO has reached VRAM, in order. Stores issued since the last store barrier
+    /// may still be in this CPU's write-combining buffer.
     pub fn flush_register_write(&self) {
         let mut st = self.lock();
         let st = &mut *st;
+        self.step(st);
         self.store_from_elsewhere(st);
         st.stats.flush_register_writes += 1;
-        self.flush_now(st);
+        self.accept_flush(st);
+        self.posting_read(st);
     }
 
     /// A write to the read-cache invalidate register, read back (always synchronous), at this
@@ -373,6 +419,7 @@ impl Hdp {
     pub fn invalidate_register_write(&self) {
         let mut st = self.lock();
         let st = &mut *st;
+        self.step(st);
         self.store_from_elsewhere(st);
         st.stats.invalidate_register_writes += 1;
         let before = std::mem::take(&mut st.cache);
@@ -384,7 +431,8 @@ impl Hdp {
     /// The GPU reads VRAM directly (no HDP on its side).
     pub fn gpu_read_u32(&self, offset: usize) -> u32 {
         self.check(offset, 4);
-        let st = self.lock();
+        let mut st = self.lock();
+        self.step(&mut st);
         let mut b = [0; 4];
         b.copy_from_slice(&st.vram[offset..offset + 4]);
         u32::from_ne_bytes(b)
@@ -394,6 +442,7 @@ impl Hdp {
     pub fn gpu_write_u32(&self, offset: usize, value: u32) {
         self.check(offset, 4);
         let mut st = self.lock();
+        self.step(&mut st);
         st.vram[offset..offset + 4].copy_from_slice(&value.to_ne_bytes());
     }
 
@@ -447,6 +496,7 @@ impl Hdp {
     fn fence(&self, full: bool) {
         let mut st = self.lock();
         let st = &mut *st;
+        self.step(st);
         st.stats.fences += 1;
         let n = st.fences_this_round;
         st.fences_this_round += 1;
@@ -584,12 +634,12 @@ impl Hdp {
             self.send_buffered_before(st, op.epoch);
         }
         match op.what {
-            DeviceOp::FlushRegister => self.flush_now(st),
-            DeviceOp::RegisterRead => {}
+            DeviceOp::FlushRegister => self.accept_flush(st),
+            DeviceOp::RegisterRead => self.posting_read(st),
             DeviceOp::BarRead { offset, len } => {
                 let newest_own = st.fifo.iter().rposition(|e| e.overlaps(offset, len));
                 let drain_upto = match self.config.read_policy {
-                    ReadPolicy::Ordered => st.fifo.len(),
+                    ReadPolicy::Ordered | ReadPolicy::DelayedFlushCompletion => st.fifo.len(),
                     ReadPolicy::SameAddress => newest_own.map_or(0, |i| i + 1),
                     ReadPolicy::Forwarding if newest_own.is_none() => st.fifo.len(),
                     ReadPolicy::Forwarding | ReadPolicy::Unordered => 0,
@@ -604,8 +654,49 @@ impl Hdp {
         }
     }
 
-    fn flush_now(&self, st: &mut State) {
-        while !st.fifo.is_empty() {
+    /// The HDP accepts a flush-register write: it drains every write now in the FIFO, at once,
+    /// or under [`ReadPolicy::DelayedFlushCompletion`] by [`HdpConfig::flush_latency`] steps
+    /// from now.
+    fn accept_flush(&self, st: &mut State) {
+        if self.config.read_policy != ReadPolicy::DelayedFlushCompletion {
+            while !st.fifo.is_empty() {
+                self.commit_at(st, 0);
+            }
+            return;
+        }
+        let due = st.now.saturating_add(self.config.flush_latency);
+        for e in st.fifo.iter_mut().filter(|e| e.flush_due.is_none()) {
+            e.flush_due = Some(due);
+        }
+        self.drain_flushes(st, due <= st.now);
+    }
+
+    /// A register read reaches the HDP: it is answered once every flush accepted before it has
+    /// drained.
+    fn posting_read(&self, st: &mut State) {
+        if st.fifo.front().is_some_and(|e| e.flush_due.is_some()) {
+            st.stats.reads_that_waited_for_a_flush += 1;
+        }
+        self.drain_flushes(st, true);
+    }
+
+    /// One model step: a CPU or GPU operation. Accepted flushes whose time has come drain.
+    fn step(&self, st: &mut State) {
+        st.now += 1;
+        let pending = st.fifo.len();
+        self.drain_flushes(st, false);
+        st.stats.late_flush_drains += u64::from(st.fifo.len() < pending);
+    }
+
+    /// Drain the writes accepted flushes cover: all of them (`all`), or those due by now.
+    fn drain_flushes(&self, st: &mut State, all: bool) {
+        let now = st.now;
+        while st
+            .fifo
+            .front()
+            .and_then(|e| e.flush_due)
+            .is_some_and(|due| all || due <= now)
+        {
             self.commit_at(st, 0);
         }
     }
@@ -941,6 +1032,7 @@ mod tests {
             (ReadPolicy::SameAddress, true, false, false),
             (ReadPolicy::Forwarding, false, true, false),
             (ReadPolicy::Unordered, false, false, false),
+            (ReadPolicy::DelayedFlushCompletion, true, true, true),
         ] {
             // Write word 0, then word 1; read back word 0 (same) or 512 (other).
             let run = |read_at: usize| {
@@ -962,6 +1054,108 @@ mod tests {
             );
             assert_eq!(run(512).0, drains_other, "{policy:?} other address");
         }
+    }
+
+    #[test]
+    fn a_delayed_flush_drains_its_latency_later_or_when_a_register_read_waits_for_it() {
+        let latency = quiet(ReadPolicy::DelayedFlushCompletion)
+            .config()
+            .flush_latency;
+        assert!(latency > 1, "the default delays a flush");
+        // The posted shape: store, fence, flush-register store, fence, doorbell.
+        let posted = quiet(ReadPolicy::DelayedFlushCompletion);
+        let bar = posted.vram_window(0, 4096);
+        bar.write_u32(0, 5);
+        posted.store_fence();
+        posted.flush_register_store();
+        posted.store_fence();
+        posted.publish();
+        assert_eq!(posted.unperformed_operations(), 0, "the HDP accepted it");
+        assert_eq!(posted.pending_writes(), 1, "and has not drained yet");
+        let seen: Vec<u32> = (0..latency).map(|_| posted.gpu_read_u32(0)).collect();
+        assert_eq!(seen[0], 0, "the GPU acts on the doorbell before the drain");
+        assert_eq!(
+            seen[seen.len() - 1],
+            5,
+            "{latency} steps later it has drained"
+        );
+        let s = posted.stats();
+        assert_eq!(
+            (s.late_flush_drains, s.reads_that_waited_for_a_flush),
+            (1, 0)
+        );
+
+        // The completed shape: the same, with a read of the register before the full fence.
+        let completed = quiet(ReadPolicy::DelayedFlushCompletion);
+        let bar = completed.vram_window(0, 4096);
+        bar.write_u32(0, 5);
+        completed.store_fence();
+        completed.flush_register_store();
+        completed.register_read();
+        assert_eq!(completed.gpu_read_u32(0), 0, "nothing performed yet");
+        completed.full_fence();
+        assert_eq!(
+            completed.gpu_read_u32(0),
+            5,
+            "the read-back waited for the drain"
+        );
+        let s = completed.stats();
+        assert_eq!(
+            (s.late_flush_drains, s.reads_that_waited_for_a_flush),
+            (0, 1)
+        );
+
+        // The kernel's store and posting read.
+        let kernel = quiet(ReadPolicy::DelayedFlushCompletion);
+        kernel.vram_window(0, 4096).write_u32(0, 5);
+        kernel.store_fence();
+        kernel.flush_register_write();
+        assert_eq!(kernel.gpu_read_u32(0), 5);
+        assert_eq!(kernel.stats().reads_that_waited_for_a_flush, 1);
+    }
+
+    #[test]
+    fn a_flush_accepted_later_does_not_cover_writes_that_reached_the_fifo_after_it() {
+        let hdp = quiet(ReadPolicy::DelayedFlushCompletion);
+        let bar = hdp.vram_window(0, 4096);
+        bar.write_u32(0, 1);
+        hdp.full_fence();
+        hdp.flush_register_store();
+        hdp.full_fence(); // accepted: covers word 0
+        bar.write_u32(4, 2);
+        hdp.full_fence(); // word 1 reaches the FIFO behind the flush
+        let latency = hdp.config().flush_latency;
+        for _ in 0..latency {
+            hdp.gpu_read_u32(64);
+        }
+        assert_eq!((hdp.gpu_read_u32(0), hdp.gpu_read_u32(4)), (1, 0));
+        assert_eq!(hdp.pending_writes(), 1);
+        hdp.register_read();
+        hdp.full_fence();
+        assert_eq!(
+            hdp.pending_writes(),
+            1,
+            "a register read waits for accepted flushes only"
+        );
+        assert_eq!(hdp.stats().reads_that_waited_for_a_flush, 0);
+    }
+
+    #[test]
+    fn without_a_latency_a_delayed_flush_is_an_immediate_one() {
+        let hdp = Hdp::new(HdpConfig {
+            drain_probability: 0.0,
+            wc_evict_probability: 0.0,
+            read_policy: ReadPolicy::DelayedFlushCompletion,
+            flush_latency: 0,
+            ..HdpConfig::default()
+        });
+        hdp.vram_window(0, 4096).write_u32(0, 5);
+        hdp.store_fence();
+        hdp.flush_register_store();
+        hdp.store_fence();
+        hdp.publish();
+        assert_eq!(hdp.gpu_read_u32(0), 5);
+        assert_eq!(hdp.stats().late_flush_drains, 0);
     }
 
     #[test]
