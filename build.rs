@@ -78,6 +78,9 @@ fn main() {
         }
         Err(why) => {
             println!("cargo:warning=hdpflush validate: GPU code objects not built: {why}");
+            // Build again once the tools are installed (a missing file always counts as changed).
+            println!("cargo:rerun-if-changed=/usr/bin/clang-19");
+            println!("cargo:rerun-if-changed=/usr/bin/ld.lld-19");
             code.push_str("pub const CODE_OBJECTS: &[(&str, &[u8])] = &[];\n");
             let _ = writeln!(
                 code,
