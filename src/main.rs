@@ -14,6 +14,7 @@ mod print;
 mod probe;
 mod report;
 mod stdout;
+mod validate;
 
 /// Probe, benchmark and compare HDP flush strategies for AMD GPUs.
 #[derive(Parser, Debug)]
@@ -37,6 +38,10 @@ enum Command {
     /// Print a saved bench JSON's table (and redraw its SVG), or the evidence of
     /// `cargo xtask vm-bench`: every run, the targets' PASS/FAIL, the oracle, the cost model.
     Report(report::ReportArgs),
+    /// On a host with an AMD GPU (through the HSA runtime): measure W, R and every strategy
+    /// on the GPU and run the stale-data test; write JSON for `report --hardware`. Without a
+    /// GPU it exits with status 3 and says what it needs.
+    Validate(validate::ValidateArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +50,7 @@ fn main() -> ExitCode {
         Command::Probe { json } => probe::run(json),
         Command::Bench(args) => bench::run(&args),
         Command::Report(args) => report::run(&args),
+        Command::Validate(args) => return validate::main(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,7 @@ use clap::Args;
 
 use crate::data::bench_report::BenchReport;
 use crate::data::evidence::Evidence;
+use crate::data::hardware::HardwareReport;
 use crate::error::CliError;
 use crate::model::{self, Pcie};
 use crate::stdout::emit;
@@ -38,6 +39,10 @@ pub struct ReportArgs {
     /// highlighted.
     #[arg(long, default_value_t = model::DEFAULT_READ_NS, requires = "model")]
     pub pcie_read_ns: f64,
+    /// A JSON written by `hdpflush validate` on a real GPU: its rows are printed as hardware
+    /// rows, and the cost model (--model) uses its measured W and R instead of the assumed ones.
+    #[arg(long, value_name = "FILE", requires = "evidence")]
+    pub hardware: Option<PathBuf>,
     /// Rewrite the generated tables (and plots, into DOCS/evidence/) of DOCS/patch-evidence.md
     /// and DOCS/cost-model.md from an assembled evidence.json.
     #[arg(
@@ -69,6 +74,25 @@ pub fn run(args: &ReportArgs) -> Result<(), CliError> {
         emit(&format!("wrote {}\n", svg.display()))?;
     }
     Ok(())
+}
+
+/// The cost model's W and R: measured on the GPU when `--hardware` gave a validate JSON (and
+/// said so), else the command line's (or the assumed defaults).
+fn model_pcie(args: &ReportArgs, hardware: Option<&HardwareReport>) -> Result<Pcie, CliError> {
+    let Some(hw) = hardware else {
+        return Ok(Pcie {
+            write_ns: args.pcie_write_ns,
+            read_ns: args.pcie_read_ns,
+        });
+    };
+    let (pcie, gpu) = hw.measured_pcie().ok_or_else(|| {
+        CliError::Selection("the --hardware file measured no GPU: no W and R to use".into())
+    })?;
+    emit(&format!(
+        "cost model: W = {:.0} ns and R = {:.0} ns measured on {} {} at {} ({}), not assumed\n",
+        pcie.write_ns, pcie.read_ns, gpu.product, gpu.gfx_target, gpu.pci, hw.provenance.host
+    ))?;
+    Ok(pcie)
 }
 
 /// `hdpflush report --evidence DIR|FILE`.
@@ -108,12 +132,19 @@ fn evidence(args: &ReportArgs, path: &Path) -> Result<(), CliError> {
         return docs::update_docs(&e, docs, true);
     }
     emit(&print::evidence::text(&e))?;
+    let hardware = args
+        .hardware
+        .as_deref()
+        .map(HardwareReport::load)
+        .transpose()?;
+    if let Some(hw) = &hardware {
+        emit(&hw.table())?;
+    }
     if args.model {
-        let pcie = Pcie {
-            write_ns: args.pcie_write_ns,
-            read_ns: args.pcie_read_ns,
-        };
-        emit(&print::model::text(&e, &pcie))?;
+        emit(&print::model::text(
+            &e,
+            &model_pcie(args, hardware.as_ref())?,
+        ))?;
     }
     if let Some(docs) = &args.update_docs {
         docs::update_docs(&e, docs, false)?;

@@ -4,5 +4,6 @@
 
 pub mod bench_report;
 pub mod evidence;
+pub mod hardware;
 mod json;
 pub mod targets;

@@ -17,6 +17,7 @@ mod uapi_cross;
 mod upstream;
 mod upstream_boot;
 mod upstream_rocm;
+mod validate;
 mod vm;
 
 use std::process::ExitCode;
@@ -242,6 +243,7 @@ fn test(args: &[String]) -> StepResult {
     tests.env("HDPFLUSH_REQUIRE_IO_URING", "1");
     step("host tests", tests)?;
     install::check()?;
+    validate::check()?;
     if host_only {
         // The cross targets need the cross setup, which only a full run installs.
         codegen::check(&[codegen::Target::X86_64])?;
