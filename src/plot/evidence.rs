@@ -5,10 +5,13 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::data::bench_report::{BenchReport, HostInfo};
 use crate::data::evidence::Evidence;
 use crate::error::CliError;
-use crate::plot::{bench_report, draw_legend, draw_svg};
+use crate::plot::bench_report::{self, Bars, Panel, Row};
+use crate::plot::{
+    draw_legend, draw_svg, draw_titles, legend_width, text_width, Swatch, LABEL_FONT,
+    SUBTITLE_FONT, TITLE_FONT,
+};
 
 /// Colours of the series, one per guest and line kind.
 const COLOURS: [RGBColor; 6] = [
@@ -22,72 +25,108 @@ const COLOURS: [RGBColor; 6] = [
 
 /// Write `cost.svg`, `batch.svg` and `callers.svg` into `dir`.
 pub fn write_all(e: &Evidence, dir: &Path) -> Result<(), CliError> {
-    bench_report::write_svg(&cost_report(e), &dir.join("cost.svg"))?;
+    bench_report::write_bars(&cost_bars(e), &dir.join("cost.svg"))?;
     draw_svg(&dir.join("batch.svg"), |p| batch(e, p))?;
     draw_svg(&dir.join("callers.svg"), |p| callers(e, p))?;
     Ok(())
 }
 
-/// Every guest's cases from the phases that compare strategies, relabelled by guest, as one
-/// report for the bar plot.
-fn cost_report(e: &Evidence) -> BenchReport {
-    let mut results = Vec::new();
-    let mut first = None;
+/// A sysfs BAR path in a label, `/sys/bus/pci/devices/BDF/resourceN@OFF`, as `BARN @OFF`; the
+/// panel's title names the device.
+fn shorten(label: &str) -> String {
+    const SYSFS: &str = "/sys/bus/pci/devices/";
+    let mut out = String::new();
+    let mut rest = label;
+    while let Some(i) = rest.find(SYSFS) {
+        out.push_str(&rest[..i]);
+        let path = &rest[i..];
+        let end = path.find([',', ')', ' ']).unwrap_or(path.len());
+        let (bar, tail) = path[..end].split_once('@').unwrap_or((&path[..end], ""));
+        match bar.rsplit_once("/resource") {
+            Some((_, n)) if tail.is_empty() => out.push_str(&format!("BAR{n}")),
+            Some((_, n)) => out.push_str(&format!("BAR{n} @{tail}")),
+            None => out.push_str(&path[..end]),
+        }
+        rest = &path[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The PCI address in a sysfs device path within `text`.
+fn pci_address(text: &str) -> Option<&str> {
+    const SYSFS: &str = "/sys/bus/pci/devices/";
+    let i = text.find(SYSFS)? + SYSFS.len();
+    text[i..].split('/').next()
+}
+
+/// Every guest's single-caller cases from the phases that compare strategies: one panel per
+/// guest, titled with its page size, each row prefixed by its phase.
+fn cost_bars(e: &Evidence) -> Bars {
+    let mut panels = Vec::new();
     for g in e.guests() {
+        let mut rows = Vec::new();
+        let mut host = None;
+        let mut device = None;
         for phase in ["sim", "emulated"] {
             let Some(run) = e.run(&g.name, phase) else {
                 continue;
             };
-            first.get_or_insert_with(|| run.report.clone());
-            for c in &run.report.results {
-                if c.threads > 1 {
-                    continue;
+            host.get_or_insert(&run.report.host);
+            for c in run.report.results.iter().filter(|c| c.threads == 1) {
+                let label = c.label();
+                if device.is_none() {
+                    device = pci_address(&label).map(str::to_owned);
                 }
-                let mut c = c.clone();
-                c.variant = if c.variant.is_empty() {
-                    g.title()
-                } else {
-                    format!("{}, {}", c.variant, g.title())
-                };
-                results.push(c);
+                rows.push(Row {
+                    label: format!("{phase}: {}", shorten(&label)),
+                    kind: c.backing.kind,
+                    mean_ns: c.mean_ns,
+                    p50_ns: c.p50_ns,
+                    p99_ns: c.p99_ns,
+                });
             }
         }
+        let Some(h) = host else {
+            continue;
+        };
+        let device = device
+            .map(|d| format!("; BARn = emulated PCI device {d}'s BAR n"))
+            .unwrap_or_default();
+        panels.push(Panel {
+            title: format!(
+                "{} guest: PAGE_SIZE {}, kernel {}{device}",
+                g.name, h.page_size, h.kernel
+            ),
+            rows,
+        });
     }
-    let mut report = first.unwrap_or_else(|| BenchReport {
-        tool: "hdpflush".into(),
-        version: e.version.clone(),
-        started_unix: e.assembled_unix,
-        host: HostInfo {
-            arch: String::new(),
-            page_size: 0,
-            kernel: String::new(),
-            cpus: 0,
-        },
-        iterations: 0,
-        warmup: 0,
-        baseline: String::new(),
-        results: Vec::new(),
-        skipped: Vec::new(),
-    });
-    report.host.arch = e
-        .guests()
-        .map(|g| g.title())
-        .collect::<Vec<_>>()
-        .join(" and ");
-    report.host.kernel = "guests under QEMU TCG".into();
-    report.results = results;
-    report
+    Bars {
+        title: "hdpflush under QEMU TCG: ns per flush, mean (bar) and p99 (tick)".into(),
+        subtitle: "one panel per guest; rows by phase: sim = the module's sim backend, \
+                   emulated = QEMU's emulated PCI device"
+            .into(),
+        panels,
+        floor_name: "guest kernel floor (flushes nothing)".into(),
+    }
 }
 
-/// Lines of (x, y) points, drawn on a log-x chart.
+/// Lines of (x, y) points, drawn on a log-x chart; `triangle` (the second guest) tells guests apart where their
+/// lines lie on top of each other.
 struct Series {
     name: String,
+    colour: RGBColor,
+    triangle: bool,
     points: Vec<(f64, f64)>,
 }
 
+/// The plot area's size.
+const LINE_PLOT: (u32, u32) = (700, 520);
+
 fn line_chart(
     path: &Path,
-    caption: &str,
+    title: &str,
+    subtitle: &str,
     x_desc: &str,
     y_desc: &str,
     log_y: bool,
@@ -95,70 +134,134 @@ fn line_chart(
 ) -> Result<(), String> {
     let all = series.iter().flat_map(|s| s.points.iter());
     let (mut x_lo, mut x_hi, mut y_lo, mut y_hi) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    let mut xs: Vec<f64> = Vec::new();
     for &(x, y) in all {
         x_lo = x_lo.min(x);
         x_hi = x_hi.max(x);
         y_lo = y_lo.min(y);
         y_hi = y_hi.max(y);
+        if !xs.contains(&x) {
+            xs.push(x);
+        }
     }
     if x_lo > x_hi {
         return Err("nothing to plot: the evidence has no such cases".into());
     }
-    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    xs.sort_by(f64::total_cmp);
+    let legend: Vec<(String, Swatch)> = series
+        .iter()
+        .map(|s| {
+            let swatch = if s.triangle {
+                Swatch::LineTriangle(s.colour)
+            } else {
+                Swatch::LineCircle(s.colour)
+            };
+            (s.name.clone(), swatch)
+        })
+        .collect();
+    let legend_w = legend_width(legend.iter().map(|(n, _)| n.as_str()));
+    let titles_w = text_width(title, TITLE_FONT).max(text_width(subtitle, SUBTITLE_FONT)) + 40;
+    let width = (LINE_PLOT.0 + legend_w).max(titles_w);
+    let root = SVGBackend::new(path, (width, LINE_PLOT.1 + 60)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let x_range = (x_lo * 0.8)..(x_hi * 1.25);
-    let mut builder = ChartBuilder::on(&root);
+    let body = draw_titles(&root, title, subtitle)?;
+    let (plot, legend_area) = body.split_horizontally(LINE_PLOT.0);
+    draw_legend(&legend_area.margin(10, 0, 0, 0), &legend)?;
+    let x_range = ((x_lo / 1.4)..(x_hi * 1.4)).log_scale().with_key_points(xs);
+    let mut builder = ChartBuilder::on(&plot);
     builder
-        .caption(caption, ("sans-serif", 16))
-        .margin(14)
-        .x_label_area_size(44)
-        .y_label_area_size(70);
+        .margin(10)
+        .margin_right(24)
+        .x_label_area_size(50)
+        .y_label_area_size(80);
     let draw_err = |e: &dyn std::fmt::Display| e.to_string();
     macro_rules! finish {
-        ($chart:expr) => {{
+        ($chart:expr, $y_fmt:expr) => {{
             let mut chart = $chart;
             chart
                 .configure_mesh()
                 .x_desc(x_desc)
                 .y_desc(y_desc)
+                .label_style(("sans-serif", LABEL_FONT))
+                .axis_desc_style(("sans-serif", LABEL_FONT))
                 .x_label_formatter(&|v| format!("{v:.0}"))
+                .y_label_formatter(&$y_fmt)
                 .draw()
                 .map_err(|e| draw_err(&e))?;
-            for (i, s) in series.iter().enumerate() {
-                let colour = COLOURS[i % COLOURS.len()];
+            for s in series {
+                let colour = s.colour;
                 chart
                     .draw_series(LineSeries::new(s.points.clone(), colour.stroke_width(2)))
-                    .map_err(|e| draw_err(&e))?
-                    .label(s.name.clone())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
-                    });
-                chart
-                    .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
                     .map_err(|e| draw_err(&e))?;
             }
-            draw_legend(&mut chart)?;
+            for s in series {
+                let colour = s.colour;
+                if s.triangle {
+                    chart
+                        .draw_series(
+                            s.points
+                                .iter()
+                                .map(|&p| TriangleMarker::new(p, 6, colour.filled())),
+                        )
+                        .map_err(|e| draw_err(&e))?;
+                } else {
+                    chart
+                        .draw_series(s.points.iter().map(|&p| Circle::new(p, 4, colour.filled())))
+                        .map_err(|e| draw_err(&e))?;
+                }
+            }
         }};
     }
     if log_y {
-        let y = (y_lo.max(1e-3) / 1.5)..(y_hi * 1.5);
-        finish!(builder
-            .build_cartesian_2d(x_range.log_scale(), y.log_scale())
-            .map_err(|e| draw_err(&e))?);
+        let (lo, hi) = (y_lo.max(1e-3) / 1.5, y_hi * 1.5);
+        // Ticks at 1, 2 and 5 of each decade: plotters labels none below the first power of ten.
+        let mut ticks = Vec::new();
+        let mut decade = 10f64.powf(lo.log10().floor());
+        while decade <= hi {
+            ticks.extend(
+                [decade, 2.0 * decade, 5.0 * decade]
+                    .into_iter()
+                    .filter(|t| (lo..=hi).contains(t)),
+            );
+            decade *= 10.0;
+        }
+        finish!(
+            builder
+                .build_cartesian_2d(x_range, (lo..hi).log_scale().with_key_points(ticks))
+                .map_err(|e| draw_err(&e))?,
+            |v: &f64| format!("{v:.0}")
+        );
     } else {
-        let y = 0.0..(y_hi * 1.15).max(1.0);
-        finish!(builder
-            .build_cartesian_2d(x_range.log_scale(), y)
-            .map_err(|e| draw_err(&e))?);
+        // Zoomed to the data, as the axis says: differences of a percent stay visible.
+        let pad = ((y_hi - y_lo) * 0.15).max(0.002);
+        let y = (y_lo - pad)..(y_hi + pad);
+        finish!(
+            builder
+                .build_cartesian_2d(x_range, y)
+                .map_err(|e| draw_err(&e))?,
+            |v: &f64| format!("{v:.3}")
+        );
     }
     root.present().map_err(|e| e.to_string())?;
     Ok(())
 }
 
+/// The guests' titles with their page sizes, for a plot's subtitle.
+fn guests_line(e: &Evidence) -> String {
+    let guests: Vec<String> = e
+        .guests()
+        .filter_map(|g| {
+            let h = &g.runs.first()?.report.host;
+            Some(format!("{} guest PAGE_SIZE {}", g.name, h.page_size))
+        })
+        .collect();
+    format!("QEMU TCG: {}", guests.join(", "))
+}
+
 /// ns per flush against the io_uring batch size, beside the io_uring NOP of the same batch.
 fn batch(e: &Evidence, path: &Path) -> Result<(), String> {
     let mut series = Vec::new();
-    for g in e.guests() {
+    for (gi, g) in e.guests().enumerate() {
         let Some(run) = e.run(&g.name, "sim") else {
             continue;
         };
@@ -181,6 +284,8 @@ fn batch(e: &Evidence, path: &Path) -> Result<(), String> {
             if !points.is_empty() {
                 series.push(Series {
                     name: format!("{label}, {}", g.title()),
+                    colour: COLOURS[series.len() % COLOURS.len()],
+                    triangle: gi % 2 == 1,
                     points,
                 });
             }
@@ -188,7 +293,8 @@ fn batch(e: &Evidence, path: &Path) -> Result<(), String> {
     }
     line_chart(
         path,
-        "ns per flush by io_uring batch size (sim backend, no delay; QEMU TCG guests)",
+        "ns per flush by io_uring batch size (the module's sim backend, no delay)",
+        &guests_line(e),
         "flushes per submission (log scale)",
         "ns per flush (log scale)",
         true,
@@ -199,7 +305,7 @@ fn batch(e: &Evidence, path: &Path) -> Result<(), String> {
 /// Hardware flushes per request against the number of concurrent callers (1 us round trip).
 fn callers(e: &Evidence, path: &Path) -> Result<(), String> {
     let mut series = Vec::new();
-    for g in e.guests() {
+    for (gi, g) in e.guests().enumerate() {
         let Some(run) = e.run(&g.name, "sim-1us") else {
             continue;
         };
@@ -220,6 +326,8 @@ fn callers(e: &Evidence, path: &Path) -> Result<(), String> {
             if !points.is_empty() {
                 series.push(Series {
                     name: format!("ioctl {completion}, {}", g.title()),
+                    colour: COLOURS[series.len() % COLOURS.len()],
+                    triangle: gi % 2 == 1,
                     points,
                 });
             }
@@ -227,7 +335,8 @@ fn callers(e: &Evidence, path: &Path) -> Result<(), String> {
     }
     line_chart(
         path,
-        "hardware flushes per request by concurrent callers (1 us modelled round trip)",
+        "hardware flushes per request by concurrent callers (sim backend, 1 us round trip)",
+        &format!("{}; 1.000 = no coalescing, y axis zoomed", guests_line(e)),
         "callers on one device (log scale)",
         "hardware flushes per request",
         false,
