@@ -730,9 +730,10 @@ fn several_boots_are_judged_on_their_median_and_a_spread_across_the_limit_is_inc
         "boots": 3,
         "guest_boots": [
             {"guest": "x86_64", "boot": 1, "seed": 11, "kernel": "6.12.117"},
+            {"guest": "arm64", "boot": 1, "seed": 11, "kernel": "6.12.117"},
             {"guest": "x86_64", "boot": 2, "seed": 12, "kernel": "6.12.117"},
-            {"guest": "x86_64", "boot": 3, "seed": 13, "kernel": null},
-            {"guest": "arm64", "boot": 1, "seed": 21, "kernel": "6.12.117"}
+            {"guest": "arm64", "boot": 2, "seed": 12, "kernel": "6.12.117"},
+            {"guest": "x86_64", "boot": 3, "seed": 13, "kernel": null}
         ]
     });
     std::fs::write(dir.join("provenance.json"), provenance.to_string()).unwrap();
@@ -763,8 +764,10 @@ fn several_boots_are_judged_on_their_median_and_a_spread_across_the_limit_is_inc
     );
     assert!(tables.contains("| P1 | x86_64 | ioctl FLUSH (completed), sim backend, 0 delay / NOP ioctl | 1.10x | 1.05-1.30x | 1.15x | **INCONCLUSIVE** |"));
     assert!(
-        tables.contains("x86_64 seeds 11, 12, 13 (kernel 6.12.117, not printed)")
-            && tables.contains("git 0123abc (with uncommitted changes); host CPU Test CPU @ 1 GHz"),
+        tables.contains(
+            "x86_64 seeds 11, 12, 13 (kernel 6.12.117, not printed); arm64 seeds 11, 12 \
+             (kernel 6.12.117); tables"
+        ) && tables.contains("git 0123abc (with uncommitted changes); host CPU Test CPU @ 1 GHz"),
         "{tables}"
     );
     assert!(

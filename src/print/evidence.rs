@@ -117,18 +117,24 @@ fn measured_with(e: &Evidence) -> String {
         );
     };
     let mut s = String::new();
-    let mut guests: Vec<&str> = p.guest_boots.iter().map(|b| b.guest.as_str()).collect();
-    guests.dedup();
+    let mut guests: Vec<&str> = Vec::new();
+    for b in &p.guest_boots {
+        if !guests.contains(&b.guest.as_str()) {
+            guests.push(&b.guest);
+        }
+    }
     let per_guest: Vec<String> = guests
         .iter()
         .map(|g| {
             let boots: Vec<_> = p.guest_boots.iter().filter(|b| b.guest == *g).collect();
             let seeds: Vec<String> = boots.iter().map(|b| b.seed.to_string()).collect();
-            let mut kernels: Vec<&str> = boots
-                .iter()
-                .map(|b| b.kernel.as_deref().unwrap_or("not printed"))
-                .collect();
-            kernels.dedup();
+            let mut kernels: Vec<&str> = Vec::new();
+            for b in &boots {
+                let k = b.kernel.as_deref().unwrap_or("not printed");
+                if !kernels.contains(&k) {
+                    kernels.push(k);
+                }
+            }
             format!(
                 "{g} seeds {} (kernel {})",
                 seeds.join(", "),

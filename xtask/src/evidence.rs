@@ -196,10 +196,11 @@ fn guest_phases(
     Ok(guest_kernel(&booted.run.lines))
 }
 
-/// The release from the guest init's `guest: booted <release> <arch>` line.
+/// The release from the guest init's `guest: booted <release> <arch>` line (on x86_64 it
+/// shares its line with the firmware's terminal escapes, "Booting from ROM..\x1bc...").
 fn guest_kernel(lines: &[String]) -> Option<String> {
     lines.iter().find_map(|l| {
-        let rest = l.trim().strip_prefix("guest: booted ")?;
+        let (_, rest) = l.split_once("guest: booted ")?;
         rest.split_whitespace().next().map(str::to_owned)
     })
 }
@@ -455,6 +456,8 @@ mod tests {
     fn provenance_reads_the_guest_kernel_and_the_cpu_model() {
         let console = lines("[    0.5] random: crng init done\nguest: booted 6.12.117 aarch64\nguest: 4 passed, 0 failed");
         assert_eq!(guest_kernel(&console).as_deref(), Some("6.12.117"));
+        let seabios = lines("Booting from ROM..\x1bc\x1b[?7l\x1b[2Jguest: booted 6.12.118 x86_64");
+        assert_eq!(guest_kernel(&seabios).as_deref(), Some("6.12.118"));
         assert_eq!(guest_kernel(&lines("guest: 4 passed, 0 failed")), None);
         let x86 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13 64-Core Processor\n";
         assert_eq!(

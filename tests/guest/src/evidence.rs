@@ -236,6 +236,13 @@ fn bench(phase: &Phase, bench_args: &[&str]) -> Result<(Value, String), String> 
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         println!("  | {line}");
     }
+    // The case order a shuffled bench ran in (its stderr says nothing else with --quiet).
+    for line in String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("bench: case order"))
+    {
+        println!("  | {line}");
+    }
     if !out.status.success() {
         return Err(format!(
             "hdpflush bench: {}: {}",
@@ -580,6 +587,8 @@ fn gpus() -> Result<Value, String> {
     // Run in the boot's shuffled order; reported in the usual one.
     let mut results: Vec<Option<Value>> = vec![None; cases.len()];
     let order = shuffled(cases.into_iter().enumerate().collect(), seed());
+    let labels: Vec<String> = order.iter().map(|(_, c)| c.label()).collect();
+    println!("  | case order: {}", labels.join(", "));
     for (at, case) in order {
         println!("  | {}", case.label());
         results[at] = Some(measure(&d, case)?);
