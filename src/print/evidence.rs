@@ -244,11 +244,6 @@ pub fn phase_groups(place: &Place) -> Vec<(&str, Vec<&PhaseRun>)> {
     groups
 }
 
-/// A per-flush p99: only when each sample timed one flush.
-fn p99_per_flush(c: &CaseResult) -> Option<f64> {
-    (c.ops_per_sample == 1 && c.batch == 1).then_some(c.p99_ns)
-}
-
 /// The median across boots of `f` of `label`'s case (boots whose run lacks it or gives none
 /// are left out).
 fn across<'a>(
@@ -293,7 +288,7 @@ pub fn phase_table(runs: &[&PhaseRun]) -> String {
             num(m.median),
             range(&m, ""),
             cell(across(runs, &label, |x| Some(x.p50_ns))),
-            cell(across(runs, &label, p99_per_flush)),
+            cell(across(runs, &label, CaseResult::p99_per_flush)),
             cell(across(runs, &label, |x| x.hw_flushes_per_request)),
             cell(across(runs, &label, |x| x.enters_per_flush)),
             num(m.median / fastest)
