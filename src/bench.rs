@@ -72,6 +72,20 @@ pub struct BenchArgs {
     /// No progress bar on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Run the cases in an order shuffled with this seed (printed on stderr), so that no case
+    /// always runs first or after the same neighbour; the report lists them in their usual order.
+    #[arg(long, value_name = "SEED")]
+    pub shuffle: Option<u64>,
+}
+
+/// The order `n` cases run in: as listed, or shuffled with `seed` (the same seed gives the same
+/// order).
+pub fn case_order(n: usize, seed: Option<u64>) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if let Some(seed) = seed {
+        fastrand::Rng::with_seed(seed).shuffle(&mut order);
+    }
+    order
 }
 
 /// `--map STRATEGY=PATH[@OFFSET]`: run a mapping strategy over `len` bytes of a file.
@@ -637,9 +651,15 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     );
     let lines = !args.quiet && bar.is_hidden();
 
-    let mut results = Vec::new();
     let n_cases = cases.len();
-    for (i, case) in cases.iter_mut().enumerate() {
+    let order = case_order(n_cases, args.shuffle);
+    if let Some(seed) = args.shuffle {
+        let labels: Vec<String> = order.iter().map(|&i| cases[i].label()).collect();
+        eprintln!("bench: case order (seed {seed}): {}", labels.join(", "));
+    }
+    let mut slots: Vec<Option<CaseResult>> = vec![None; n_cases];
+    for (i, &at) in order.iter().enumerate() {
+        let case = &mut cases[at];
         let label = case.label();
         bar.set_message(label.clone());
         if lines {
@@ -665,7 +685,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
             (Some(e0), Some(e1)) => Some((e1 - e0) as f64 / t.flushes as f64),
             _ => None,
         };
-        results.push(CaseResult {
+        slots[at] = Some(CaseResult {
             strategy: case.strategy.clone(),
             variant: case.variant.clone(),
             backing: case.backing.clone(),
@@ -684,6 +704,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         });
     }
     bar.finish_and_clear();
+    let mut results: Vec<CaseResult> = slots.into_iter().flatten().collect();
 
     let (baseline_label, baseline_ns) = baseline(&results).unwrap_or_default();
     for r in &mut results {
@@ -731,6 +752,18 @@ fn create_parent(path: &Path) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shuffled_order_is_a_permutation_fixed_by_its_seed() {
+        assert_eq!(case_order(5, None), [0, 1, 2, 3, 4]);
+        let a = case_order(20, Some(1));
+        assert_eq!(a, case_order(20, Some(1)), "the same seed, the same order");
+        assert_ne!(a, case_order(20, Some(2)), "another seed, another order");
+        assert_ne!(a, case_order(20, None), "shuffled");
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..20).collect::<Vec<_>>());
+    }
     use libflush::strategy::BackingKind;
 
     #[test]

@@ -7,7 +7,7 @@
 //!   NOP per request in batches of B, from the host's runs (an x86_64 host with 4K pages);
 //! - `r`: what the module adds on top of kernel entry, as a ratio measured in a guest (the sim
 //!   backend with no delay over the NOP ioctl, or the io_uring NOP of the same batch). A ratio,
-//!   because TCG inflates a guest's absolute times. The point estimate is the 64K-page guest's;
+//!   because TCG inflates a guest's absolute times. The point estimate is the 64K-page guest's (the median of its boots);
 //!   the band runs over every guest run the evidence holds;
 //! - `W`: the issuing CPU's cost of one uncached (posted) store to a BAR; `R`: one non-posted
 //!   read round trip to the GPU, which waits for the writes ahead of it.
@@ -17,6 +17,7 @@
 //! one with the same read-back at one flush per launch and at one per batch.
 
 use crate::data::evidence::Evidence;
+use crate::data::targets::Spread;
 
 /// The PCIe parameters, overridable on the command line.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -287,11 +288,14 @@ pub fn ratio_guest(e: &Evidence) -> Option<&str> {
         .find(|g| e.run(g, "sim").is_some())
 }
 
-/// Mean ns of `strategy (variant)` in `place`'s first `phase` run.
+/// The median across boots of `strategy (variant)`'s mean ns in `place`'s `phase` runs.
 fn mean(e: &Evidence, place: &str, phase: &str, strategy: &str, variant: &str) -> Option<f64> {
-    e.run(place, phase)?
-        .case(strategy, variant)
-        .map(|c| c.mean_ns)
+    let all: Vec<f64> = e
+        .runs(place, phase)
+        .into_iter()
+        .filter_map(|r| r.case(strategy, variant).map(|c| c.mean_ns))
+        .collect();
+    Spread::of(&all).map(|s| s.median)
 }
 
 /// One ratio measured in one guest run.
@@ -321,18 +325,22 @@ pub fn guest_ratios(e: &Evidence, strategy: &str, variant: &str, floor: &str) ->
     out
 }
 
-/// The ratio band: the point guest's first run in the middle, every run's spread around it.
+/// The ratio band: the median of the point guest's boots in the middle, every run's spread
+/// (every boot of every guest) around it.
 fn ratio_band(e: &Evidence, strategy: &str, variant: &str, floor: &str) -> Option<Band> {
     let g = ratio_guest(e)?;
-    let mid = mean(e, g, "sim", strategy, variant)? / mean(e, g, "sim", "reference", floor)?;
-    let all: Vec<f64> = guest_ratios(e, strategy, variant, floor)
-        .into_iter()
+    let ratios = guest_ratios(e, strategy, variant, floor);
+    let own: Vec<f64> = ratios
+        .iter()
+        .filter(|r| r.guest == g)
         .map(|r| r.ratio)
         .collect();
+    let mid = Spread::of(&own)?.median;
+    let all: Vec<f64> = ratios.into_iter().map(|r| r.ratio).collect();
     Some(Band::spread(mid, &all))
 }
 
-/// A host floor's band over every host run: the first in the middle.
+/// A host floor's band over every host run: their median in the middle.
 fn host_band(e: &Evidence, variant: &str) -> Option<Band> {
     let mid = mean(e, "host", "host", "reference", variant)?;
     let all: Vec<f64> = e

@@ -521,8 +521,10 @@ fn the_evidence_report_prints_every_target_the_oracle_and_the_model() {
     let s = text(&out.stdout);
     for id in ["P1", "P2", "P3", "P5"] {
         assert!(
-            s.lines()
-                .any(|l| (l.starts_with("PASS ") || l.starts_with("FAIL ")) && l.contains(id)),
+            s.lines().any(|l| ["PASS ", "FAIL ", "INCONCLUSIVE "]
+                .iter()
+                .any(|v| l.starts_with(v))
+                && l.contains(id)),
             "no {id} line:\n{s}"
         );
     }
@@ -679,4 +681,145 @@ fn a_vm_bench_directory_is_assembled_into_evidence_tables_and_plots() {
     ] {
         assert!(tables.contains(section), "{section} missing");
     }
+}
+
+#[test]
+fn several_boots_are_judged_on_their_median_and_a_spread_across_the_limit_is_inconclusive() {
+    // The committed evidence's phases, saved as three boots per guest (boot-K/), each boot's
+    // sim ioctl cases set against a NOP floor of 100 ns, plus what vm-bench records.
+    let evidence: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(committed_evidence()).unwrap()).unwrap();
+    let dir = scratch("boots");
+    // (completed, posted) mean ns per boot: completed 1.05/1.10/1.30x straddles the 1.15x
+    // limit; posted 1.20/1.25/1.30x is over it at every boot.
+    let boots = [(105.0, 120.0), (110.0, 125.0), (130.0, 130.0)];
+    for place in evidence["places"].as_array().unwrap() {
+        let name = place["name"].as_str().unwrap();
+        for (k, (completed, posted)) in boots.iter().enumerate() {
+            let sub = if name == "host" {
+                dir.join(name)
+            } else {
+                dir.join(name).join(format!("boot-{}", k + 1))
+            };
+            std::fs::create_dir_all(&sub).unwrap();
+            for run in place["runs"].as_array().unwrap() {
+                let mut run = run.clone();
+                if run["phase"] == "sim" {
+                    for c in run["report"]["results"].as_array_mut().unwrap() {
+                        let ns = match (c["strategy"].as_str(), c["variant"].as_str()) {
+                            (Some("reference"), Some("ioctl NOP, kernel-entry floor")) => 100.0,
+                            (Some("ioctl"), Some("completed")) => *completed,
+                            (Some("ioctl"), Some("posted")) => *posted,
+                            _ => continue,
+                        };
+                        c["mean_ns"] = serde_json::json!(ns);
+                    }
+                }
+                let file = sub.join(format!("{}.json", run["phase"].as_str().unwrap()));
+                std::fs::write(file, run.to_string()).unwrap();
+            }
+        }
+    }
+    let provenance = serde_json::json!({
+        "git_commit": "0123abc",
+        "git_dirty": true,
+        "qemu": ["QEMU emulator version 9.9.9"],
+        "host_cpu": "Test CPU @ 1 GHz",
+        "host_kernel": "6.99.0-test",
+        "rustc": ["rustc 1.99.0 (host)", "rustc 1.88.0 (/usr/bin/rustc)"],
+        "boots": 3,
+        "guest_boots": [
+            {"guest": "x86_64", "boot": 1, "seed": 11, "kernel": "6.12.117"},
+            {"guest": "arm64", "boot": 1, "seed": 11, "kernel": "6.12.117"},
+            {"guest": "x86_64", "boot": 2, "seed": 12, "kernel": "6.12.117"},
+            {"guest": "arm64", "boot": 2, "seed": 12, "kernel": "6.12.117"},
+            {"guest": "x86_64", "boot": 3, "seed": 13, "kernel": null}
+        ]
+    });
+    std::fs::write(dir.join("provenance.json"), provenance.to_string()).unwrap();
+    let out = hdpflush(
+        &["report", "--evidence", dir.to_str().unwrap(), "--model"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    let line = |start: &str| {
+        s.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line {start}:\n{s}"))
+            .to_owned()
+    };
+    let completed = line("INCONCLUSIVE P1 x86_64: ioctl FLUSH (completed)");
+    assert!(
+        completed.contains("median 1.10x over 3 boots, range 1.05-1.30x (limit 1.15x)"),
+        "{completed}"
+    );
+    let posted = line("FAIL P1 x86_64: ioctl FLUSH (posted)");
+    assert!(posted.contains("median 1.25x over 3 boots"), "{posted}");
+    let tables = std::fs::read_to_string(dir.join("tables.md")).unwrap();
+    assert!(tables.contains("#### x86_64 guest, 4K pages: sim (3 boots)"));
+    assert!(
+        tables.contains("| ioctl (completed) | kernel model | 110 | 105-130 |"),
+        "the median of the means, and their range:\n{tables}"
+    );
+    assert!(tables.contains("| P1 | x86_64 | ioctl FLUSH (completed), sim backend, 0 delay / NOP ioctl | 1.10x | 1.05-1.30x | 1.15x | **INCONCLUSIVE** |"));
+    assert!(
+        tables.contains(
+            "x86_64 seeds 11, 12, 13 (kernel 6.12.117, not printed); arm64 seeds 11, 12 \
+             (kernel 6.12.117); tables"
+        ) && tables.contains("git 0123abc (with uncommitted changes); host CPU Test CPU @ 1 GHz"),
+        "{tables}"
+    );
+    assert!(
+        tables.contains("the spread over every boot"),
+        "the model's band is the boots' spread:\n{tables}"
+    );
+    let assembled: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("evidence.json")).unwrap()).unwrap();
+    assert_eq!(assembled["provenance"], provenance);
+    let x86 = &assembled["places"][0];
+    assert_eq!(x86["name"], "x86_64");
+    let sim_boots: Vec<u64> = x86["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["phase"] == "sim")
+        .map(|r| r["boot"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sim_boots, [1, 2, 3]);
+    // The assembled file reads back to the same report.
+    let again = hdpflush(
+        &[
+            "report",
+            "--evidence",
+            dir.join("evidence.json").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(text(&again.stdout).contains(&completed));
+}
+
+#[test]
+fn single_boot_evidence_without_provenance_says_so() {
+    let out = hdpflush(
+        &[
+            "report",
+            "--evidence",
+            committed_evidence().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("boots: 1 per guest (spread across boots: n/a (1 boot)); git commit, QEMU version, host CPU and rustc: not recorded"),
+        "{s}"
+    );
+    // One boot: the value alone, no median line, and PASS/FAIL as before.
+    assert!(
+        s.lines()
+            .any(|l| l.starts_with("FAIL P1 x86_64") && !l.contains("median")),
+        "{s}"
+    );
+    assert!(!s.contains("INCONCLUSIVE"), "{s}");
 }

@@ -70,6 +70,13 @@ impl CaseResult {
     pub fn label(&self) -> String {
         label(&self.strategy, &self.variant)
     }
+
+    /// p99 as a percentile of flushes: only when each sample timed one flush (one operation of
+    /// batch 1). Otherwise a sample is the average of several flushes, and the 99th percentile
+    /// of those averages is no flush's, so there is none.
+    pub fn p99_per_flush(&self) -> Option<f64> {
+        (self.ops_per_sample == 1 && self.batch == 1).then_some(self.p99_ns)
+    }
 }
 
 /// How a case is named everywhere: "strategy" or "strategy (variant)".
@@ -122,5 +129,29 @@ impl BenchReport {
     /// Write it as pretty JSON.
     pub fn save(&self, path: &Path) -> Result<(), CliError> {
         json::write(self, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(batch: usize, ops_per_sample: u64) -> CaseResult {
+        serde_json::from_value(serde_json::json!({
+            "strategy": "ioctl", "variant": "completed",
+            "backing": {"kind": "kernel-model", "detail": "x"},
+            "batch": batch, "threads": 1, "hw_flushes_per_request": null,
+            "enters_per_flush": null, "flushes": 100, "mean_ns": 10.0, "p50_ns": 9.0,
+            "p99_ns": 30.0, "flushes_per_sec": 1e8, "samples": 100,
+            "ops_per_sample": ops_per_sample, "relative": 1.0
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn p99_is_a_flushs_only_when_a_sample_is_one_flush() {
+        assert_eq!(case(1, 1).p99_per_flush(), Some(30.0));
+        assert_eq!(case(1, 188).p99_per_flush(), None, "an average of 188");
+        assert_eq!(case(32, 1).p99_per_flush(), None, "an average of 32");
     }
 }

@@ -25,6 +25,10 @@ pub struct PhaseRun {
     pub command: String,
     /// What it measured.
     pub report: BenchReport,
+    /// Which boot of its guest ran it (`vm-bench --boots N`: 1..=N); none in evidence measured
+    /// with one boot per guest, before boots were counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<u32>,
 }
 
 impl PhaseRun {
@@ -72,6 +76,41 @@ pub struct Dispatch {
     pub source: String,
 }
 
+/// One guest boot: which, the seed its case order was shuffled with, and the kernel it booted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestBoot {
+    /// "x86_64" or "arm64".
+    pub guest: String,
+    /// 1..=boots.
+    pub boot: u32,
+    /// `hdpflush_seed=` on its kernel command line.
+    pub seed: u64,
+    /// The release its init printed (`guest: booted <release> <arch>`), if it did.
+    pub kernel: Option<String>,
+}
+
+/// What the evidence was measured with, gathered by `cargo xtask vm-bench`
+/// (target/evidence/provenance.json).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// `git rev-parse HEAD` of the workspace.
+    pub git_commit: String,
+    /// Whether the work tree had uncommitted changes.
+    pub git_dirty: bool,
+    /// `qemu-system-* --version`, first line each.
+    pub qemu: Vec<String>,
+    /// /proc/cpuinfo's first `model name` (or `Hardware`/`CPU part` where there is none).
+    pub host_cpu: String,
+    /// `uname -r` of the host.
+    pub host_kernel: String,
+    /// `rustc --version` of the host toolchain and of /usr/bin/rustc (the arm64 guest's).
+    pub rustc: Vec<String>,
+    /// Boots per guest.
+    pub boots: u32,
+    /// Every guest boot.
+    pub guest_boots: Vec<GuestBoot>,
+}
+
 /// Everything one evidence run produced.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Evidence {
@@ -87,6 +126,9 @@ pub struct Evidence {
     pub dispatch: Option<Dispatch>,
     /// The oracle's verdicts.
     pub oracle: Vec<VerdictRow>,
+    /// What it was measured with; none in evidence assembled before vm-bench recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
 }
 
 /// The command the evidence comes from, as the docs name it.
@@ -110,22 +152,15 @@ impl Evidence {
             if !sub.is_dir() {
                 continue;
             }
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&sub)
-                .map_err(|e| CliError::io(&sub, e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.extension().is_some_and(|x| x == "json")
-                        && !p
-                            .file_name()
-                            .is_some_and(|f| f.to_string_lossy().starts_with("dispatch-"))
-                })
-                .collect();
-            files.sort();
-            let mut runs: Vec<PhaseRun> = files
-                .iter()
-                .map(|f| json::read(f))
-                .collect::<Result<_, _>>()?;
-            runs.sort_by_key(|r| phase_order(&r.phase));
+            let boots = boot_dirs(&sub)?;
+            let mut runs = Vec::new();
+            if boots.is_empty() {
+                runs = phase_files(&sub, None)?;
+            }
+            for (boot, path) in boots {
+                runs.extend(phase_files(&path, Some(boot))?);
+            }
+            runs.sort_by_key(|r| (phase_order(&r.phase), r.boot));
             places.push(Place {
                 name: name.to_owned(),
                 runs,
@@ -149,6 +184,12 @@ impl Evidence {
             }),
             _ => None,
         };
+        let provenance_file = dir.join("provenance.json");
+        let provenance = if provenance_file.is_file() {
+            Some(json::read(&provenance_file)?)
+        } else {
+            None
+        };
         eprintln!("running the oracle over every strategy and read policy ...");
         let oracle = verdict_table(&VerdictConfig::default())?;
         Ok(Self {
@@ -160,6 +201,7 @@ impl Evidence {
             places,
             dispatch,
             oracle,
+            provenance,
         })
     }
 
@@ -173,7 +215,17 @@ impl Evidence {
         json::write(self, path)
     }
 
-    /// The run of `phase` at `place`.
+    /// Every run of `phase` at `place`, one per boot, in boot order.
+    pub fn runs(&self, place: &str, phase: &str) -> Vec<&PhaseRun> {
+        self.places
+            .iter()
+            .filter(|p| p.name == place)
+            .flat_map(|p| p.runs.iter())
+            .filter(|r| r.phase == phase)
+            .collect()
+    }
+
+    /// The run of `phase` at `place` (its first boot's).
     pub fn run(&self, place: &str, phase: &str) -> Option<&PhaseRun> {
         self.places
             .iter()
@@ -187,6 +239,51 @@ impl Evidence {
     pub fn guests(&self) -> impl Iterator<Item = &Place> {
         self.places.iter().filter(|p| p.name != "host")
     }
+}
+
+/// `dir`'s `boot-<K>/` subdirectories, by K.
+fn boot_dirs(dir: &Path) -> Result<Vec<(u32, PathBuf)>, CliError> {
+    let mut boots: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)
+        .map_err(|e| CliError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .filter_map(|p| {
+            let k = p
+                .file_name()?
+                .to_str()?
+                .strip_prefix("boot-")?
+                .parse()
+                .ok()?;
+            Some((k, p))
+        })
+        .collect();
+    boots.sort();
+    Ok(boots)
+}
+
+/// The phases saved in `dir` (`<phase>.json`, criterion's `dispatch-*.json` aside), each
+/// marked with `boot`.
+fn phase_files(dir: &Path, boot: Option<u32>) -> Result<Vec<PhaseRun>, CliError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| CliError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "json")
+                && !p
+                    .file_name()
+                    .is_some_and(|f| f.to_string_lossy().starts_with("dispatch-"))
+        })
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| {
+            json::read::<PhaseRun>(f).map(|mut r| {
+                r.boot = boot.or(r.boot);
+                r
+            })
+        })
+        .collect()
 }
 
 fn phase_order(phase: &str) -> usize {

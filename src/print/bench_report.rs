@@ -37,11 +37,12 @@ pub fn table(r: &BenchReport) -> String {
     for c in &r.results {
         let _ = writeln!(
             out,
-            "{:<label_w$}  {:<12}  {:>10.1}  {:>10.1}  {:>10.1}  {:>12}  {:>6}  {:>8.2}x",
+            "{:<label_w$}  {:<12}  {:>10.1}  {:>10}  {:>10.1}  {:>12}  {:>6}  {:>8.2}x",
             c.label(),
             c.backing.kind.tag(),
             c.p50_ns,
-            c.p99_ns,
+            c.p99_per_flush()
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.1}")),
             c.mean_ns,
             si(c.flushes_per_sec),
             c.hw_flushes_per_request
@@ -60,6 +61,13 @@ pub fn table(r: &BenchReport) -> String {
                 legend.push(l);
             }
         }
+    }
+    if r.results.iter().any(|c| c.p99_per_flush().is_none()) {
+        let _ = writeln!(
+            out,
+            "p99 -: each sample averaged several flushes, so no per-flush p99 (bench.json keeps \
+             the samples' p99_ns)"
+        );
     }
     if r.results.iter().any(|c| c.threads > 1) {
         let _ = writeln!(

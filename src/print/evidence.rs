@@ -5,20 +5,35 @@ use std::fmt::Write as _;
 
 use libflush::sim::ReadPolicy;
 
-use crate::data::evidence::Evidence;
-use crate::data::targets::{targets, Target};
-use crate::print::bench_report;
+use crate::data::bench_report::CaseResult;
+use crate::data::evidence::{Evidence, PhaseRun, Place};
+use crate::data::targets::{targets, Spread, Target};
 
-/// "PASS P1 x86_64: ... 1.07x <= 1.15x".
+/// "PASS P1 x86_64: ...: 1.07x (limit 1.15x)"; with several boots, "median 1.07x over 5
+/// boots, range 1.02-1.10x". The verdict is PASS, FAIL or INCONCLUSIVE.
 pub fn target_line(t: &Target) -> String {
-    let verdict = if t.passed() { "PASS" } else { "FAIL" };
+    let verdict = t.verdict().word();
     match &t.measured {
+        Ok(m) if m.boots > 1 => format!(
+            "{verdict} {} {}: {}: median {}{} over {} boots, range {}-{}{} (limit {}{})",
+            t.id,
+            t.place,
+            t.what,
+            num(m.median),
+            t.unit,
+            m.boots,
+            num(m.lo),
+            num(m.hi),
+            t.unit,
+            num(t.limit),
+            t.unit
+        ),
         Ok(m) => format!(
             "{verdict} {} {}: {}: {}{} (limit {}{})",
             t.id,
             t.place,
             t.what,
-            num(*m),
+            num(m.median),
             t.unit,
             num(t.limit),
             t.unit
@@ -83,6 +98,71 @@ pub fn provenance(e: &Evidence) -> String {
             );
         }
     }
+    s.push_str(&measured_with(e));
+    s
+}
+
+/// The boots, their seeds and the tools the evidence was measured with, or that they were not
+/// recorded (evidence from before `vm-bench --boots`).
+fn measured_with(e: &Evidence) -> String {
+    let Some(p) = &e.provenance else {
+        let boots = e
+            .guests()
+            .map(|g| g.runs.iter().filter(|r| r.phase == "sim").count())
+            .max()
+            .unwrap_or(0);
+        return format!(
+            "- boots: {boots} per guest (spread across boots: n/a (1 boot)); git commit, QEMU \
+             version, host CPU and rustc: not recorded\n"
+        );
+    };
+    let mut s = String::new();
+    let mut guests: Vec<&str> = Vec::new();
+    for b in &p.guest_boots {
+        if !guests.contains(&b.guest.as_str()) {
+            guests.push(&b.guest);
+        }
+    }
+    let per_guest: Vec<String> = guests
+        .iter()
+        .map(|g| {
+            let boots: Vec<_> = p.guest_boots.iter().filter(|b| b.guest == *g).collect();
+            let seeds: Vec<String> = boots.iter().map(|b| b.seed.to_string()).collect();
+            let mut kernels: Vec<&str> = Vec::new();
+            for b in &boots {
+                let k = b.kernel.as_deref().unwrap_or("not printed");
+                if !kernels.contains(&k) {
+                    kernels.push(k);
+                }
+            }
+            format!(
+                "{g} seeds {} (kernel {})",
+                seeds.join(", "),
+                kernels.join(", ")
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        s,
+        "- boots: {} per guest, the case order shuffled per boot: {}; tables give the median \
+         across boots and its range (min-max)",
+        p.boots,
+        per_guest.join("; ")
+    );
+    let _ = writeln!(
+        s,
+        "- git {}{}; host CPU {}, kernel {}; {}; {}",
+        p.git_commit,
+        if p.git_dirty {
+            " (with uncommitted changes)"
+        } else {
+            ""
+        },
+        p.host_cpu,
+        p.host_kernel,
+        p.qemu.join(", "),
+        p.rustc.join(", ")
+    );
     s
 }
 
@@ -109,34 +189,132 @@ fn utc(unix: u64) -> String {
 /// The targets as a Markdown table, each with its verdict.
 pub fn targets_md(e: &Evidence) -> String {
     let mut s = String::from(
-        "| target | where | what | measured | limit | verdict |\n|---|---|---|---|---|---|\n",
+        "| target | where | what | measured (median of boots) | range across boots | limit | verdict |\n|---|---|---|---|---|---|---|\n",
     );
     for t in targets(e) {
-        let measured = match &t.measured {
-            Ok(m) => format!("{}{}", num(*m), t.unit),
-            Err(why) => format!("not measured: {why}"),
+        let (measured, range) = match &t.measured {
+            Ok(m) => (format!("{}{}", num(m.median), t.unit), range(m, t.unit)),
+            Err(why) => (format!("not measured: {why}"), "-".to_owned()),
         };
+        let verdict = t.verdict().word();
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {}{} | {} |",
+            "| {} | {} | {} | {} | {} | {}{} | {} |",
             t.id,
             t.place,
             t.what,
             measured,
+            range,
             num(t.limit),
             t.unit,
-            if t.passed() { "PASS" } else { "**FAIL**" }
+            if t.passed() {
+                verdict.to_owned()
+            } else {
+                format!("**{verdict}**")
+            }
         );
     }
     s
 }
 
-/// Every run as a Markdown table, each case against the fastest of its backing.
+/// "1.02-1.10x", or "n/a (1 boot)".
+fn range(m: &Spread, unit: &str) -> String {
+    if m.boots > 1 {
+        format!("{}-{}{unit}", num(m.lo), num(m.hi))
+    } else {
+        "n/a (1 boot)".to_owned()
+    }
+}
+
+/// What the runs tables show, said once above them.
+pub const RUNS_NOTE: &str = "Each value is the median across the guest's boots, and the mean's \
+range (min-max) across them is shown beside it (n/a with one boot). p99 is shown only where \
+each sample timed one flush (one operation of batch 1): elsewhere a sample is the average of \
+several flushes and its 99th percentile is not a flush's, so it is left out (-).";
+
+/// `place`'s runs grouped by phase (in run order), each group one run per boot.
+pub fn phase_groups(place: &Place) -> Vec<(&str, Vec<&PhaseRun>)> {
+    let mut groups: Vec<(&str, Vec<&PhaseRun>)> = Vec::new();
+    for r in &place.runs {
+        match groups.iter_mut().find(|(p, _)| *p == r.phase) {
+            Some((_, runs)) => runs.push(r),
+            None => groups.push((&r.phase, vec![r])),
+        }
+    }
+    groups
+}
+
+/// The median across boots of `f` of `label`'s case (boots whose run lacks it or gives none
+/// are left out).
+fn across<'a>(
+    runs: &[&'a PhaseRun],
+    label: &str,
+    f: impl Fn(&'a CaseResult) -> Option<f64>,
+) -> Option<Spread> {
+    let v: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r.report.results.iter().find(|c| c.label() == label))
+        .map(f)
+        .collect::<Option<_>>()?;
+    Spread::of(&v)
+}
+
+/// One phase's table: a row per case, each value the median across `runs` (one per boot).
+pub fn phase_table(runs: &[&PhaseRun]) -> String {
+    let mut s = String::from(
+        "| case | backing | mean ns | range of mean | p50 ns | p99 ns | hw/req | enters/flush | vs fastest of its backing |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut cases: Vec<&CaseResult> = Vec::new();
+    for c in runs.iter().flat_map(|r| r.report.results.iter()) {
+        if !cases.iter().any(|k| k.label() == c.label()) {
+            cases.push(c);
+        }
+    }
+    let mean = |c: &CaseResult| across(runs, &c.label(), |x| Some(x.mean_ns));
+    for c in &cases {
+        let label = c.label();
+        let Some(m) = mean(c) else { continue };
+        let fastest = cases
+            .iter()
+            .filter(|o| o.backing.kind == c.backing.kind)
+            .filter_map(|o| mean(o).map(|m| m.median))
+            .fold(f64::INFINITY, f64::min);
+        let cell = |v: Option<Spread>| v.map_or_else(|| "-".to_owned(), |v| num(v.median));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {}x |",
+            label,
+            c.backing.kind.tag(),
+            num(m.median),
+            range(&m, ""),
+            cell(across(runs, &label, |x| Some(x.p50_ns))),
+            cell(across(runs, &label, CaseResult::p99_per_flush)),
+            cell(across(runs, &label, |x| x.hw_flushes_per_request)),
+            cell(across(runs, &label, |x| x.enters_per_flush)),
+            num(m.median / fastest)
+        );
+    }
+    if let Some(first) = runs.first() {
+        for sk in &first.report.skipped {
+            let _ = writeln!(s, "\nskipped {}: {}", sk.strategy, sk.reason);
+        }
+    }
+    s
+}
+
+/// Every phase as a Markdown table, each case's median across boots against the fastest of
+/// its backing.
 pub fn runs_md(e: &Evidence) -> String {
-    let mut s = String::new();
+    let mut s = format!("{RUNS_NOTE}\n\n");
     for p in &e.places {
-        for r in &p.runs {
-            let _ = writeln!(s, "#### {}: {}\n", p.title(), r.phase);
+        for (phase, runs) in phase_groups(p) {
+            let Some(r) = runs.first() else { continue };
+            let boots = if runs.len() > 1 {
+                format!(" ({} boots)", runs.len())
+            } else {
+                String::new()
+            };
+            let _ = writeln!(s, "#### {}: {phase}{boots}\n", p.title());
             let _ = writeln!(s, "{}.\n", r.purpose.trim_end_matches('.'));
             let params = if r.module_params.is_empty() {
                 if p.name == "host" {
@@ -148,35 +326,7 @@ pub fn runs_md(e: &Evidence) -> String {
                 format!("`insmod hdp_flush.ko {}`", r.module_params.join(" "))
             };
             let _ = writeln!(s, "{params}; `{}`.\n", r.command);
-            let _ = writeln!(
-                s,
-                "| case | backing | mean ns | p50 ns | p99 ns | hw/req | enters/flush | vs fastest of its backing |\n|---|---|---|---|---|---|---|---|"
-            );
-            for c in &r.report.results {
-                let fastest = r
-                    .report
-                    .results
-                    .iter()
-                    .filter(|o| o.backing.kind == c.backing.kind)
-                    .map(|o| o.mean_ns)
-                    .fold(f64::INFINITY, f64::min);
-                let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), num);
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {}x |",
-                    c.label(),
-                    c.backing.kind.tag(),
-                    num(c.mean_ns),
-                    num(c.p50_ns),
-                    num(c.p99_ns),
-                    opt(c.hw_flushes_per_request),
-                    opt(c.enters_per_flush),
-                    num(c.mean_ns / fastest)
-                );
-            }
-            for sk in &r.report.skipped {
-                let _ = writeln!(s, "\nskipped {}: {}", sk.strategy, sk.reason);
-            }
+            s.push_str(&phase_table(&runs));
             s.push('\n');
         }
     }
@@ -223,11 +373,12 @@ pub fn text(e: &Evidence) -> String {
     heading(&mut s, "evidence");
     s.push_str(&provenance(e));
     for p in &e.places {
-        for r in &p.runs {
-            heading(&mut s, &format!("{}: {}", p.title(), r.phase));
-            s.push_str(&bench_report::table(&r.report));
+        for (phase, runs) in phase_groups(p) {
+            heading(&mut s, &format!("{}: {phase}", p.title()));
+            s.push_str(&phase_table(&runs));
         }
     }
+    let _ = writeln!(s, "\n{RUNS_NOTE}");
     heading(&mut s, "targets");
     for t in targets(e) {
         let _ = writeln!(s, "{}", target_line(&t));
@@ -270,6 +421,7 @@ mod tests {
             command: "test".into(),
             places: Vec::new(),
             dispatch: None,
+            provenance: None,
             oracle: vec![VerdictRow {
                 strategy: "mmio-remap".into(),
                 variant: "posted".into(),

@@ -94,7 +94,8 @@ fn band_origin(e: &Evidence) -> String {
         "the spread over every boot"
     };
     format!(
-        "The point estimate takes the module's ratio from the {} guest; the range in brackets \
+        "The point estimate takes the module's ratio from the {} guest (the median of its \
+         boots); the range in brackets \
          takes it from every guest run the evidence holds (sim runs: {}; host runs: {hosts}): {what}.",
         ratio_guest(e).unwrap_or("no"),
         list.join(", ")

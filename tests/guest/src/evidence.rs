@@ -116,11 +116,41 @@ const PHASES: &[Phase] = &[
     },
 ];
 
-/// Run every phase; returns the closing verdict's (passed, failed).
+/// `hdpflush_seed=K` from a kernel command line: `cargo xtask vm-bench` gives each boot its own.
+pub fn seed_of(cmdline: &str) -> Option<u64> {
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("hdpflush_seed="))
+        .and_then(|v| v.parse().ok())
+}
+
+/// This boot's seed, if it was given one.
+fn seed() -> Option<u64> {
+    seed_of(&std::fs::read_to_string("/proc/cmdline").ok()?)
+}
+
+/// `items` shuffled with `seed` (deterministic: the same seed, the same order), or as they are
+/// without one.
+pub fn shuffled<T>(mut items: Vec<T>, seed: Option<u64>) -> Vec<T> {
+    if let Some(seed) = seed {
+        fastrand::Rng::with_seed(seed).shuffle(&mut items);
+    }
+    items
+}
+
+/// Run every phase, in an order shuffled with the boot's seed (and each phase's cases too);
+/// returns the closing verdict's (passed, failed).
 pub fn run() -> (usize, usize) {
     let _ = rmmod();
     let (mut passed, mut failed) = (0, 0);
-    for phase in PHASES {
+    let seed = seed();
+    let phases = shuffled(PHASES.iter().collect(), seed);
+    let names: Vec<&str> = phases.iter().map(|p| p.name).collect();
+    match seed {
+        Some(k) => println!("  | seed {k}: phase order {}", names.join(", ")),
+        None => println!("  | no hdpflush_seed: phase order {}", names.join(", ")),
+    }
+    for phase in phases {
         match run_phase(phase) {
             Ok(()) => {
                 println!("ok     evidence phase {}", phase.name);
@@ -198,9 +228,19 @@ fn bench(phase: &Phase, bench_args: &[&str]) -> Result<(Value, String), String> 
     }
     let dir = format!("/tmp/evidence/{}", phase.name);
     args.extend(["--quiet", "--out-dir", &dir].map(String::from));
+    if let Some(k) = seed() {
+        args.extend(["--shuffle".to_owned(), k.to_string()]);
+    }
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = sh("/hdpflush", &argv)?;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("  | {line}");
+    }
+    // The case order a shuffled bench ran in (its stderr says nothing else with --quiet).
+    for line in String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("bench: case order"))
+    {
         println!("  | {line}");
     }
     if !out.status.success() {
@@ -544,12 +584,20 @@ fn gpus() -> Result<Value, String> {
             });
         }
     }
-    let mut results = Vec::new();
-    for case in cases {
+    // Run in the boot's shuffled order; reported in the usual one.
+    let mut results: Vec<Option<Value>> = vec![None; cases.len()];
+    let order = shuffled(cases.into_iter().enumerate().collect(), seed());
+    let labels: Vec<String> = order.iter().map(|(_, c)| c.label()).collect();
+    println!("  | case order: {}", labels.join(", "));
+    for (at, case) in order {
         println!("  | {}", case.label());
-        results.push(measure(&d, case)?);
+        results[at] = Some(measure(&d, case)?);
     }
-    report(started_unix, results, "ioctl (completed)")
+    report(
+        started_unix,
+        results.into_iter().flatten().collect(),
+        "ioctl (completed)",
+    )
 }
 
 /// "strategy (variant)" of a result.
@@ -583,6 +631,24 @@ mod tests {
     use super::*;
     use libflush::strategy::BackingKind;
     use std::collections::BTreeSet;
+
+    #[test]
+    fn the_seed_comes_from_the_command_line_and_fixes_the_order() {
+        assert_eq!(
+            seed_of("console=ttyS0 quiet hdpflush_evidence hdpflush_seed=42"),
+            Some(42)
+        );
+        assert_eq!(seed_of("console=ttyS0 hdpflush_evidence"), None);
+        assert_eq!(seed_of("hdpflush_seed=x"), None);
+        let names = |seed| shuffled(PHASES.iter().map(|p| p.name).collect::<Vec<_>>(), seed);
+        assert_eq!(names(None), ["sim", "sim-1us", "emulated", "gpus"]);
+        assert_eq!(names(Some(7)), names(Some(7)), "deterministic per seed");
+        let orders: BTreeSet<Vec<&str>> = (1..=8).map(|k| names(Some(k))).collect();
+        assert!(orders.len() > 1, "different seeds, different orders");
+        let mut sorted = names(Some(7));
+        sorted.sort_unstable();
+        assert_eq!(sorted, ["emulated", "gpus", "sim", "sim-1us"]);
+    }
 
     fn keys(v: &Value) -> BTreeSet<String> {
         v.as_object().unwrap().keys().cloned().collect()
