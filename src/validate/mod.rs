@@ -17,8 +17,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use clap::Args;
 use libflush::barrier::Fences;
 use libflush::strategy::{
-    Backing, BackingKind, Completion, DummyPage, DummyPageVariant, Legacy, MmioRemap, ReadBack,
-    StrategyKind, DUMMY_PAGE_MIN,
+    Backing, BackingKind, Completion, DummyPage, DummyPageVariant, Legacy, MmioRemap, StrategyKind,
+    DUMMY_PAGE_MIN,
 };
 use libflush::{Bar, Flush, FlusherOptions, GpuSelector, MappedRegion, PciAddress};
 
@@ -314,22 +314,12 @@ fn flushers(dev: &Device<'_>, not_run: &mut Vec<NotRun>) -> Result<Vec<Labelled>
             why: "HSA_AMD_AGENT_INFO_HDP_FLUSH returned no remap page (KFD refuses it on non-4K pages)".into(),
         }),
     }
-    for read_back in [
-        ReadBack::FirstStore,
-        ReadBack::SecondStore,
-        ReadBack::Unwritten,
-    ] {
-        for fence_between in [false, true] {
-            let variant = DummyPageVariant {
-                read_back,
-                fence_between,
-            };
-            let page = vram_region(dev, DUMMY_AT, DUMMY_PAGE_MIN, "dummy page")?;
-            list.push((
-                variant.name(),
-                Box::new(DummyPage::with_variant(page, variant)?),
-            ));
-        }
+    for variant in DummyPageVariant::ALL {
+        let page = vram_region(dev, DUMMY_AT, DUMMY_PAGE_MIN, "dummy page")?;
+        list.push((
+            variant.name(),
+            Box::new(DummyPage::with_variant(page, variant)?),
+        ));
     }
     let payload = vram_region(
         dev,

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::oracle::{producer_consumer, OracleConfig};
 use super::{Hdp, HdpConfig, ReadPolicy};
-use crate::strategy::{Backing, BackingKind, DummyPageVariant, ReadBack};
+use crate::strategy::{Backing, BackingKind, DummyPageVariant};
 use crate::{Completion, DummyPage, Flush, Legacy, MmioRemap, Result, Sim, StrategyKind};
 
 /// Where the oracle's payload, legacy region and dummy page sit in the model's VRAM.
@@ -98,23 +98,13 @@ pub fn oracle_cases() -> Vec<OracleCase> {
             Ok(Box::new(Legacy::new(hdp.vram_window(LEGACY_REGION, 4096))?))
         }),
     ];
-    for read_back in [
-        ReadBack::FirstStore,
-        ReadBack::SecondStore,
-        ReadBack::Unwritten,
-    ] {
-        for fence_between in [false, true] {
-            let variant = DummyPageVariant {
-                read_back,
-                fence_between,
-            };
-            cases.push(OracleCase::new("dummy-page", variant.name(), move |hdp| {
-                Ok(Box::new(DummyPage::with_variant(
-                    hdp.vram_window(DUMMY_PAGE, 4096),
-                    variant,
-                )?))
-            }));
-        }
+    for variant in DummyPageVariant::ALL {
+        cases.push(OracleCase::new("dummy-page", variant.name(), move |hdp| {
+            Ok(Box::new(DummyPage::with_variant(
+                hdp.vram_window(DUMMY_PAGE, 4096),
+                variant,
+            )?))
+        }));
     }
     cases
 }

@@ -46,6 +46,23 @@ pub struct DummyPageVariant {
 }
 
 impl DummyPageVariant {
+    /// Every variant: each word read back, without and with the fence between the stores.
+    pub const ALL: [DummyPageVariant; 6] = [
+        Self::new(ReadBack::FirstStore, false),
+        Self::new(ReadBack::FirstStore, true),
+        Self::new(ReadBack::SecondStore, false),
+        Self::new(ReadBack::SecondStore, true),
+        Self::new(ReadBack::Unwritten, false),
+        Self::new(ReadBack::Unwritten, true),
+    ];
+
+    const fn new(read_back: ReadBack, fence_between: bool) -> Self {
+        Self {
+            read_back,
+            fence_between,
+        }
+    }
+
     /// How reports name it, e.g. "read first store, fence between".
     pub fn name(&self) -> String {
         let read = match self.read_back {
