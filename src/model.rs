@@ -86,6 +86,15 @@ pub struct Hw {
 }
 
 impl Hw {
+    /// One store and one read round trip, shared by `batch` launches.
+    fn store_and_read_per(batch: u32) -> Self {
+        let b = f64::from(batch);
+        Self {
+            w: 1.0 / b,
+            r: 1.0 / b,
+        }
+    }
+
     /// ns at `p`.
     pub fn ns(&self, p: &Pcie) -> f64 {
         self.w * p.write_ns + self.r * p.read_ns
@@ -174,28 +183,27 @@ impl Strategy {
 /// ROCclr's read-back, the baseline of every completed flush: a store of the kernel-argument
 /// buffer's last byte, fences, and a read of it back, once per `batch` launches.
 pub fn read_back(batch: u32) -> Strategy {
-    let b = f64::from(batch);
-    let (name, formula) = if batch == 1 {
-        (
-            "ROCclr's read-back (store the last byte, fences, read it back)".to_owned(),
-            "W + R".to_owned(),
-        )
+    let name = if batch == 1 {
+        "ROCclr's read-back (store the last byte, fences, read it back)".to_owned()
     } else {
-        (
-            format!("ROCclr's read-back once per {batch} launches"),
-            format!("(W + R) / {batch}"),
-        )
+        format!("ROCclr's read-back once per {batch} launches")
     };
     Strategy {
         name,
-        formula,
+        formula: store_and_read_formula(batch),
         delivery: Delivery::Completed,
         batch,
-        hw: Hw {
-            w: 1.0 / b,
-            r: 1.0 / b,
-        },
+        hw: Hw::store_and_read_per(batch),
         entry: Some(Band::point(0.0)),
+    }
+}
+
+/// `W + R`, or its share per launch when `batch` launches share one store and read.
+fn store_and_read_formula(batch: u32) -> String {
+    if batch == 1 {
+        "W + R".to_owned()
+    } else {
+        format!("(W + R) / {batch}")
     }
 }
 
@@ -407,37 +415,30 @@ pub fn kfd_ioctl(e: &Evidence) -> Strategy {
         name: "KFD ioctl, completed: the proposed patch (system call, register store, \
                read-back in the kernel)"
             .into(),
-        formula: "E x r_ioctl(completed) + W + R".into(),
+        formula: format!("E x r_ioctl(completed) + {}", store_and_read_formula(1)),
         delivery: Delivery::Completed,
         batch: 1,
-        hw: Hw { w: 1.0, r: 1.0 },
+        hw: Hw::store_and_read_per(1),
         entry: ioctl_entry(e, "completed"),
     }
 }
 
 /// io_uring with one hardware flush per submission of `batch` launches.
 pub fn uring(e: &Evidence, batch: u32) -> Strategy {
-    let b = f64::from(batch);
-    let (name, formula) = if batch == 1 {
-        (
-            "uring, completed, one submission per launch".to_owned(),
-            "U(1) x r_uring(1) + W + R".to_owned(),
-        )
+    let name = if batch == 1 {
+        "uring, completed, one submission per launch".to_owned()
     } else {
-        (
-            format!("uring, completed, {batch} launches per submission"),
-            format!("U({batch}) x r_uring({batch}) + (W + R) / {batch}"),
-        )
+        format!("uring, completed, {batch} launches per submission")
     };
     Strategy {
         name,
-        formula,
+        formula: format!(
+            "U({batch}) x r_uring({batch}) + {}",
+            store_and_read_formula(batch)
+        ),
         delivery: Delivery::Completed,
         batch,
-        hw: Hw {
-            w: 1.0 / b,
-            r: 1.0 / b,
-        },
+        hw: Hw::store_and_read_per(batch),
         entry: uring_entry(e, batch),
     }
 }
