@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::bench_report::{BenchReport, CaseResult};
 use crate::data::json;
+use crate::data::targets::Spread;
 use crate::error::CliError;
 
 /// One phase: a module configuration (or none, on the host) and the bench run on it.
@@ -239,6 +240,79 @@ impl Evidence {
     pub fn guests(&self) -> impl Iterator<Item = &Place> {
         self.places.iter().filter(|p| p.name != "host")
     }
+
+    /// Every case of `phase` at `place`, its values the medians across boots.
+    pub fn medians(&self, place: &str, phase: &str) -> Vec<CaseMedians<'_>> {
+        medians(&self.runs(place, phase))
+    }
+}
+
+/// One case across a phase's boots: each value is the median of the boots that gave one.
+#[derive(Clone, Debug)]
+pub struct CaseMedians<'a> {
+    /// The case as the first boot that ran it measured it (its name, backing, batch, threads).
+    pub case: &'a CaseResult,
+    /// Mean ns per flush: the median of the boots' means, and their range.
+    pub mean_ns: Spread,
+    /// The median of the boots' p50s.
+    pub p50_ns: Option<f64>,
+    /// The median of the boots' p99s, where every boot's p99 is one flush's
+    /// ([`CaseResult::p99_per_flush`]); none otherwise.
+    pub p99_per_flush: Option<f64>,
+    /// The median of the boots' hardware flushes per request.
+    pub hw_flushes_per_request: Option<f64>,
+    /// The median of the boots' `io_uring_enter` calls per flush.
+    pub enters_per_flush: Option<f64>,
+}
+
+impl CaseMedians<'_> {
+    /// Whether it is `strategy (variant)`.
+    pub fn is(&self, strategy: &str, variant: &str) -> bool {
+        self.case.strategy == strategy && self.case.variant == variant
+    }
+}
+
+/// The median across `runs` (one per boot) of `f` of `label`'s case; none when a boot that ran
+/// the case gives no value.
+fn across<'a>(
+    runs: &[&'a PhaseRun],
+    label: &str,
+    f: impl Fn(&'a CaseResult) -> Option<f64>,
+) -> Option<Spread> {
+    let v: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r.report.results.iter().find(|c| c.label() == label))
+        .map(f)
+        .collect::<Option<_>>()?;
+    Spread::of(&v)
+}
+
+/// Every case of `runs` (one run per boot, of one phase), in the order the boots first give
+/// them, with its medians across the boots.
+pub fn medians<'a>(runs: &[&'a PhaseRun]) -> Vec<CaseMedians<'a>> {
+    let mut cases: Vec<&CaseResult> = Vec::new();
+    for c in runs.iter().flat_map(|r| r.report.results.iter()) {
+        if !cases.iter().any(|k| k.label() == c.label()) {
+            cases.push(c);
+        }
+    }
+    cases
+        .into_iter()
+        .filter_map(|case| {
+            let label = case.label();
+            let median = |f: fn(&CaseResult) -> Option<f64>| {
+                across(runs, &label, f).map(|s| s.median)
+            };
+            Some(CaseMedians {
+                case,
+                mean_ns: across(runs, &label, |c| Some(c.mean_ns))?,
+                p50_ns: median(|c| Some(c.p50_ns)),
+                p99_per_flush: median(CaseResult::p99_per_flush),
+                hw_flushes_per_request: median(|c| c.hw_flushes_per_request),
+                enters_per_flush: median(|c| c.enters_per_flush),
+            })
+        })
+        .collect()
 }
 
 /// `dir`'s `boot-<K>/` subdirectories, by K.

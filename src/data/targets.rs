@@ -219,8 +219,18 @@ pub fn targets(e: &Evidence) -> Vec<Target> {
         push(
             &mut out,
             "P3",
-            "8 callers, 1 us round trip: hardware flushes per request",
+            "8 callers through the ioctl (completed), 1 us round trip: hardware flushes per \
+             request",
             hw("ioctl", "completed, 8 threads", 1.0),
+            0.5,
+            " hw/req",
+        );
+        push(
+            &mut out,
+            "P3",
+            "8 callers through io_uring (completed, one flush per submission), 1 us round trip: \
+             hardware flushes per request",
+            hw("uring", "completed, batch 1, 8 threads", 1.0),
             0.5,
             " hw/req",
         );

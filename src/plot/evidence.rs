@@ -73,17 +73,20 @@ fn cost_bars(e: &Evidence) -> Bars {
                 continue;
             };
             host.get_or_insert(&run.report.host);
-            for c in run.report.results.iter().filter(|c| c.threads == 1) {
-                let label = c.label();
+            for c in e.medians(&g.name, phase) {
+                if c.case.threads != 1 {
+                    continue;
+                }
+                let label = c.case.label();
                 if device.is_none() {
                     device = pci_address(&label).map(str::to_owned);
                 }
                 rows.push(Row {
                     label: format!("{phase}: {}", shorten(&label)),
-                    kind: c.backing.kind,
-                    mean_ns: c.mean_ns,
-                    p50_ns: c.p50_ns,
-                    p99_ns: c.p99_ns,
+                    kind: c.case.backing.kind,
+                    mean_ns: c.mean_ns.median,
+                    p50_ns: c.p50_ns.unwrap_or(c.mean_ns.median),
+                    p99_ns: c.p99_per_flush,
                 });
             }
         }
@@ -102,10 +105,13 @@ fn cost_bars(e: &Evidence) -> Bars {
         });
     }
     Bars {
-        title: "hdpflush under QEMU TCG: ns per flush, mean (bar) and p99 (tick)".into(),
-        subtitle: "one panel per guest; rows by phase: sim = the module's sim backend, \
-                   emulated = QEMU's emulated PCI device"
+        title: "hdpflush under QEMU TCG: ns per flush, mean (bar) and p99 (tick, one-flush samples)"
             .into(),
+        subtitle: format!(
+            "median across boots ({}); one panel per guest; rows by phase: sim = the module's \
+             sim backend, emulated = QEMU's emulated PCI device",
+            boots_note(e)
+        ),
         panels,
         floor_name: "guest kernel floor (flushes nothing)".into(),
     }
@@ -258,13 +264,26 @@ fn guests_line(e: &Evidence) -> String {
     format!("QEMU TCG: {}", guests.join(", "))
 }
 
+/// "5 boots per guest", or the fewest and most when the guests differ.
+fn boots_note(e: &Evidence) -> String {
+    let counts: Vec<usize> = e
+        .guests()
+        .map(|g| e.runs(&g.name, "sim").len().max(1))
+        .collect();
+    let lo = counts.iter().copied().min().unwrap_or(1);
+    let hi = counts.iter().copied().max().unwrap_or(1);
+    match (lo, hi) {
+        (1, 1) => "1 boot per guest".to_owned(),
+        (l, h) if l == h => format!("{l} boots per guest"),
+        (l, h) => format!("{l}-{h} boots per guest"),
+    }
+}
+
 /// ns per flush against the io_uring batch size, beside the io_uring NOP of the same batch.
 fn batch(e: &Evidence, path: &Path) -> Result<(), String> {
     let mut series = Vec::new();
     for (gi, g) in e.guests().enumerate() {
-        let Some(run) = e.run(&g.name, "sim") else {
-            continue;
-        };
+        let cases = e.medians(&g.name, "sim");
         for (label, strategy, variant) in [
             ("uring flush", "uring", "completed, batch {b}"),
             (
@@ -277,8 +296,9 @@ fn batch(e: &Evidence, path: &Path) -> Result<(), String> {
             let points: Vec<(f64, f64)> = [1u32, 8, 32, 128]
                 .into_iter()
                 .filter_map(|b| {
-                    run.case(strategy, &variant.replace("{b}", &b.to_string()))
-                        .map(|c| (f64::from(b), c.mean_ns))
+                    let variant = variant.replace("{b}", &b.to_string());
+                    let c = cases.iter().find(|c| c.is(strategy, &variant))?;
+                    Some((f64::from(b), c.mean_ns.median))
                 })
                 .collect();
             if !points.is_empty() {
@@ -306,26 +326,27 @@ fn batch(e: &Evidence, path: &Path) -> Result<(), String> {
 fn callers(e: &Evidence, path: &Path) -> Result<(), String> {
     let mut series = Vec::new();
     for (gi, g) in e.guests().enumerate() {
-        let Some(run) = e.run(&g.name, "sim-1us") else {
-            continue;
-        };
-        for completion in ["completed", "posted"] {
+        let cases = e.medians(&g.name, "sim-1us");
+        for (name, strategy, single) in [
+            ("ioctl completed", "ioctl", "completed"),
+            ("ioctl posted", "ioctl", "posted"),
+            ("uring completed, batch 1", "uring", "completed, batch 1"),
+        ] {
             let points: Vec<(f64, f64)> = [1u32, 2, 4, 8]
                 .into_iter()
                 .filter_map(|n| {
                     let variant = if n == 1 {
-                        completion.to_owned()
+                        single.to_owned()
                     } else {
-                        format!("{completion}, {n} threads")
+                        format!("{single}, {n} threads")
                     };
-                    run.case("ioctl", &variant)
-                        .and_then(|c| c.hw_flushes_per_request)
-                        .map(|h| (f64::from(n), h))
+                    let c = cases.iter().find(|c| c.is(strategy, &variant))?;
+                    Some((f64::from(n), c.hw_flushes_per_request?))
                 })
                 .collect();
             if !points.is_empty() {
                 series.push(Series {
-                    name: format!("ioctl {completion}, {}", g.title()),
+                    name: format!("{name}, {}", g.title()),
                     colour: COLOURS[series.len() % COLOURS.len()],
                     triangle: gi % 2 == 1,
                     points,
@@ -336,7 +357,11 @@ fn callers(e: &Evidence, path: &Path) -> Result<(), String> {
     line_chart(
         path,
         "hardware flushes per request by concurrent callers (sim backend, 1 us round trip)",
-        &format!("{}; 1.000 = no coalescing, y axis zoomed", guests_line(e)),
+        &format!(
+            "{}; median across boots ({}); 1.0 = no coalescing, y axis zoomed",
+            guests_line(e),
+            boots_note(e)
+        ),
         "callers on one device (log scale)",
         "hardware flushes per request",
         false,

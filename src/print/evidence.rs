@@ -5,8 +5,7 @@ use std::fmt::Write as _;
 
 use libflush::sim::ReadPolicy;
 
-use crate::data::bench_report::CaseResult;
-use crate::data::evidence::{Evidence, PhaseRun, Place};
+use crate::data::evidence::{medians, Evidence, PhaseRun, Place};
 use crate::data::targets::{targets, Spread, Target};
 
 /// "PASS P1 x86_64: ...: 1.07x (limit 1.15x)"; with several boots, "median 1.07x over 5
@@ -244,53 +243,31 @@ pub fn phase_groups(place: &Place) -> Vec<(&str, Vec<&PhaseRun>)> {
     groups
 }
 
-/// The median across boots of `f` of `label`'s case (boots whose run lacks it or gives none
-/// are left out).
-fn across<'a>(
-    runs: &[&'a PhaseRun],
-    label: &str,
-    f: impl Fn(&'a CaseResult) -> Option<f64>,
-) -> Option<Spread> {
-    let v: Vec<f64> = runs
-        .iter()
-        .filter_map(|r| r.report.results.iter().find(|c| c.label() == label))
-        .map(f)
-        .collect::<Option<_>>()?;
-    Spread::of(&v)
-}
-
 /// One phase's table: a row per case, each value the median across `runs` (one per boot).
 pub fn phase_table(runs: &[&PhaseRun]) -> String {
     let mut s = String::from(
         "| case | backing | mean ns | range of mean | p50 ns | p99 ns | hw/req | enters/flush | vs fastest of its backing |\n|---|---|---|---|---|---|---|---|---|\n",
     );
-    let mut cases: Vec<&CaseResult> = Vec::new();
-    for c in runs.iter().flat_map(|r| r.report.results.iter()) {
-        if !cases.iter().any(|k| k.label() == c.label()) {
-            cases.push(c);
-        }
-    }
-    let mean = |c: &CaseResult| across(runs, &c.label(), |x| Some(x.mean_ns));
+    let cases = medians(runs);
     for c in &cases {
-        let label = c.label();
-        let Some(m) = mean(c) else { continue };
+        let m = c.mean_ns;
         let fastest = cases
             .iter()
-            .filter(|o| o.backing.kind == c.backing.kind)
-            .filter_map(|o| mean(o).map(|m| m.median))
+            .filter(|o| o.case.backing.kind == c.case.backing.kind)
+            .map(|o| o.mean_ns.median)
             .fold(f64::INFINITY, f64::min);
-        let cell = |v: Option<Spread>| v.map_or_else(|| "-".to_owned(), |v| num(v.median));
+        let cell = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), num);
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {}x |",
-            label,
-            c.backing.kind.tag(),
+            c.case.label(),
+            c.case.backing.kind.tag(),
             num(m.median),
             range(&m, ""),
-            cell(across(runs, &label, |x| Some(x.p50_ns))),
-            cell(across(runs, &label, CaseResult::p99_per_flush)),
-            cell(across(runs, &label, |x| x.hw_flushes_per_request)),
-            cell(across(runs, &label, |x| x.enters_per_flush)),
+            cell(c.p50_ns),
+            cell(c.p99_per_flush),
+            cell(c.hw_flushes_per_request),
+            cell(c.enters_per_flush),
             num(m.median / fastest)
         );
     }
