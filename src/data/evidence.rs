@@ -300,9 +300,8 @@ pub fn medians<'a>(runs: &[&'a PhaseRun]) -> Vec<CaseMedians<'a>> {
         .into_iter()
         .filter_map(|case| {
             let label = case.label();
-            let median = |f: fn(&CaseResult) -> Option<f64>| {
-                across(runs, &label, f).map(|s| s.median)
-            };
+            let median =
+                |f: fn(&CaseResult) -> Option<f64>| across(runs, &label, f).map(|s| s.median);
             Some(CaseMedians {
                 case,
                 mean_ns: across(runs, &label, |c| Some(c.mean_ns))?,

@@ -74,7 +74,9 @@ pub struct Bars {
 pub fn write_svg(report: &BenchReport, path: &Path) -> Result<(), CliError> {
     let h = &report.host;
     let bars = Bars {
-        title: "hdpflush bench: ns per flush, mean (bar) and p99 (tick, where a sample is one flush)".into(),
+        title:
+            "hdpflush bench: ns per flush, mean (bar) and p99 (tick, where a sample is one flush)"
+                .into(),
         subtitle: format!(
             "{}, kernel {}, PAGE_SIZE {}, {} CPUs",
             h.arch, h.kernel, h.page_size, h.cpus

@@ -105,8 +105,9 @@ fn cost_bars(e: &Evidence) -> Bars {
         });
     }
     Bars {
-        title: "hdpflush under QEMU TCG: ns per flush, mean (bar) and p99 (tick, one-flush samples)"
-            .into(),
+        title:
+            "hdpflush under QEMU TCG: ns per flush, mean (bar) and p99 (tick, one-flush samples)"
+                .into(),
         subtitle: format!(
             "median across boots ({}); one panel per guest; rows by phase: sim = the module's \
              sim backend, emulated = QEMU's emulated PCI device",
