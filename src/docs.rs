@@ -16,9 +16,11 @@ pub fn sections(e: &Evidence) -> BTreeMap<&'static str, String> {
     let mut m = BTreeMap::new();
     m.insert("provenance", print::evidence::provenance(e));
     m.insert("targets", print::evidence::targets_md(e));
+    m.insert("targets-brief", print::evidence::targets_brief_md(e));
     m.insert("runs", print::evidence::runs_md(e));
     m.insert("oracle", print::evidence::oracle_md(e));
     m.insert("model", print::model::table_md(e, &Pcie::default()));
+    m.insert("patch", print::model::patch_md(e, &Pcie::default()));
     m
 }
 
@@ -60,7 +62,7 @@ pub fn regenerate(doc: &str, sections: &BTreeMap<&str, String>) -> Result<String
 }
 
 /// The docs that carry generated sections.
-pub const DOCS: [&str; 2] = ["patch-evidence.md", "cost-model.md"];
+pub const DOCS: [&str; 3] = ["patch-evidence.md", "evidence.md", "cost-model.md"];
 
 /// Rewrite (or, with `check`, compare) the generated sections of `docs_dir`'s docs.
 pub fn update_docs(e: &Evidence, docs_dir: &Path, check: bool) -> Result<(), CliError> {

@@ -57,7 +57,7 @@ pcie-bench), measured the latency of reads a *device* issues by DMA to host memo
 hundred ns to about a microsecond on the servers studied, more with an IOMMU), not what `R` \
 is here: a *CPU's* uncached load of a GPU register or BAR byte, which crosses the root complex \
 the other way and waits for the HDP. No public measurement of that was found. \
-`hdpflush validate` on a host with an AMD GPU (being built) measures it; until then read the \
+`hdpflush validate` on a host with an AMD GPU (built, not yet run on one) measures it; until then read the \
 grid, not one column.
 - `W` = 100 ns has no source: an uncached store is posted, but the issuing core does not \
 retire it as fast as a cached one, and the same figure stands for a write-combined store to \

@@ -43,8 +43,8 @@ pub struct ReportArgs {
     /// rows, and the cost model (--model) uses its measured W and R instead of the assumed ones.
     #[arg(long, value_name = "FILE", requires = "evidence")]
     pub hardware: Option<PathBuf>,
-    /// Rewrite the generated tables (and plots, into DOCS/evidence/) of DOCS/patch-evidence.md
-    /// and DOCS/cost-model.md from an assembled evidence.json.
+    /// Rewrite the generated tables (and plots, into DOCS/evidence/) of DOCS/patch-evidence.md,
+    /// DOCS/evidence.md and DOCS/cost-model.md from an assembled evidence.json.
     #[arg(
         long,
         value_name = "DOCS",

@@ -259,6 +259,45 @@ fn requests_issued_together_and_served_later_share_one_hardware_flush() {
 }
 
 #[test]
+fn two_callers_share_when_one_flush_falls_between_the_others_arrival_and_service() {
+    // Why io_uring callers share flushes where ioctl callers do not (P3): an io_uring command
+    // arrives when it is issued and is served later from task work, and a flush another caller
+    // starts and finishes inside that gap serves it. An ioctl takes the lock right after it
+    // arrives: the flush it may wait behind began before it arrived, so it flushes again.
+    let c = coalescer();
+    let uring = Request {
+        issue: Issue::Uring,
+        ..request(true, true)
+    };
+    let a = c.arrive();
+    assert_eq!(
+        c.flush(request(true, true), on_hw(|| Ok(()))),
+        Ok(Outcome::Flushed),
+        "the other caller's whole flush, between A's issue and its task work"
+    );
+    assert_eq!(
+        c.flush_arrived(a, uring, on_hw(|| Ok(()))),
+        Ok(Outcome::Coalesced)
+    );
+    // The same two callers through the ioctl: B arrives while A's flush runs, and waits for it.
+    let mut b = None;
+    c.flush(
+        request(true, true),
+        on_hw(|| {
+            b = Some(c.arrive());
+            Ok(())
+        }),
+    )
+    .unwrap();
+    assert_eq!(
+        c.flush_arrived(b.unwrap(), request(true, true), on_hw(|| Ok(()))),
+        Ok(Outcome::Flushed)
+    );
+    let v = c.counters(false);
+    assert_eq!((v.hw_flushes, v.coalesced), (3, 1));
+}
+
+#[test]
 fn a_request_served_later_never_rides_a_flush_already_running_when_it_arrived() {
     let c = coalescer();
     let mut late = None;

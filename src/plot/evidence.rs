@@ -292,7 +292,11 @@ fn batch(e: &Evidence, path: &Path) -> Result<(), String> {
                 "uring",
                 "completed, batch {b}, sqpoll",
             ),
-            ("io_uring NOP floor", "reference", "io_uring NOP batch {b}"),
+            (
+                "URING_CMD NOP floor",
+                "reference",
+                "URING_CMD NOP batch {b}",
+            ),
         ] {
             let points: Vec<(f64, f64)> = [1u32, 8, 32, 128]
                 .into_iter()
@@ -315,7 +319,11 @@ fn batch(e: &Evidence, path: &Path) -> Result<(), String> {
     line_chart(
         path,
         "ns per flush by io_uring batch size (the module's sim backend, no delay)",
-        &guests_line(e),
+        &format!(
+            "{}; median across boots ({}); the floor: the same submission of NOP commands",
+            guests_line(e),
+            boots_note(e)
+        ),
         "flushes per submission (log scale)",
         "ns per flush (log scale)",
         true,

@@ -8,19 +8,26 @@ use std::fmt::Write as _;
 
 use crate::data::evidence::Evidence;
 use crate::model::{
-    axis, batched, guest_ratios, host_entry, host_uring, ioctl_entry, per_launch, posted, r_ioctl,
-    r_uring, ratio_guest, read_back, remap_posted, uring_entry, uring_floor, uring_variant, Band,
-    BreakEven, Comparison, Pcie, BATCHES, IOCTL_FLOOR, R_GRID, SOURCES, W_GRID,
+    axis, batched, guest_ratios, host_entry, host_uring, ioctl_entry, kfd_ioctl, per_launch,
+    posted, r_ioctl, r_uring, ratio_guest, read_back, remap_posted, uring_entry, uring_floor,
+    uring_variant, Band, BreakEven, Comparison, Pcie, BATCHES, IOCTL_FLOOR, R_GRID, SOURCES,
+    W_GRID,
 };
 
-/// `1.24x`, or `1.24x (1.22-1.28)` when the band's ends print differently.
-fn ratio_cell(b: Band) -> String {
+/// `1.24`, or `1.24 (1.22-1.28)` when the band's ends print differently; `unit` follows the
+/// point estimate.
+fn factor_cell(b: Band, unit: &str) -> String {
     let (lo, hi) = (format!("{:.2}", b.lo), format!("{:.2}", b.hi));
     if lo == hi {
-        format!("{:.2}x", b.mid)
+        format!("{:.2}{unit}", b.mid)
     } else {
-        format!("{:.2}x ({lo}-{hi})", b.mid)
+        format!("{:.2}{unit} ({lo}-{hi})", b.mid)
     }
+}
+
+/// `1.24x`, or `1.24x (1.22-1.28)`.
+fn ratio_cell(b: Band) -> String {
+    factor_cell(b, "x")
 }
 
 /// `269 ns`, or `269 ns (269-306)`.
@@ -270,19 +277,8 @@ fn point_md(s: &mut String, e: &Evidence, p: &Pcie) {
 fn inputs(e: &Evidence, p: &Pcie) -> String {
     let mut s = String::new();
     let ns = |v: Option<Band>| v.map_or_else(|| "not measured".to_owned(), ns_cell);
-    let ratio = |v: Option<Band>| {
-        v.map_or_else(
-            || "not measured".to_owned(),
-            |b| {
-                let (lo, hi) = (format!("{:.2}", b.lo), format!("{:.2}", b.hi));
-                if lo == hi {
-                    format!("{:.2}", b.mid)
-                } else {
-                    format!("{:.2} ({lo}-{hi})", b.mid)
-                }
-            },
-        )
-    };
+    let ratio =
+        |v: Option<Band>| v.map_or_else(|| "not measured".to_owned(), |b| factor_cell(b, ""));
     let runs = |strategy: &str, variant: &str, floor: &str| {
         let v: Vec<String> = guest_ratios(e, strategy, variant, floor)
             .into_iter()
@@ -343,6 +339,61 @@ fn inputs(e: &Evidence, p: &Pcie) -> String {
 fn join(v: &[f64]) -> String {
     let v: Vec<String> = v.iter().map(f64::to_string).collect();
     v.join(", ")
+}
+
+/// The cover letter's one row: the proposed patch per launch against ROCclr's read-back at the
+/// chosen `W`, over the `R` grid, with the kernel work it adds and where that comes from.
+pub fn patch_md(e: &Evidence, p: &Pcie) -> String {
+    let mut s = String::new();
+    let c = Comparison::new(kfd_ioctl(e), read_back(1));
+    let rs = axis(&R_GRID, p.read_ns);
+    let _ = writeln!(
+        s,
+        "The proposed KFD ioctl, one completed flush per launch, over ROCclr's read-back \
+         (`{}`), at W = {} ns; in brackets, the band over every guest boot:\n",
+        read_back(1).formula,
+        p.write_ns
+    );
+    s.push('|');
+    for r in &rs {
+        let _ = write!(s, " {} |", bold_if(format!("R = {r}"), *r == p.read_ns));
+    }
+    s.push_str(" break-even R |\n|");
+    s.push_str(&"---|".repeat(rs.len() + 1));
+    s.push_str("\n|");
+    for r in &rs {
+        let at = Pcie {
+            write_ns: p.write_ns,
+            read_ns: *r,
+        };
+        let _ = write!(s, " {} |", or_dash(c.as_ref().and_then(|c| c.ratio(&at))));
+    }
+    let _ = writeln!(
+        s,
+        " {} |\n",
+        break_even_cell(c.as_ref().and_then(|c| c.break_even(p.write_ns)))
+    );
+    match (
+        ioctl_entry(e, "completed"),
+        host_entry(e),
+        r_ioctl(e, "completed"),
+    ) {
+        (Some(k), Some(h), Some(r)) => {
+            let _ = writeln!(
+                s,
+                "What it adds to the read-back's store and round trip is a system call: \
+                 `E x r_ioctl(completed)` = {}, this host's ioctl entry `E` = {} times the \
+                 module's completed FLUSH ioctl over its NOP ioctl in the guests, `r` = {} \
+                 ({} guest's median of boots; the band: every boot of both guests).",
+                ns_cell(k),
+                ns_cell(h),
+                factor_cell(r, ""),
+                ratio_guest(e).unwrap_or("no")
+            );
+        }
+        _ => s.push_str("The kernel entry was not measured in this evidence.\n"),
+    }
+    s
 }
 
 /// The model as Markdown: the docs' generated section, and the body of `report --model`.

@@ -26,7 +26,7 @@ const GUEST_TIMEOUT_S: u64 = 1200;
 
 /// The evidence guests' vCPUs: as many as the host has cores here (2). More vCPUs than host
 /// cores only time-share them (8 were tried: no more coalescing, far noisier tails), so the
-/// callers curve shows what 2 CPUs allow; docs/patch-evidence.md says what it needs.
+/// callers curve shows what 2 CPUs allow; docs/evidence.md says what it needs.
 const EVIDENCE_CPUS: u32 = 2;
 
 /// The guests measured: 4K and 64K pages.
@@ -255,14 +255,14 @@ fn provenance(boots: u32, records: &[BootRecord]) -> serde_json::Value {
         "git_commit": first_line("git", &["-C", &root, "rev-parse", "HEAD"]),
         "git_dirty": dirty,
         "qemu": [
-            first_line("qemu-system-x86_64", &["--version"]),
-            first_line("qemu-system-aarch64", &["--version"]),
+            format!("qemu-system-x86_64: {}", first_line("qemu-system-x86_64", &["--version"])),
+            format!("qemu-system-aarch64: {}", first_line("qemu-system-aarch64", &["--version"])),
         ],
         "host_cpu": cpu,
         "host_kernel": first_line("uname", &["-r"]),
         "rustc": [
-            format!("{} (host)", first_line("rustc", &["--version"])),
-            format!("{} (/usr/bin/rustc, the arm64 guest's)", first_line("/usr/bin/rustc", &["--version"])),
+            format!("{} (host: hdpflush and the guests' user space)", first_line("rustc", &["--version"])),
+            format!("{} (/usr/bin/rustc: both guest kernels and the module)", first_line("/usr/bin/rustc", &["--version"])),
         ],
         "boots": boots,
         "guest_boots": records.iter().map(|r| serde_json::json!({

@@ -52,7 +52,7 @@ commands:
                          strategy and floor; the host adds its floors, stand-ins and
                          criterion's dispatch cost; tables (medians across boots), JSON with
                          provenance, plots and the targets' PASS/FAIL/INCONCLUSIVE in
-                         target/evidence/ (see docs/patch-evidence.md)
+                         target/evidence/ (see docs/evidence.md)
   uapi-cross             compile the C header for powerpc64 (le and be) against the kernel's
                          uapi headers and check every ioctl number against kmod/uapi.rs
   upstream               the KFD patch in docs/upstream/ applied to Debian's linux-source-7.3

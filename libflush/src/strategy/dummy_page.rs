@@ -24,7 +24,7 @@ const UNWRITTEN: usize = DUMMY_PAGE_MIN / 4;
 
 /// Which word the read-back loads. The proposal says "a 32-bit readback" and no more; which
 /// word it is decides what the HDP must do for the read to flush (the oracle's verdicts in
-/// docs/patch-evidence.md).
+/// docs/evidence.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ReadBack {
     /// The word the first store wrote (the default).
