@@ -1,4 +1,4 @@
-//! `cargo xtask vm-bench [--boots N] [--seed S]`: the evidence run. Boots both guests (x86_64
+//! `cargo xtask vm-bench [--boots N] [--seed S] [--no-docs]`: the evidence run. Boots both guests (x86_64
 //! with 4K pages, arm64 with 64K pages) in evidence mode N times each (default 5, the guests
 //! taking turns), each boot with `hdpflush_seed=K` on its kernel command line so that the guest
 //! shuffles its phase and case order differently, collects each phase's bench JSON from the
@@ -6,8 +6,10 @@
 //! host CPU and kernel, guest kernels, rustc, seeds) in target/evidence/provenance.json,
 //! measures this host's floors and stand-ins and libflush's dispatch cost (criterion), then
 //! has `hdpflush report --evidence` assemble everything under target/evidence/: evidence.json,
-//! tables.md, the plots, and the targets' PASS/FAIL lines. Nothing is committed: copying a run
-//! into docs/evidence/ is a deliberate step (`hdpflush report --evidence ... --update-docs`).
+//! tables.md, the plots, and the targets' PASS/FAIL lines. A run of at least the default boots
+//! then becomes the docs' evidence: evidence.json and the plots in docs/evidence/, and the
+//! generated tables of the docs (`hdpflush report --evidence ... --update-docs docs`), for
+//! `git diff` to show and a commit to keep; `--no-docs`, or fewer boots, leaves docs/ alone.
 
 use crate::kernel::Arch;
 use crate::run::{cargo, fail, step, workspace_root, StepResult};
@@ -55,12 +57,15 @@ struct Options {
     boots: u32,
     /// Boot k's seed is `seed + k`.
     seed: Option<u64>,
+    /// Leave docs/ alone.
+    no_docs: bool,
 }
 
 fn options(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
         boots: DEFAULT_BOOTS,
         seed: None,
+        no_docs: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -82,9 +87,10 @@ fn options(args: &[String]) -> Result<Options, String> {
                 let v = value("--seed")?;
                 o.seed = Some(v.parse().map_err(|_| format!("--seed {v}: a number"))?);
             }
+            "--no-docs" => o.no_docs = true,
             other => {
                 return Err(format!(
-                    "unexpected `{other}`: vm-bench takes --boots N and --seed S"
+                    "unexpected `{other}`: vm-bench takes --boots N, --seed S and --no-docs"
                 ))
             }
         }
@@ -143,6 +149,41 @@ pub fn vm_bench(args: &[String]) -> StepResult {
     report.arg("report").arg("--evidence").arg(&out);
     step("evidence report", report)?;
     eprintln!("==> vm-bench: results in {}", out.display());
+    if o.no_docs {
+        return Ok(());
+    }
+    if o.boots < DEFAULT_BOOTS {
+        eprintln!(
+            "==> vm-bench: docs/ left as they are ({} boots, fewer than {DEFAULT_BOOTS}); to make \
+             this run the docs' evidence anyway: cp {}/evidence.json docs/evidence/ && \
+             target/release/hdpflush report --evidence docs/evidence/evidence.json --update-docs docs",
+            o.boots,
+            out.display()
+        );
+        return Ok(());
+    }
+    update_docs(&out)
+}
+
+/// Make the run in `out` the docs' evidence: its evidence.json in docs/evidence/, and the docs'
+/// generated tables and plots from it.
+fn update_docs(out: &Path) -> StepResult {
+    let docs = workspace_root().join("docs");
+    let json = docs.join("evidence/evidence.json");
+    std::fs::copy(out.join("evidence.json"), &json)
+        .map_err(|e| fail("vm-bench", format!("{}: {e}", json.display())))?;
+    let mut update = Command::new(workspace_root().join("target/release/hdpflush"));
+    update
+        .arg("report")
+        .arg("--evidence")
+        .arg(&json)
+        .arg("--update-docs")
+        .arg(&docs);
+    step("docs update", update)?;
+    eprintln!(
+        "==> vm-bench: docs/evidence/ and the docs' tables now hold this run (`git diff docs` \
+         shows it; --no-docs leaves docs/ alone)"
+    );
     Ok(())
 }
 
@@ -432,14 +473,16 @@ mod tests {
             options(&[]).unwrap(),
             Options {
                 boots: 5,
-                seed: None
+                seed: None,
+                no_docs: false,
             }
         );
         assert_eq!(
-            options(&args(&["--boots", "2", "--seed", "40"])).unwrap(),
+            options(&args(&["--boots", "2", "--seed", "40", "--no-docs"])).unwrap(),
             Options {
                 boots: 2,
-                seed: Some(40)
+                seed: Some(40),
+                no_docs: true,
             }
         );
         for bad in [

@@ -45,14 +45,16 @@ commands:
   kmod [ARCH...]         build hdp_flush.ko against the test kernels (no warnings allowed)
   vm-test [ARCH...]      build kernel, module and static guest binaries, boot QEMU, run the
                          guest tests
-  vm-bench [--boots N] [--seed S]
+  vm-bench [--boots N] [--seed S] [--no-docs]
                          the evidence run: both guests (x86_64 4K, arm64 64K pages) boot N
                          times (default 5), each boot with its own seed (S+1..S+N, S from
                          the clock by default) shuffling its case order, and measure every
                          strategy and floor; the host adds its floors, stand-ins and
                          criterion's dispatch cost; tables (medians across boots), JSON with
                          provenance, plots and the targets' PASS/FAIL/INCONCLUSIVE in
-                         target/evidence/ (see docs/evidence.md)
+                         target/evidence/ (see docs/evidence.md); with 5 boots or more it
+                         then becomes docs/evidence/ and the docs' tables (not with
+                         --no-docs)
   uapi-cross             compile the C header for powerpc64 (le and be) against the kernel's
                          uapi headers and check every ioctl number against kmod/uapi.rs
   upstream               the KFD patch in docs/upstream/ applied to Debian's linux-source-7.3
