@@ -217,10 +217,14 @@ pub fn targets_md(e: &Evidence) -> String {
     s
 }
 
-/// The targets as the cover letter carries them: a row per target, a column per place, each
-/// cell the verdict with the median and its range across boots.
+/// The module's targets as the cover letter carries them (those measured in the guests; the
+/// host's concern libflush alone): a row per target, a column per guest, each cell the verdict
+/// with the median and its range across boots.
 pub fn targets_brief_md(e: &Evidence) -> String {
-    let all = targets(e);
+    let all: Vec<Target> = targets(e)
+        .into_iter()
+        .filter(|t| t.place != "host")
+        .collect();
     let mut places: Vec<&str> = Vec::new();
     let mut rows: Vec<(&str, &str, String)> = Vec::new();
     for t in &all {

@@ -382,8 +382,9 @@ pub fn patch_md(e: &Evidence, p: &Pcie) -> String {
             let _ = writeln!(
                 s,
                 "What it adds to the read-back's store and round trip is a system call: \
-                 `E x r_ioctl(completed)` = {}, this host's ioctl entry `E` = {} times the \
-                 module's completed FLUSH ioctl over its NOP ioctl in the guests, `r` = {} \
+                 `E x r_ioctl(completed)` = {}: the ioctl entry `E` = {} of the x86_64 \
+                 build host (4K pages; no 64K host's system call was timed), times `r` = {}, \
+                 the test module's completed FLUSH over its NOP ioctl in QEMU TCG guests \
                  ({} guest's median of boots; the band: every boot of both guests).",
                 ns_cell(k),
                 ns_cell(h),
