@@ -283,32 +283,43 @@ pub fn ensure_kernel(arch: Arch) -> StepResult<Kernel> {
 /// any compiler warning. Returns the `.ko`.
 pub fn build_kmod(kernel: &Kernel) -> StepResult<PathBuf> {
     let name = format!("kmod {}", kernel.arch.name());
-    let dir = workspace_root()
-        .join("target/kmod")
-        .join(kernel.arch.name());
+    let dir = kmod_copy(kernel.arch.name())?;
+    let mut cmd = kernel.make();
+    cmd.arg(format!("M={}", dir.display())).arg("modules");
+    let log = dir.join("build.log");
+    step_logged(&name, cmd, &log, Duration::from_secs(30))?;
+    built_clean(&name, &dir)
+}
+
+/// kmod/'s sources copied into target/kmod/<name>/, a fresh directory to build in.
+pub fn kmod_copy(name: &str) -> StepResult<PathBuf> {
+    let what = format!("kmod {name}");
+    let dir = workspace_root().join("target/kmod").join(name);
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| fail(&name, e.to_string()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| fail(&what, e.to_string()))?;
     let kmod = workspace_root().join("kmod");
-    for entry in std::fs::read_dir(&kmod).map_err(|e| fail(&name, e.to_string()))? {
-        let path = entry.map_err(|e| fail(&name, e.to_string()))?.path();
+    for entry in std::fs::read_dir(&kmod).map_err(|e| fail(&what, e.to_string()))? {
+        let path = entry.map_err(|e| fail(&what, e.to_string()))?.path();
         let keep = path.extension().is_some_and(|x| x == "rs")
             || path.file_name().is_some_and(|n| n == "Kbuild");
         if keep {
             let to = dir.join(path.file_name().unwrap_or_default());
             std::fs::copy(&path, &to)
-                .map_err(|e| fail(&name, format!("{}: {e}", path.display())))?;
+                .map_err(|e| fail(&what, format!("{}: {e}", path.display())))?;
         }
     }
-    let mut cmd = kernel.make();
-    cmd.arg(format!("M={}", dir.display())).arg("modules");
+    Ok(dir)
+}
+
+/// The module built in `dir`, refused if its build log (`dir`/build.log) has a warning.
+pub fn built_clean(name: &str, dir: &Path) -> StepResult<PathBuf> {
     let log = dir.join("build.log");
-    step_logged(&name, cmd, &log, Duration::from_secs(30))?;
     let text = read(&log)?;
     let warnings: Vec<&str> = text.lines().filter(|l| l.contains("warning")).collect();
     if !warnings.is_empty() {
         eprintln!("{}", crate::run::tail(&log, 60));
         return Err(fail(
-            &name,
+            name,
             format!(
                 "{} warning line(s); the module must build clean",
                 warnings.len()
@@ -318,5 +329,5 @@ pub fn build_kmod(kernel: &Kernel) -> StepResult<PathBuf> {
     let ko = dir.join("hdp_flush.ko");
     ko.exists()
         .then(|| ko.clone())
-        .ok_or_else(|| fail(&name, format!("{} was not produced", ko.display())))
+        .ok_or_else(|| fail(name, format!("{} was not produced", ko.display())))
 }

@@ -4,6 +4,7 @@
 //! took; the first failing step ends the run with a non-zero exit and a line naming the step.
 
 mod codegen;
+mod deb73;
 mod evidence;
 mod install;
 mod kernel;
@@ -55,6 +56,10 @@ commands:
                          target/evidence/ (see docs/evidence.md); with 5 boots or more it
                          then becomes docs/evidence/ and the docs' tables (not with
                          --no-docs)
+  deb73                  Debian 13's backports kernel as shipped: a Debian 13 root with the
+                         kernel's own rustc and bindgen (mmdebstrap), Rust metadata rebuilt
+                         from linux-source-7.3 with the package's config, and the module
+                         built against it (work in progress: issue 16)
   uapi-cross             compile the C header for powerpc64 (le and be) against the kernel's
                          uapi headers and check every ioctl number against kmod/uapi.rs
   upstream               the KFD patch in docs/upstream/ applied to Debian's linux-source-7.3
@@ -90,40 +95,54 @@ fn main() -> ExitCode {
         Some((c, r)) => (c.as_str(), r),
         None => ("help", &[][..]),
     };
-    let result = match command {
-        "test" => test(rest),
-        "lint" => lint(),
-        "kernel" if rest == ["--debug"] => kernel::ensure_kernel(Arch::X86_64Debug).map(drop),
-        "kernel" => arches(rest).and_then(|a| {
-            a.into_iter()
-                .try_for_each(|a| kernel::ensure_kernel(a).map(drop))
-        }),
-        "kmod" => arches(rest).and_then(|a| {
-            a.into_iter().try_for_each(|a| {
-                let ko = kernel::build_kmod(&kernel::ensure_kernel(a)?)?;
-                eprintln!("==> {}", ko.display());
+    let result =
+        match command {
+            "test" => test(rest),
+            "lint" => lint(),
+            "kernel" if rest == ["--debug"] => kernel::ensure_kernel(Arch::X86_64Debug).map(drop),
+            "kernel" => arches(rest).and_then(|a| {
+                a.into_iter()
+                    .try_for_each(|a| kernel::ensure_kernel(a).map(drop))
+            }),
+            "kmod" => arches(rest).and_then(|a| {
+                a.into_iter().try_for_each(|a| {
+                    let ko = kernel::build_kmod(&kernel::ensure_kernel(a)?)?;
+                    eprintln!("==> {}", ko.display());
+                    Ok(())
+                })
+            }),
+            "deb73" if rest.is_empty() => setup::host_tools()
+                .and_then(|()| deb73::ensure())
+                .and_then(|k| {
+                    let ko = deb73::build_module(&k)?;
+                    eprintln!(
+                        "==> {} for {} (package {}), boot image {}",
+                        ko.display(),
+                        k.release,
+                        k.version,
+                        k.vmlinuz.display()
+                    );
+                    Ok(())
+                }),
+            "vm-bench" => evidence::vm_bench(rest),
+            "vm-test" => arches(rest).and_then(|a| a.into_iter().try_for_each(vm::vm_test)),
+            "uapi-cross" => setup::host_tools().and_then(|()| uapi_cross::check()),
+            "ppc64le" => ppc64le::test(),
+            "codegen" => codegen_targets(rest).and_then(|t| codegen::check(&t)),
+            "upstream" => setup::host_tools().and_then(|()| upstream_command(rest)),
+            "install" => match rest {
+                [flag, dir] if flag == "--prefix" => install::install(std::path::Path::new(dir)),
+                _ => Err(fail("arguments", "usage: cargo xtask install --prefix DIR")),
+            },
+            "help" | "-h" | "--help" => {
+                println!("{USAGE}");
                 Ok(())
-            })
-        }),
-        "vm-bench" => evidence::vm_bench(rest),
-        "vm-test" => arches(rest).and_then(|a| a.into_iter().try_for_each(vm::vm_test)),
-        "uapi-cross" => setup::host_tools().and_then(|()| uapi_cross::check()),
-        "ppc64le" => ppc64le::test(),
-        "codegen" => codegen_targets(rest).and_then(|t| codegen::check(&t)),
-        "upstream" => setup::host_tools().and_then(|()| upstream_command(rest)),
-        "install" => match rest {
-            [flag, dir] if flag == "--prefix" => install::install(std::path::Path::new(dir)),
-            _ => Err(fail("arguments", "usage: cargo xtask install --prefix DIR")),
-        },
-        "help" | "-h" | "--help" => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        other => {
-            eprintln!("xtask: unknown command `{other}`\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+            }
+            other => {
+                eprintln!("xtask: unknown command `{other}`\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {

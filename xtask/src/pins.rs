@@ -15,6 +15,36 @@ pub const UPSTREAM_SUITES: &[&str] = &["trixie-backports"];
 pub const UPSTREAM_TARBALL_DIR: &str = "linux-source-7.3";
 pub const UPSTREAM_SERIES: &str = "7.3.";
 
+/// Debian 13's backports kernel the module is built for and booted on as shipped: the ABI in
+/// its package names (`linux-binary-<abi>-<flavour>`, `linux-headers-...`), from
+/// `UPSTREAM_SUITES`, and its `uname -r` suffix.
+pub const DEB_KERNEL_ABI: &str = "7.3.4+deb13";
+pub const DEB_KERNEL_FLAVOUR: &str = "amd64";
+/// The suite of the Debian 13 root that builds its Rust metadata (the kernel's exact rustc and
+/// bindgen come from there: checked against the kernel's config), and what the root holds.
+pub const DEB13_SUITE: &str = "trixie";
+pub const DEB13_ROOT_PACKAGES: &[&str] = &[
+    "rustc",
+    "rust-src",
+    "bindgen",
+    "clang",
+    "llvm",
+    "lld",
+    "libclang-dev",
+    "make",
+    "gcc",
+    "flex",
+    "bison",
+    "bc",
+    "libelf-dev",
+    "libssl-dev",
+    "cpio",
+    "python3",
+    "kmod",
+    "xz-utils",
+    "dwarves",
+];
+
 /// Where `cargo xtask upstream` takes sparse's source from: 7.3 needs a sparse newer than
 /// Debian 12's 0.6.4 (`__typeof_unqual__`); sid had 0.6.5~rc1 on 2026-12-02.
 pub const SPARSE_SOURCE_SUITES: &[&str] = &["sid"];

@@ -227,6 +227,19 @@ fn download_foreign(pkg: &str, arch: &str, version: &str) -> StepResult<PathBuf>
     apt.download(pkg, &format!("{pkg}:{arch}={version}"), version)
 }
 
+/// The system's Debian mirror, from its apt sources.
+pub fn mirror_uri() -> StepResult<String> {
+    const SOURCES: &str = "/etc/apt/sources.list.d/debian.sources";
+    let sources = std::fs::read_to_string(SOURCES)
+        .map_err(|e| fail("Debian mirror", format!("{SOURCES}: {e}")))?;
+    sources
+        .lines()
+        .find_map(|l| l.strip_prefix("URIs:"))
+        .and_then(|u| u.split_whitespace().next())
+        .map(str::to_owned)
+        .ok_or_else(|| fail("Debian mirror", format!("no URIs: line in {SOURCES}")))
+}
+
 /// apt with a configuration of its own under `$HDPFLUSH_CACHE/<name>`: `suites` of the
 /// system's Debian mirror, for amd64 and one more architecture. Nothing is installed and the
 /// system's package lists are not touched.
@@ -262,25 +275,9 @@ impl PrivateApt {
         for sub in ["lists/partial", "cache/archives/partial", "debs"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(|e| fail(&what, e.to_string()))?;
         }
-        let sources =
-            std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").map_err(|e| {
-                fail(
-                    &what,
-                    format!("/etc/apt/sources.list.d/debian.sources: {e}"),
-                )
-            })?;
-        let uri = sources
-            .lines()
-            .find_map(|l| l.strip_prefix("URIs:"))
-            .and_then(|u| u.split_whitespace().next())
-            .ok_or_else(|| {
-                fail(
-                    &what,
-                    "no URIs: line in /etc/apt/sources.list.d/debian.sources",
-                )
-            })?;
+        let uri = mirror_uri().map_err(|f| fail(&what, f.why))?;
         let list = dir.join("sources.list");
-        std::fs::write(&list, lines(uri)).map_err(|e| fail(&what, e.to_string()))?;
+        std::fs::write(&list, lines(&uri)).map_err(|e| fail(&what, e.to_string()))?;
         Ok(Self {
             dir,
             list,
