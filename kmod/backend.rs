@@ -152,7 +152,7 @@ const EDU_LIVENESS: usize = 0x04;
 /// flush takes: a posted flush is one store; a synchronous one also reads back and checks the
 /// device answered (the inverse of the token), so a lost store is an error, not a silent pass.
 pub struct PciTest {
-    // Fields drop in order: the mapping goes before the device releases its region.
+    // Fields drop in order: the mapping goes before the device is disabled.
     regs: IoPage,
     dev: PciDev,
     ident: PciIdent,
@@ -160,9 +160,9 @@ pub struct PciTest {
 }
 
 impl PciTest {
-    /// Claim `dev` (an edu device), map its first register page and check its identity.
+    /// Enable `dev` (an edu device), map its first register page and check its identity.
     pub fn probe(mut dev: PciDev) -> Result<Self> {
-        dev.claim(EDU_BAR, c_str!("hdp_flush"))?;
+        dev.enable()?;
         let regs = dev.map(EDU_BAR, 0, 4096)?;
         let id = regs.readl(EDU_IDENT)?;
         if id & 0xff != 0xed {

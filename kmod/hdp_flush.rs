@@ -23,11 +23,31 @@
 
 use core::mem::size_of;
 
+use compat::{AsBytes, FromBytes};
 use kernel::c_str;
 use kernel::prelude::*;
-use kernel::types::{AsBytes, FromBytes};
 
 pub mod backend;
+pub mod compat;
+/// The C interfaces Kbuild generates from bindings.h (see Kbuild and bindings.allow): what the
+/// kernel crate does not expose on every kernel the module supports.
+#[allow(
+    clippy::all,
+    dead_code,
+    improper_ctypes,
+    missing_docs,
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    unreachable_pub,
+    unsafe_op_in_unsafe_fn
+)]
+pub mod c {
+    type __kernel_size_t = usize;
+    type __kernel_ssize_t = isize;
+    type __kernel_ptrdiff_t = isize;
+    include!("bindings_generated.rs");
+}
 pub mod coalesce;
 pub mod params;
 pub mod sys;
@@ -44,10 +64,21 @@ use sys::{
 };
 use uapi::*;
 
+#[cfg(not(hdp_linux7))]
 module! {
     type: HdpFlushModule,
     name: "hdp_flush",
     author: "hdpflush developers",
+    description: "Flush AMD GPU HDP write FIFOs from user space on any page size",
+    license: "GPL",
+}
+
+// 7.x's `module!` takes a list of authors.
+#[cfg(hdp_linux7)]
+module! {
+    type: HdpFlushModule,
+    name: "hdp_flush",
+    authors: ["hdpflush developers"],
     description: "Flush AMD GPU HDP write FIFOs from user space on any page size",
     license: "GPL",
 }

@@ -11,7 +11,10 @@ use core::marker::PhantomPinned;
 use core::pin::Pin;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use kernel::bindings;
+// The C interfaces come from the module's own bindings (Kbuild, bindings.h), so that the kernel
+// tree needs no change; only the kernel crate's helpers for C inline functions (mutexes) are
+// taken from `kernel::bindings`.
+use crate::c as bindings;
 use kernel::error::to_result;
 use kernel::ffi::{c_int, c_long, c_uint, c_ulong};
 use kernel::prelude::*;
@@ -19,7 +22,7 @@ use kernel::types::Opaque;
 use kernel::uaccess::{UserPtr, UserSlice};
 use kernel::ThisModule;
 
-use kernel::types::{AsBytes, FromBytes};
+use crate::compat::{AsBytes, FromBytes};
 
 use crate::uapi::{HdpFlushDeviceInfo, HdpFlushRequest, HdpFlushStats, HdpFlushVersion};
 
@@ -157,7 +160,7 @@ impl<T: MiscHandler> MiscDevice<T> {
         unsafe {
             fops.write_bytes(0, 1);
             misc.write_bytes(0, 1);
-            (*fops).owner = module.as_ptr();
+            (*fops).owner = module.as_ptr().cast();
             (*fops).unlocked_ioctl = Some(Self::ioctl_trampoline);
             // 32-bit callers: the same structs (fixed-width, no pointers inside), the argument
             // pointer converted by compat_ptr(), as compat_ptr_ioctl does for every arch.
@@ -195,7 +198,7 @@ impl<T: MiscHandler> MiscDevice<T> {
         // SAFETY: per the contract, `private_data` is the `misc` field of a live Self.
         unsafe {
             let misc = (*file).private_data.cast::<bindings::miscdevice>();
-            &*kernel::container_of!(misc, Self, misc)
+            &*kernel::container_of!(misc.cast::<Opaque<bindings::miscdevice>>(), Self, misc)
         }
     }
 
@@ -211,7 +214,7 @@ impl<T: MiscHandler> MiscDevice<T> {
     ) -> c_long {
         // SAFETY: the kernel calls this only for files of our registered device.
         let dev = unsafe { Self::from_file(file) };
-        let user = UserSlicer(arg as UserPtr);
+        let user = UserSlicer(crate::compat::user_ptr(arg as usize));
         match dev.handler.ioctl(cmd, user) {
             Ok(v) => v as c_long,
             Err(e) => e.to_errno() as c_long,
@@ -284,12 +287,56 @@ impl<T: MiscHandler> MiscDevice<T> {
         -(bindings::EIOCBQUEUED as c_int)
     }
 
-    /// The task work of an accepted `URING_CMD`: serve it and complete it.
+    /// The task work of an accepted `URING_CMD` (6.x: the command and io_uring's issue flags).
     ///
     /// # Safety
     /// Only io_uring calls this, once, for a command [`Self::uring_cmd_trampoline`] accepted.
+    #[cfg(not(hdp_linux7))]
     unsafe extern "C" fn uring_task_trampoline(ioucmd: *mut bindings::io_uring_cmd, flags: c_uint) {
-        let task_dead = flags & bindings::io_uring_cmd_flags_IO_URING_F_TASK_DEAD as c_uint != 0;
+        let cancel = flags & bindings::io_uring_cmd_flags_IO_URING_F_TASK_DEAD as c_uint != 0;
+        // SAFETY: io_uring runs this work once, for a command we accepted and queued it for.
+        let ret = unsafe { Self::serve_task(ioucmd, cancel) };
+        // SAFETY: this command's only completion, from its task work, with the issue flags
+        // io_uring gave this work (as its own task-work completions do).
+        unsafe { bindings::io_uring_cmd_done(ioucmd, ret as isize, 0, flags) };
+    }
+
+    /// The task work of an accepted `URING_CMD` (7.x: the request, and whether the work is
+    /// being cancelled).
+    ///
+    /// # Safety
+    /// Only io_uring calls this, once, for a command [`Self::uring_cmd_trampoline`] accepted.
+    #[cfg(hdp_linux7)]
+    unsafe extern "C" fn uring_task_trampoline(
+        tw_req: bindings::io_tw_req,
+        tw: bindings::io_tw_state,
+    ) {
+        // io_uring_cmd_from_tw(): the command is the request's `cmd`, in the union that opens
+        // `struct io_kiocb`, so at the request's own address.
+        const {
+            assert!(core::mem::offset_of!(bindings::io_kiocb, __bindgen_anon_1) == 0);
+        }
+        let ioucmd = tw_req.req.cast::<bindings::io_uring_cmd>();
+        // SAFETY: io_uring runs this work once, for a command we accepted and queued it for.
+        let ret = unsafe { Self::serve_task(ioucmd, tw.cancel) };
+        // SAFETY: this command's only completion, from its task work, with the flags io_uring
+        // prescribes there (`io_uring_cmd_done()` is this call, inline in C).
+        unsafe {
+            bindings::__io_uring_cmd_done(
+                ioucmd,
+                ret,
+                0,
+                bindings::io_uring_cmd_flags_IO_URING_F_COMPLETE_DEFER as c_uint,
+                false,
+            )
+        };
+    }
+
+    /// Serve an accepted command from its task work; its result for the CQE.
+    ///
+    /// # Safety
+    /// `ioucmd` must be a command [`Self::uring_cmd_trampoline`] accepted, still in flight.
+    unsafe fn serve_task(ioucmd: *mut bindings::io_uring_cmd, cancel: bool) -> i32 {
         // SAFETY: the command is still in flight (this work completes it), so its file is one
         // of ours and alive, and its `pdu` holds the `UringTask` written at issue.
         let (dev, task) = unsafe {
@@ -299,17 +346,13 @@ impl<T: MiscHandler> MiscDevice<T> {
         };
         // The submitting task is exiting or its ring is going away: nobody waits for the
         // answer, and the hardware is left alone.
-        let ret = if task_dead {
-            -(bindings::ECANCELED as isize)
-        } else {
-            match dev.handler.uring_task(task) {
-                Ok(v) => v as isize,
-                Err(e) => e.to_errno() as isize,
-            }
-        };
-        // SAFETY: this command's only completion, from its task work, with the issue flags
-        // io_uring gave this work (as its own task-work completions do).
-        unsafe { bindings::io_uring_cmd_done(ioucmd, ret, 0, flags) };
+        if cancel {
+            return -(bindings::ECANCELED as i32);
+        }
+        match dev.handler.uring_task(task) {
+            Ok(v) => v,
+            Err(e) => e.to_errno(),
+        }
     }
 }
 
@@ -462,11 +505,11 @@ impl Drop for IoPage {
 // PCI devices
 // ---------------------------------------------------------------------------------------------
 
-/// A reference to a PCI device found by id or class. With [`PciDev::claim`], also enabled and
-/// owning one BAR region, all released on drop.
+/// A reference to a PCI device found by id or class; with [`PciDev::enable`], also enabled.
+/// Both are undone on drop.
 pub struct PciDev {
     pdev: *mut bindings::pci_dev,
-    claimed_bar: Option<u32>,
+    enabled: bool,
 }
 
 // SAFETY: a counted reference to a pci_dev may be used and dropped from any thread.
@@ -510,7 +553,7 @@ impl PciDev {
             unsafe { bindings::pci_dev_get(next) };
             let kept = PciDev {
                 pdev: next,
-                claimed_bar: None,
+                enabled: false,
             };
             if let Err(e) = found.push(kept, GFP_KERNEL) {
                 // The failed push dropped our reference; drop the iterator's too.
@@ -532,7 +575,7 @@ impl PciDev {
         };
         (!pdev.is_null()).then_some(PciDev {
             pdev,
-            claimed_bar: None,
+            enabled: false,
         })
     }
 
@@ -543,7 +586,7 @@ impl PciDev {
         let pdev = unsafe { bindings::pci_dev_get(self.pdev) };
         PciDev {
             pdev,
-            claimed_bar: None,
+            enabled: false,
         }
     }
 
@@ -555,7 +598,7 @@ impl PciDev {
         let (d, bus) = unsafe {
             let d = &*self.pdev;
             let kname = CStr::from_char_ptr(d.dev.kobj.name);
-            let bytes = kname.as_bytes();
+            let bytes = crate::compat::c_str_bytes(kname);
             let n = bytes.len().min(name.len() - 1);
             name[..n].copy_from_slice(&bytes[..n]);
             (d, (*d.bus).number)
@@ -636,7 +679,9 @@ impl PciDev {
         // is a static C string.
         unsafe {
             let drv = (*self.pdev).dev.driver;
-            !drv.is_null() && CStr::from_char_ptr((*drv).name).as_bytes() == driver.as_bytes()
+            !drv.is_null()
+                && crate::compat::c_str_bytes(CStr::from_char_ptr((*drv).name))
+                    == crate::compat::c_str_bytes(driver)
         }
     }
 
@@ -649,29 +694,27 @@ impl PciDev {
         // mutex_lock() on it, and we unlock it below on every path.
         let dev = unsafe { core::ptr::addr_of_mut!((*self.pdev).dev) };
         // SAFETY: as above.
-        unsafe { bindings::mutex_lock(core::ptr::addr_of_mut!((*dev).mutex)) };
+        unsafe { kernel::bindings::mutex_lock(core::ptr::addr_of_mut!((*dev).mutex).cast()) };
         // SAFETY: as above; `state_in_sysfs` is what device_is_registered() reads.
         let in_sysfs = unsafe { (*dev).kobj.state_in_sysfs() } != 0;
         let attached = in_sysfs && driver.map_or(true, |d| self.is_bound_to(d));
         // SAFETY: locked above.
-        unsafe { bindings::mutex_unlock(core::ptr::addr_of_mut!((*dev).mutex)) };
+        unsafe { kernel::bindings::mutex_unlock(core::ptr::addr_of_mut!((*dev).mutex).cast()) };
         attached
     }
 
-    /// Enable the device and take ownership of `bar`'s region (fails with EBUSY if a driver
-    /// owns it). Undone on drop.
-    pub fn claim(&mut self, bar: u32, owner: &'static CStr) -> Result {
+    /// Enable the device; undone on drop. No BAR region is requested: the amdgpu backend maps
+    /// without one (amdgpu holds the BARs) and the test backend takes the same path, and a
+    /// requested region at a BAR's start would make the whole BAR unmappable from user space on
+    /// kernels with `CONFIG_IO_STRICT_DEVMEM` (distribution kernels), where the tests map
+    /// another page of it as a dummy page.
+    pub fn enable(&mut self) -> Result {
+        if self.enabled {
+            return Ok(());
+        }
         // SAFETY: we hold a reference to the device.
         to_result(unsafe { bindings::pci_enable_device(self.pdev) })?;
-        // SAFETY: as above; `owner` is a static string the resource tree may keep.
-        let r =
-            unsafe { bindings::pci_request_region(self.pdev, bar as c_int, owner.as_char_ptr()) };
-        if r != 0 {
-            // SAFETY: enabled just above.
-            unsafe { bindings::pci_disable_device(self.pdev) };
-            return Err(EBUSY);
-        }
-        self.claimed_bar = Some(bar);
+        self.enabled = true;
         Ok(())
     }
 
@@ -729,12 +772,9 @@ impl Drop for PmRef<'_> {
 
 impl Drop for PciDev {
     fn drop(&mut self) {
-        if let Some(bar) = self.claimed_bar {
-            // SAFETY: claimed in `claim`, released exactly once here.
-            unsafe {
-                bindings::pci_release_region(self.pdev, bar as c_int);
-                bindings::pci_disable_device(self.pdev);
-            }
+        if self.enabled {
+            // SAFETY: enabled in `enable`, disabled exactly once here.
+            unsafe { bindings::pci_disable_device(self.pdev) };
         }
         // SAFETY: drops the reference taken in `find_all`, `find_at` or `new_ref`.
         unsafe { bindings::pci_dev_put(self.pdev) };
@@ -852,7 +892,10 @@ impl<T: PciEvents> PciBusNotifier<T> {
         if going {
             // SAFETY: `nb` is the field of a registered, pinned Self; `handler` is valid
             // while it is registered (the contract of `register`).
-            let handler = unsafe { &*(*kernel::container_of!(nb, Self, nb)).handler };
+            let handler = unsafe {
+                &*(*kernel::container_of!(nb.cast::<Opaque<bindings::notifier_block>>(), Self, nb))
+                    .handler
+            };
             handler.device_going(data as usize);
         }
         bindings::NOTIFY_DONE as c_int
@@ -994,7 +1037,7 @@ macro_rules! module_param_string_hw {
             $crate::kernel_param!(
                 $name,
                 param_ops_string,
-                kernel::bindings::KERNEL_PARAM_FL_HWPARAM as u8,
+                $crate::c::KERNEL_PARAM_FL_HWPARAM as u8,
                 str_: &KPARAM.0,
                 "string",
                 $desc
@@ -1013,15 +1056,15 @@ macro_rules! kernel_param {
             #[link_section = "__param"]
             #[used]
             static PARAM: $crate::sys::KernelParam =
-                $crate::sys::KernelParam(kernel::bindings::kernel_param {
-                    name: kernel::c_str!(stringify!($name)).as_char_ptr(),
+                $crate::sys::KernelParam($crate::c::kernel_param {
+                    name: $crate::compat::c_str_ptr(kernel::c_str!(stringify!($name))),
                     // SAFETY: only the address of the loader-provided module object is taken.
                     mod_: unsafe { $crate::sys::__this_module.get() },
-                    ops: core::ptr::addr_of!(kernel::bindings::$ops),
+                    ops: core::ptr::addr_of!($crate::c::$ops),
                     perm: 0o444,
                     level: -1,
                     flags: $flags,
-                    __bindgen_anon_1: kernel::bindings::kernel_param__bindgen_ty_1 { $field: $arg },
+                    __bindgen_anon_1: $crate::c::kernel_param__bindgen_ty_1 { $field: $arg },
                 });
             #[link_section = ".modinfo"]
             #[used]

@@ -12,6 +12,22 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
+/*
+ * Ordering: the caller's side. A FLUSH covers the BAR stores that were ordered before the
+ * request reached the kernel, and the module cannot order a caller's stores for it: a request
+ * may be satisfied by a flush another CPU issued (coalescing), or be submitted by io_uring's SQ
+ * polling thread on another CPU (IORING_SETUP_SQPOLL, where the caller makes no system call at
+ * all). So, after the payload stores and before the ioctl() or before the SQE is published to
+ * the kernel (the SQ tail store, which with SQPOLL is all the polling thread sees), issue a
+ * store fence:
+ *	x86_64     sfence  (write-combined VRAM stores are not ordered by the system call)
+ *	arm64      dsb st
+ *	powerpc64  sync
+ * After a posted FLUSH (no HDP_FLUSH_F_SYNC) has returned, or its CQE has been seen, issue the
+ * same fence before the store that tells the GPU to look (the doorbell). After an INVALIDATE,
+ * issue a full fence (mfence / dsb sy / sync) before the next BAR load.
+ */
+
 #define HDP_FLUSH_API_MAJOR 1
 #define HDP_FLUSH_API_MINOR 1
 #define HDP_FLUSH_DEVICE_PATH "/dev/hdp_flush"

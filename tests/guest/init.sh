@@ -9,6 +9,9 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
 echo "guest: booted $(uname -r) $(uname -m)"
+# A distribution kernel (`cargo xtask deb73 --boot`) has as modules what the test kernels build
+# in: the initramfs then carries them, loaded here.
+for ko in /lib/modules/*.ko; do [ -e "$ko" ] && insmod "$ko"; done
 # `cargo xtask vm-bench` boots with hdpflush_evidence on the command line: measure, don't test.
 mode=
 grep -qw hdpflush_evidence /proc/cmdline && mode=evidence

@@ -37,7 +37,14 @@ pub struct DebKernel {
     pub vmlinuz: PathBuf,
     /// The package's version, e.g. `7.3.4-1~bpo13+1`.
     pub version: String,
+    /// Modules of the package the guest tests need loaded (built in on our test kernels),
+    /// decompressed.
+    pub test_modules: Vec<PathBuf>,
 }
+
+/// What the guest tests need that Debian builds as modules: pci-stub (the stand-in owner of an
+/// emulated device when a test unbinds it).
+const TEST_MODULES: &[&str] = &["kernel/drivers/pci/pci-stub.ko"];
 
 /// Short hex digest of `parts`, for cache keys.
 fn key(parts: &[&str]) -> String {
@@ -63,12 +70,13 @@ pub fn in_root(root: &Path, script: &str) -> Command {
     let mut cmd = Command::new("unshare");
     cmd.arg("--mount")
         .arg("--fork")
-        .arg("chroot")
-        .arg(root)
         .arg("/bin/sh")
         .arg("-ec")
+        .arg(r#"mount -t proc proc "$1/proc"; exec chroot "$1" /bin/sh -ec "$2""#)
+        .arg("in_root")
+        .arg(root)
         .arg(format!(
-            "mount -t proc proc /proc; export PATH=/usr/sbin:/usr/bin:/sbin:/bin; {script}"
+            "export PATH=/usr/sbin:/usr/bin:/sbin:/bin; {script}"
         ));
     cmd
 }
@@ -166,7 +174,12 @@ pub fn ensure() -> StepResult<DebKernel> {
     let root = root()?;
     let dir = cache_dir().join(format!(
         "deb73-{}",
-        key(&[&version, &source.version, &root.display().to_string()])
+        key(&[
+            &version,
+            &source.version,
+            &root.display().to_string(),
+            &TEST_MODULES.join(",")
+        ])
     ));
     let tree = "/build/linux".to_owned();
     let done = DebKernel {
@@ -175,6 +188,13 @@ pub fn ensure() -> StepResult<DebKernel> {
         release: release.clone(),
         vmlinuz: dir.join("vmlinuz"),
         version: version.clone(),
+        test_modules: TEST_MODULES
+            .iter()
+            .map(|m| {
+                dir.join("modules")
+                    .join(Path::new(m).file_name().unwrap_or_default())
+            })
+            .collect(),
     };
     if dir.join(".complete").exists() && root.join("build/linux/.complete").exists() {
         eprintln!(
@@ -184,13 +204,32 @@ pub fn ensure() -> StepResult<DebKernel> {
         return Ok(done);
     }
     let _ = std::fs::remove_dir_all(&dir);
-    for pkg in [&binary, &headers] {
+    let modules_pkg = format!("linux-modules-{release}");
+    for pkg in [&binary, &headers, &modules_pkg] {
         let deb = apt.download(pkg, &format!("{pkg}={version}"), &version)?;
         unpack(&deb, &dir.join("pkg"))?;
     }
     let pkg = dir.join("pkg");
-    let image = pkg.join(format!("boot/vmlinuz-{release}"));
+    // Debian 13's packages put the image beside the modules; older ones in /boot.
+    let image = [
+        pkg.join(format!("usr/lib/modules/{release}/vmlinuz")),
+        pkg.join(format!("boot/vmlinuz-{release}")),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .ok_or_else(|| fail("Debian kernel", format!("no vmlinuz in {binary}")))?;
     std::fs::copy(&image, dir.join("vmlinuz")).map_err(|e| io_fail("vmlinuz", &image, e))?;
+    std::fs::create_dir_all(dir.join("modules")).map_err(|e| io_fail("modules", &dir, e))?;
+    for (m, out) in TEST_MODULES.iter().zip(&done.test_modules) {
+        let xz = pkg.join(format!("usr/lib/modules/{release}/{m}.xz"));
+        let mut unxz = Command::new("sh");
+        unxz.arg("-ec")
+            .arg(r#"xz -dc "$1" > "$2""#)
+            .arg("unxz")
+            .arg(&xz)
+            .arg(out);
+        step(&format!("unpack {m}"), unxz)?;
+    }
     let hdr = pkg.join(format!("usr/src/linux-headers-{release}"));
     let config_path = hdr.join(".config");
     let config =
@@ -261,6 +300,78 @@ pub fn build_module(k: &DebKernel) -> StepResult<PathBuf> {
     }
     result?;
     built_clean(&name, &dir)
+}
+
+/// A user's install path, tried in the Debian 13 root as on a host running the Debian kernel:
+/// the kernel's headers and source packages installed there with apt, then kmod/'s `make
+/// install-running RELEASE=<release>` (the root's `uname -r` is the build host's), which must
+/// rebuild the Rust metadata, build the module, install it with the udev rule and run depmod.
+/// Checked: the installed module's vermagic names the release, and the rule is in place.
+pub fn install_test(k: &DebKernel) -> StepResult {
+    let rel = &k.release;
+    let script = format!(
+        "export DEBIAN_FRONTEND=noninteractive; apt-get -q update >/dev/null; \
+         apt-get -q install -y --no-install-recommends -t {backports} \
+           linux-headers-{rel} {source} >/dev/null",
+        backports = pins::UPSTREAM_SUITES[0],
+        source = pins::UPSTREAM_SOURCE_PKG
+    );
+    step_logged(
+        &format!(
+            "install linux-headers-{rel} and {} in the root",
+            pins::UPSTREAM_SOURCE_PKG
+        ),
+        in_root(&k.root, &script),
+        &cache_dir().join("deb73-install-packages.log"),
+        EVERY,
+    )?;
+    let src = k.root.join("build/hdp_flush-install");
+    let _ = std::fs::remove_dir_all(&src);
+    let mut cp = Command::new("cp");
+    cp.arg("-a")
+        .arg(crate::run::workspace_root().join("kmod"))
+        .arg(&src);
+    step("copy kmod/ into the root", cp)?;
+    let _ = std::fs::remove_dir_all(k.root.join("var/cache/hdp_flush"));
+    let log = crate::run::workspace_root().join("target/kmod/deb73-install.log");
+    step_logged(
+        &format!("make install-running RELEASE={rel} (in the Debian 13 root)"),
+        in_root(
+            &k.root,
+            &format!("make -C /build/hdp_flush-install install-running RELEASE={rel}"),
+        ),
+        &log,
+        EVERY,
+    )?;
+    let vermagic = root_line(
+        &k.root,
+        &format!("modinfo -F vermagic /lib/modules/{rel}/updates/hdp_flush.ko"),
+    )?;
+    if !vermagic.starts_with(&format!("{rel} ")) {
+        return Err(fail(
+            "install-running",
+            format!("the installed module's vermagic is `{vermagic}`, not {rel}'s"),
+        ));
+    }
+    let rule = k.root.join("etc/udev/rules.d/70-hdp-flush.rules");
+    if !rule.exists() {
+        return Err(fail(
+            "install-running",
+            format!("{} was not installed", rule.display()),
+        ));
+    }
+    let deps = k.root.join(format!("lib/modules/{rel}/modules.dep"));
+    let listed = std::fs::read_to_string(&deps)
+        .map_err(|e| io_fail("install-running", &deps, e))?
+        .contains("updates/hdp_flush.ko");
+    if !listed {
+        return Err(fail(
+            "install-running",
+            format!("depmod did not list the module in {}", deps.display()),
+        ));
+    }
+    eprintln!("==> install-running for {rel}: installed, vermagic `{vermagic}`, udev rule and depmod in place");
+    Ok(())
 }
 
 #[cfg(test)]

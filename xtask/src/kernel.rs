@@ -1,5 +1,5 @@
 //! Building the test kernels and the module against them, with a cache keyed by everything
-//! that affects the result: source package, config fragments, bindings patch, toolchain pins.
+//! that affects the result: source package, config fragments, toolchain pins.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -84,7 +84,7 @@ impl Arch {
 pub struct Kernel {
     /// The arch.
     pub arch: Arch,
-    /// The (patched) source tree.
+    /// The source tree.
     pub src: PathBuf,
     /// The O= build directory (holds .config, Module.symvers).
     pub build: PathBuf,
@@ -148,12 +148,11 @@ fn source_identity() -> StepResult<String> {
     ))
 }
 
-/// The unpacked, patched source tree, shared by all arches.
+/// The unpacked source tree, shared by all arches; not modified (the module generates the
+/// bindings it needs beyond the kernel crate's: kmod/Kbuild).
 pub fn source_tree() -> StepResult<PathBuf> {
-    let patch = read(&testing_dir().join("bindings_helper.h.add"))?;
     let mut h = Sha256::new();
     h.update(source_identity()?);
-    h.update(&patch);
     let key = hex(&h.finalize()[..8]);
     let dir = cache_dir().join(format!("src-{key}"));
     let tree = dir.join(pins::KERNEL_TARBALL_DIR);
@@ -166,11 +165,6 @@ pub fn source_tree() -> StepResult<PathBuf> {
     let mut cmd = Command::new("tar");
     cmd.arg("xf").arg(pins::KERNEL_TARBALL).arg("-C").arg(&dir);
     step("unpack kernel source", cmd)?;
-    // The bindings addition: headers our module binds to (see docs/kernel-module.md).
-    let helper = tree.join("rust/bindings/bindings_helper.h");
-    let mut text = read(&helper)?;
-    text.push_str(&patch);
-    std::fs::write(&helper, text).map_err(|e| fail("kernel source", e.to_string()))?;
     std::fs::write(dir.join(".complete"), "").map_err(|e| fail("kernel source", e.to_string()))?;
     Ok(tree)
 }
@@ -300,7 +294,9 @@ pub fn kmod_copy(name: &str) -> StepResult<PathBuf> {
     let kmod = workspace_root().join("kmod");
     for entry in std::fs::read_dir(&kmod).map_err(|e| fail(&what, e.to_string()))? {
         let path = entry.map_err(|e| fail(&what, e.to_string()))?.path();
-        let keep = path.extension().is_some_and(|x| x == "rs")
+        let keep = path
+            .extension()
+            .is_some_and(|x| x == "rs" || x == "h" || x == "allow")
             || path.file_name().is_some_and(|n| n == "Kbuild");
         if keep {
             let to = dir.join(path.file_name().unwrap_or_default());

@@ -59,7 +59,10 @@ commands:
   deb73                  Debian 13's backports kernel as shipped: a Debian 13 root with the
                          kernel's own rustc and bindgen (mmdebstrap), Rust metadata rebuilt
                          from linux-source-7.3 with the package's config, and the module
-                         built against it (work in progress: issue 16)
+                         built against it; with --boot, that kernel booted as shipped
+                         in QEMU with the module and the guest tests; with --install, a
+                         user's `make -C kmod install-running` tried in the Debian 13 root
+                         against the kernel's headers and source packages
   uapi-cross             compile the C header for powerpc64 (le and be) against the kernel's
                          uapi headers and check every ioctl number against kmod/uapi.rs
   upstream               the KFD patch in docs/upstream/ applied to Debian's linux-source-7.3
@@ -86,8 +89,8 @@ commands:
 ARCH is x86_64, arm64 or x86_64-debug (default: all three; the debug kernel runs the same
 guest tests with lockdep, atomic-sleep checks, KASAN and object debugging, and any report
 fails the run). Builds are cached in $HDPFLUSH_CACHE
-(default ~/.cache/hdpflush), keyed by kernel source, config fragments, bindings patch and
-toolchain pins; a second run reuses them.";
+(default ~/.cache/hdpflush), keyed by kernel source, config fragments and toolchain pins
+(the Debian 7.3 root and tree by package versions); a second run reuses them.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -111,6 +114,10 @@ fn main() -> ExitCode {
                     Ok(())
                 })
             }),
+            "deb73" if rest == ["--boot"] => setup::host_tools().and_then(|()| vm::vm_test_deb73()),
+        "deb73" if rest == ["--install"] => setup::host_tools()
+            .and_then(|()| deb73::ensure())
+            .and_then(|k| deb73::install_test(&k)),
             "deb73" if rest.is_empty() => setup::host_tools()
                 .and_then(|()| deb73::ensure())
                 .and_then(|k| {
@@ -281,6 +288,8 @@ fn test(args: &[String]) -> StepResult {
         for arch in Arch::ALL {
             vm::vm_test(arch)?;
         }
+        vm::vm_test_deb73()?;
+        deb73::ensure().and_then(|k| deb73::install_test(&k))?;
     }
     eprintln!(
         "==> all steps passed in {:.1} s",

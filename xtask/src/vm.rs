@@ -132,7 +132,11 @@ pub(crate) fn pack_initramfs(
         &root.join("init"),
     )?;
     for (from, name) in files {
-        copy(from, &root.join(name))?;
+        let to = root.join(name);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| fail("initramfs", e.to_string()))?;
+        }
+        copy(from, &to)?;
     }
     let image = dir.join("initramfs.cpio.gz");
     let mut cmd = Command::new("sh");
@@ -252,6 +256,53 @@ pub fn vm_test(arch: Arch) -> StepResult {
     eprintln!(
         "==> {name}: ok, {} guest tests passed ({:.1} s)",
         booted.passed, booted.run.secs
+    );
+    Ok(())
+}
+
+/// Boot Debian's own kernel package (`cargo xtask deb73` prepares it: not rebuilt, as shipped)
+/// with the module built for it and the x86_64 guest binaries, and run the guest tests.
+pub fn vm_test_deb73() -> StepResult {
+    let k = crate::deb73::ensure()?;
+    let name = format!("vm-test {} (Debian's kernel package)", k.release);
+    let ko = crate::deb73::build_module(&k)?;
+    let bins = guest_binaries(Arch::X86_64)?;
+    let dir = workspace_root().join("target/vm/deb73");
+    let mut files: Vec<(&Path, String)> = vec![
+        (&ko, "hdp_flush.ko".to_owned()),
+        (&bins.tests, "hdpflush-guest-tests".to_owned()),
+        (&bins.cli, "hdpflush".to_owned()),
+        (&bins.c_program, "flush_gpus".to_owned()),
+    ];
+    for m in &k.test_modules {
+        let name = m.file_name().unwrap_or_default().to_string_lossy();
+        files.push((m, format!("lib/modules/{name}")));
+    }
+    let files: Vec<(&Path, &str)> = files.iter().map(|(p, n)| (*p, n.as_str())).collect();
+    let initrd = pack_initramfs(Arch::X86_64, &dir, &files)?;
+    let cmd = qemu(Arch::X86_64, &k.vmlinuz, &initrd, "", TEST_CPUS);
+    let timeout = default_timeout_s(Arch::X86_64);
+    eprintln!(
+        "==> {name}: {} (timeout {timeout} s)",
+        crate::run::shown(&cmd)
+    );
+    let run = run_guest(cmd, Duration::from_secs(timeout)).map_err(|e| fail(&name, e))?;
+    let log = dir.join("console.log");
+    if let Err(e) = std::fs::write(&log, run.lines.join("\n") + "\n") {
+        eprintln!(
+            "xtask: cannot save the guest console to {}: {e}",
+            log.display()
+        );
+    }
+    let passed = judge(&run, timeout).map_err(|e| {
+        fail(
+            &name,
+            format!("{e} (the guest console is saved in {})", log.display()),
+        )
+    })?;
+    eprintln!(
+        "==> {name}: ok, {passed} guest tests passed ({:.1} s)",
+        run.secs
     );
     Ok(())
 }
