@@ -115,9 +115,9 @@ fn main() -> ExitCode {
                 })
             }),
             "deb73" if rest == ["--boot"] => setup::host_tools().and_then(|()| vm::vm_test_deb73()),
-        "deb73" if rest == ["--install"] => setup::host_tools()
-            .and_then(|()| deb73::ensure())
-            .and_then(|k| deb73::install_test(&k)),
+            "deb73" if rest == ["--install"] => setup::host_tools()
+                .and_then(|()| deb73::ensure())
+                .and_then(|k| deb73::install_test(&k)),
             "deb73" if rest.is_empty() => setup::host_tools()
                 .and_then(|()| deb73::ensure())
                 .and_then(|k| {
