@@ -17,7 +17,7 @@ use kernel::error::Error;
 use kernel::prelude::*;
 
 use crate::coalesce::Performed;
-use crate::params::AmdgpuDevice;
+use crate::params::{AmdgpuDevice, Invalidate};
 use crate::sys::{ndelay, IoPage, PciDev, PciIdent, PmState};
 use crate::uapi;
 
@@ -233,6 +233,16 @@ const AMDGPU_DRIVER: &CStr = c_str!("amdgpu");
 /// flush register through our own mapping of just the register pages involved.
 ///
 /// NOT EXERCISED: no AMD GPU is reachable from the machines this was written on. The sequence
+/// What an INVALIDATE does on one GPU ([`Invalidate`], with its register mapped).
+enum InvalidateHw {
+    /// Nobody said: `EOPNOTSUPP`.
+    Unsupported,
+    /// The HDP has nothing to invalidate: 0, untouched.
+    NotNeeded,
+    /// Store 1 to the register, read it back.
+    Register(IoPage, usize),
+}
+
 /// follows `hdp_v4_0_flush_hdp` / `hdp_v4_0_invalidate_hdp` (drivers/gpu/drm/amd/amdgpu) and
 /// the same code path (claim-free mapping, writel/readl) runs against QEMU's edu device.
 pub struct Amdgpu {
@@ -241,7 +251,7 @@ pub struct Amdgpu {
     flush_in_page: usize,
     post_page: IoPage,
     post_in_page: usize,
-    invalidate: Option<(IoPage, usize)>,
+    invalidate: InvalidateHw,
     dev: PciDev,
     ident: PciIdent,
 }
@@ -297,7 +307,14 @@ impl Amdgpu {
         let mapped = (|| {
             let (flush_page, flush_in_page) = map(gpu.flush)?;
             let (post_page, post_in_page) = map(gpu.post)?;
-            let invalidate = gpu.invalidate.map(map).transpose()?;
+            let invalidate = match gpu.invalidate {
+                Invalidate::Unset => InvalidateHw::Unsupported,
+                Invalidate::NotNeeded => InvalidateHw::NotNeeded,
+                Invalidate::Register(offset) => {
+                    let (page, off) = map(offset)?;
+                    InvalidateHw::Register(page, off)
+                }
+            };
             Ok((
                 flush_page,
                 flush_in_page,
@@ -353,9 +370,15 @@ impl Backend for Amdgpu {
     }
 
     fn invalidate(&self) -> Result {
-        // 6.12's kernel crate has no EOPNOTSUPP constant; from_errno knows the number.
-        let unsupported = Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32));
-        let (page, off) = self.invalidate.as_ref().ok_or(unsupported)?;
+        let (page, off) = match &self.invalidate {
+            // 6.12's kernel crate has no EOPNOTSUPP constant; from_errno knows the number.
+            InvalidateHw::Unsupported => {
+                return Err(Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32)))
+            }
+            // amdgpu's invalidate_hdp does nothing on this HDP: neither do we.
+            InvalidateHw::NotNeeded => return Ok(()),
+            InvalidateHw::Register(page, off) => (page, off),
+        };
         // A suspended GPU's read cache holds nothing to invalidate.
         let _powered = match self.dev.pm_get_if_active() {
             PmState::Suspended => return Ok(()),

@@ -272,6 +272,11 @@ impl HdpFlush {
             return Err(EINVAL);
         }
         let reset = req.flags & HDP_FLUSH_STATS_F_RESET != 0;
+        // Anyone who may flush may read the counters; zeroing them under another user's
+        // measurement is the administrator's.
+        if reset && !sys::capable_sys_admin() {
+            return Err(EPERM);
+        }
         let v = self.device(req.device)?.coalescer.counters(reset);
         Ok(HdpFlushStats {
             device: req.device,
@@ -500,7 +505,11 @@ fn add_amdgpus(devices: &mut KVec<Device>) -> Result {
                     name_str(&name),
                     gpu.flush,
                     gpu.post,
-                    if gpu.invalidate.is_some() { "set" } else { "unset" }
+                    match gpu.invalidate {
+                        params::Invalidate::Register(_) => "register set",
+                        params::Invalidate::NotNeeded => "not needed on this HDP",
+                        params::Invalidate::Unset => "unset: EOPNOTSUPP",
+                    }
                 );
             }
             Err(NotServed::Absent(why)) => {

@@ -9,7 +9,9 @@
 //! One entry per GPU, comma-separated: its PCI address, `@` the byte offset of its HDP flush
 //! register (or the remap of it) in the register BAR, then optionally `/post=` a register that
 //! is harmless to read, to post the flush (default 0, `MM_INDEX`), and `/invalidate=` the HDP
-//! read-cache invalidate register (default: none, INVALIDATE answers `EOPNOTSUPP`). Offsets are
+//! read-cache invalidate register, or `none` where the GPU's HDP has none to invalidate
+//! (amdgpu does nothing there: INVALIDATE answers 0 without touching the GPU). Without
+//! `/invalidate=`, INVALIDATE answers `EOPNOTSUPP`: nobody said which it is. Offsets are
 //! hexadecimal with `0x` or decimal, 4-byte aligned, pairwise distinct, and checked against the
 //! BAR's length when the GPU is found.
 //!
@@ -41,8 +43,30 @@ pub struct AmdgpuDevice {
     pub flush: u64,
     /// A register to read after the flush store, to post it.
     pub post: u64,
-    /// `HDP_READ_CACHE_INVALIDATE`: store 1, read back.
-    pub invalidate: Option<u64>,
+    /// What INVALIDATE does on it.
+    pub invalidate: Invalidate,
+}
+
+/// What INVALIDATE does on a GPU, as the administrator said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invalidate {
+    /// Nothing was said: refused with `EOPNOTSUPP`.
+    Unset,
+    /// `invalidate=none`: the HDP has no read cache the CPU must invalidate (amdgpu's
+    /// `invalidate_hdp` does nothing there): answered 0, the GPU untouched.
+    NotNeeded,
+    /// `invalidate=OFFSET`: `HDP_READ_CACHE_INVALIDATE`, store 1 and read back.
+    Register(u64),
+}
+
+impl Invalidate {
+    /// The register, if there is one.
+    pub fn register(self) -> Option<u64> {
+        match self {
+            Self::Register(offset) => Some(offset),
+            Self::Unset | Self::NotNeeded => None,
+        }
+    }
 }
 
 impl AmdgpuDevice {
@@ -51,7 +75,7 @@ impl AmdgpuDevice {
         let named = [
             ("flush", Some(self.flush)),
             ("post", Some(self.post)),
-            ("invalidate", self.invalidate),
+            ("invalidate", self.invalidate.register()),
         ];
         for (which, offset) in named {
             if let Some(offset) = offset {
@@ -177,13 +201,19 @@ fn parse_entry(entry: &str) -> Result<AmdgpuDevice, &'static str> {
     let (mut post, mut invalidate) = (None, None);
     for part in parts {
         let (key, value) = part.split_once('=').ok_or("an option is not KEY=OFFSET")?;
-        let value = parse_offset(value).ok_or("an option's offset is not a number")?;
-        let slot = match key {
-            "post" => &mut post,
-            "invalidate" => &mut invalidate,
+        let twice = match key {
+            "post" => post
+                .replace(parse_offset(value).ok_or("post= is not a number")?)
+                .is_some(),
+            "invalidate" if value == "none" => invalidate.replace(Invalidate::NotNeeded).is_some(),
+            "invalidate" => invalidate
+                .replace(Invalidate::Register(
+                    parse_offset(value).ok_or("invalidate= is neither a number nor `none`")?,
+                ))
+                .is_some(),
             _ => return Err("unknown option (post= and invalidate= are known)"),
         };
-        if slot.replace(value).is_some() {
+        if twice {
             return Err("an option is given twice");
         }
     }
@@ -191,13 +221,13 @@ fn parse_entry(entry: &str) -> Result<AmdgpuDevice, &'static str> {
         pci,
         flush,
         post: post.unwrap_or(0),
-        invalidate,
+        invalidate: invalidate.unwrap_or(Invalidate::Unset),
     };
-    let offsets = [Some(dev.flush), Some(dev.post), dev.invalidate];
+    let offsets = [Some(dev.flush), Some(dev.post), dev.invalidate.register()];
     if offsets.iter().flatten().any(|o| o % 4 != 0) {
         return Err("a register offset is not 4-byte aligned");
     }
-    let distinct = match dev.invalidate {
+    let distinct = match dev.invalidate.register() {
         Some(i) => dev.flush != dev.post && i != dev.flush && i != dev.post,
         None => dev.flush != dev.post,
     };

@@ -194,7 +194,7 @@ pub const HDP_FLUSH_F_NO_COALESCE: u32 = 1 << 1;
 pub const HDP_FLUSH_FLUSH_FLAGS: u32 = HDP_FLUSH_F_SYNC | HDP_FLUSH_F_NO_COALESCE;
 /// Every flag INVALIDATE accepts (none: it always reads back).
 pub const HDP_FLUSH_INVALIDATE_FLAGS: u32 = 0;
-/// STATS: zero the counters after reading them.
+/// STATS: zero the counters after reading them (needs `CAP_SYS_ADMIN`).
 pub const HDP_FLUSH_STATS_F_RESET: u32 = 1 << 0;
 /// Every flag STATS accepts.
 pub const HDP_FLUSH_STATS_FLAGS: u32 = HDP_FLUSH_STATS_F_RESET;

@@ -39,7 +39,7 @@
 #define HDP_FLUSH_FLUSH_FLAGS (HDP_FLUSH_F_SYNC | HDP_FLUSH_F_NO_COALESCE)
 #define HDP_FLUSH_INVALIDATE_FLAGS 0u
 /* STATS flags */
-#define HDP_FLUSH_STATS_F_RESET (1u << 0)
+#define HDP_FLUSH_STATS_F_RESET (1u << 0) /* zero after reading; CAP_SYS_ADMIN (EPERM otherwise) */
 #define HDP_FLUSH_STATS_FLAGS HDP_FLUSH_STATS_F_RESET
 
 /* DEVICE_INFO.flags out (uAPI 1.1) */

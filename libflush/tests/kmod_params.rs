@@ -4,7 +4,7 @@
 #[path = "../../kmod/params.rs"]
 mod params;
 
-use params::{parse_amdgpu_devices, AmdgpuDevice, PciLocation};
+use params::{parse_amdgpu_devices, AmdgpuDevice, Invalidate, PciLocation};
 
 fn loc(domain: u32, bus: u8, device: u8, function: u8) -> PciLocation {
     PciLocation {
@@ -17,7 +17,7 @@ fn loc(domain: u32, bus: u8, device: u8, function: u8) -> PciLocation {
 #[test]
 fn one_gpu_per_entry_with_optional_post_and_invalidate() {
     let v = parse_amdgpu_devices(
-        "0000:03:00.0@0x7f000, 0001:c1:00.1@0x1a000/post=0x13b0c/invalidate=0x3ad4,83:00.0@503772",
+        "0000:03:00.0@0x7f000, 0001:c1:00.1@0x1a000/post=0x13b0c/invalidate=0x3ad4,83:00.0@503772/invalidate=none",
     )
     .unwrap();
     let all: Vec<AmdgpuDevice> = v.iter().copied().collect();
@@ -28,19 +28,19 @@ fn one_gpu_per_entry_with_optional_post_and_invalidate() {
                 pci: loc(0, 3, 0, 0),
                 flush: 0x7f000,
                 post: 0,
-                invalidate: None,
+                invalidate: Invalidate::Unset,
             },
             AmdgpuDevice {
                 pci: loc(1, 0xc1, 0, 1),
                 flush: 0x1a000,
                 post: 0x13b0c,
-                invalidate: Some(0x3ad4),
+                invalidate: Invalidate::Register(0x3ad4),
             },
             AmdgpuDevice {
                 pci: loc(0, 0x83, 0, 0),
                 flush: 503772,
                 post: 0,
-                invalidate: None,
+                invalidate: Invalidate::NotNeeded,
             },
         ]
     );
@@ -84,6 +84,16 @@ fn every_refusal_names_the_entry_and_the_reason() {
             "0000:03:00.0@4/invalidate=0",
             "0000:03:00.0@4/invalidate=0",
             "three different",
+        ),
+        (
+            "0000:03:00.0@4/invalidate=nothing",
+            "0000:03:00.0@4/invalidate=nothing",
+            "neither a number nor `none`",
+        ),
+        (
+            "0000:03:00.0@4/invalidate=none/invalidate=8",
+            "0000:03:00.0@4/invalidate=none/invalidate=8",
+            "twice",
         ),
         (
             "0000:03:00.0@0x7f000/flush=4",

@@ -1141,7 +1141,7 @@ fn uring_cmds_with_anything_else_set_are_refused() -> TestResult {
 
 /// `NO_COALESCE` needs CAP_SYS_ADMIN: a child without it gets EPERM through ioctl and
 /// io_uring, while its ordinary flushes work.
-fn no_coalesce_needs_cap_sys_admin() -> TestResult {
+fn no_coalesce_and_counter_reset_need_cap_sys_admin() -> TestResult {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let out = Command::new(exe)
         .arg(WITHOUT_SYS_ADMIN)
@@ -1156,7 +1156,8 @@ fn no_coalesce_needs_cap_sys_admin() -> TestResult {
 
 const WITHOUT_SYS_ADMIN: &str = "--without-cap-sys-admin";
 
-/// The child of [`no_coalesce_needs_cap_sys_admin`]: drop CAP_SYS_ADMIN, then try.
+/// The child of [`no_coalesce_and_counter_reset_need_cap_sys_admin`]: drop CAP_SYS_ADMIN, then
+/// try.
 fn without_cap_sys_admin() -> TestResult {
     #[repr(C)]
     struct Header {
@@ -1204,9 +1205,86 @@ fn without_cap_sys_admin() -> TestResult {
     ensure(got == -(Errno::EPERM as i32), || {
         format!("URING_CMD NO_COALESCE: {got}")
     })?;
+    let mut st = HdpFlushStats {
+        flags: HDP_FLUSH_STATS_F_RESET,
+        ..Default::default()
+    };
+    // SAFETY: a valid request the kernel reads and writes back.
+    let got = unsafe { raw::stats(fd, &mut st) };
+    errno_of(got, Errno::EPERM, "STATS RESET without CAP_SYS_ADMIN")?;
+    let mut st = HdpFlushStats::default();
+    // SAFETY: as above.
+    unsafe { raw::stats(fd, &mut st) }.map_err(|e| format!("STATS without RESET: {e}"))?;
     println!(
-        "without CAP_SYS_ADMIN: NO_COALESCE refused with EPERM (ioctl, io_uring); plain flush ok"
+        "without CAP_SYS_ADMIN: NO_COALESCE and STATS RESET refused with EPERM (ioctl, io_uring); \
+         plain flush and STATS ok"
     );
+    Ok(())
+}
+
+/// The module's reference count, as /sys/module shows it.
+fn module_refcnt() -> Result<u64, String> {
+    std::fs::read_to_string("/sys/module/hdp_flush/refcnt")
+        .map_err(|e| e.to_string())?
+        .trim()
+        .parse()
+        .map_err(|e| format!("refcnt: {e}"))
+}
+
+/// A `DEFER_TASKRUN` ring runs its task work only when its owner waits for completions. So a
+/// FLUSH submitted without waiting, on a ring then closed, has its task work run by io_uring's
+/// exit worker, cancelled: the module completes it with ECANCELED without reaching the device.
+/// The same command on a ring that waits is counted, so the count not moving means something.
+fn a_flush_whose_ring_closes_before_its_task_work_is_cancelled_untouched() -> TestResult {
+    let d = dev()?;
+    // The commands go through a file of their own: a queued command holds its file, and the
+    // file the module, so the module's count falling back tells that the command completed.
+    let own = dev()?;
+    let fd = own.as_fd_raw();
+    let sqe = || {
+        opcode::UringCmd16::new(types::Fd(fd), HDP_FLUSH_IOC_FLUSH)
+            .cmd(HdpFlushRequest::new(0, HDP_FLUSH_F_SYNC).to_cmd_bytes())
+            .build()
+    };
+    let counted = |s: &HdpFlushStats| s.flush_requests;
+    let refs = module_refcnt()?;
+    // The control: waited for, the command reaches the device and is counted.
+    let before = stats(&d, 0, false)?;
+    let mut ring: IoUring = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(8)
+        .map_err(|e| format!("a DEFER_TASKRUN ring: {e}"))?;
+    let got = one_cqe(&mut ring, sqe())?;
+    ensure(got == 0, || format!("a waited-for FLUSH: {got}"))?;
+    let waited = stats(&d, 0, false)?;
+    ensure(counted(&waited) == counted(&before) + 1, || {
+        format!("a waited-for FLUSH was not counted: {before:?} -> {waited:?}")
+    })?;
+    // Submitted, not waited for, then the ring is closed.
+    // SAFETY: the SQE refers to `fd`, which outlives the ring.
+    unsafe { ring.submission().push(&sqe()) }.map_err(|e| e.to_string())?;
+    let n = ring.submit().map_err(|e| e.to_string())?;
+    ensure(n == 1, || format!("submitted {n}"))?;
+    drop(ring);
+    drop(own);
+    // io_uring tears the ring down from a worker; the file, and its module reference, go when
+    // the command has completed.
+    let t = Instant::now();
+    while module_refcnt()? != refs - 1 {
+        ensure(t.elapsed().as_secs() < 10, || {
+            format!(
+                "the module's references stay at {} (were {refs} with the command's file open)",
+                module_refcnt().unwrap_or(0)
+            )
+        })?;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let after = stats(&d, 0, false)?;
+    ensure(counted(&after) == counted(&waited), || {
+        format!("a cancelled command reached the device: {waited:?} -> {after:?}")
+    })?;
+    println!("  a FLUSH on a closed DEFER_TASKRUN ring: completed cancelled, the device untouched");
     Ok(())
 }
 
@@ -1875,6 +1953,7 @@ fn main() {
         device_info_describes_sim_and_pcitest_devices,
         flush_and_invalidate_work_on_every_backend,
         stats_reset_zeroes_the_counters,
+        a_flush_whose_ring_closes_before_its_task_work_is_cancelled_untouched,
         ioctl_strategy_flushes_every_device_posted_and_completed,
         flushing_one_gpu_changes_only_its_stats,
         the_process_wide_flusher_needs_a_named_gpu_here,
@@ -1890,7 +1969,7 @@ fn main() {
         bad_ioctls_get_enotty_einval_efault_enodev,
         bad_uring_cmds_complete_with_the_same_errors,
         uring_cmds_with_anything_else_set_are_refused,
-        no_coalesce_needs_cap_sys_admin,
+        no_coalesce_and_counter_reset_need_cap_sys_admin,
         dummy_page_flushes_through_the_edu_bar_via_sysfs,
         hdpflush_bench_runs_ioctl_and_uring_in_the_guest,
         backend_errors_reach_ioctl_and_uring_callers_and_are_counted,
