@@ -673,10 +673,23 @@ impl PciDev {
         (is_mem && r.end > r.start).then(|| (r.start, r.end - r.start + 1))
     }
 
-    /// Whether the driver bound to the device is `driver`.
+    /// Whether the driver bound to the device is `driver`. Asked under the device lock, which
+    /// the driver core holds across a bind or unbind: unlocked, `dev.driver` could name a
+    /// driver being unloaded, whose name would be freed memory.
     pub fn is_bound_to(&self, driver: &CStr) -> bool {
-        // SAFETY: we hold a reference; `dev.driver` is null or a registered driver whose name
-        // is a static C string.
+        self.with_device_lock(|| {
+            // SAFETY: the device lock is held (`with_device_lock`).
+            unsafe { self.bound_to_locked(driver) }
+        })
+    }
+
+    /// [`Self::is_bound_to`], for a caller that holds the device lock.
+    ///
+    /// # Safety
+    /// The device lock must be held, so `dev.driver` is null or a bound, registered driver.
+    unsafe fn bound_to_locked(&self, driver: &CStr) -> bool {
+        // SAFETY: we hold a reference, and per the contract `dev.driver` is null or a driver
+        // that stays registered while the lock is held; its name is a C string it owns.
         unsafe {
             let drv = (*self.pdev).dev.driver;
             !drv.is_null()
@@ -685,22 +698,33 @@ impl PciDev {
         }
     }
 
+    /// `f`, with the device lock (`device_lock()`) held. Never called where the driver core
+    /// may hold it already (bus notifiers run under it): only at module load.
+    fn with_device_lock<R>(&self, f: impl FnOnce() -> R) -> R {
+        // SAFETY: we hold a reference, so `dev` and its mutex are valid; device_lock() is
+        // mutex_lock() on it, and we unlock it below.
+        let dev = unsafe { core::ptr::addr_of_mut!((*self.pdev).dev) };
+        // SAFETY: as above.
+        unsafe { kernel::bindings::mutex_lock(core::ptr::addr_of_mut!((*dev).mutex).cast()) };
+        let r = f();
+        // SAFETY: locked above.
+        unsafe { kernel::bindings::mutex_unlock(core::ptr::addr_of_mut!((*dev).mutex).cast()) };
+        r
+    }
+
     /// Whether the device is still on the bus (in sysfs) and, if `driver` is given, still bound
     /// to it. Asked under the device lock, which the driver core holds across an unbind, so an
     /// unbind has either finished or not begun; for a device removal it only catches one that
     /// has got as far as leaving sysfs.
     pub fn still_attached(&self, driver: Option<&CStr>) -> bool {
-        // SAFETY: we hold a reference, so `dev` and its mutex are valid; device_lock() is
-        // mutex_lock() on it, and we unlock it below on every path.
-        let dev = unsafe { core::ptr::addr_of_mut!((*self.pdev).dev) };
-        // SAFETY: as above.
-        unsafe { kernel::bindings::mutex_lock(core::ptr::addr_of_mut!((*dev).mutex).cast()) };
-        // SAFETY: as above; `state_in_sysfs` is what device_is_registered() reads.
-        let in_sysfs = unsafe { (*dev).kobj.state_in_sysfs() } != 0;
-        let attached = in_sysfs && driver.map_or(true, |d| self.is_bound_to(d));
-        // SAFETY: locked above.
-        unsafe { kernel::bindings::mutex_unlock(core::ptr::addr_of_mut!((*dev).mutex).cast()) };
-        attached
+        self.with_device_lock(|| {
+            // SAFETY: we hold a reference; `state_in_sysfs` is what device_is_registered()
+            // reads, and the lock is held for `bound_to_locked`.
+            unsafe {
+                (*self.pdev).dev.kobj.state_in_sysfs() != 0
+                    && driver.map_or(true, |d| self.bound_to_locked(d))
+            }
+        })
     }
 
     /// Enable the device; undone on drop. No BAR region is requested: the amdgpu backend maps
