@@ -14,15 +14,23 @@ use crate::model::{
     W_GRID,
 };
 
-/// `1.24`, or `1.24 (1.22-1.28)` when the band's ends print differently; `unit` follows the
-/// point estimate.
-fn factor_cell(b: Band, unit: &str) -> String {
-    let (lo, hi) = (format!("{:.2}", b.lo), format!("{:.2}", b.hi));
+/// The band's point with `decimals` and `unit`, and its ends in brackets when they print
+/// differently: `1.24x (1.22-1.28)`, `269 ns (269-306)`.
+fn band_cell(b: Band, decimals: usize, unit: &str) -> String {
+    let (lo, hi) = (
+        format!("{:.*}", decimals, b.lo),
+        format!("{:.*}", decimals, b.hi),
+    );
     if lo == hi {
-        format!("{:.2}{unit}", b.mid)
+        format!("{:.*}{unit}", decimals, b.mid)
     } else {
-        format!("{:.2}{unit} ({lo}-{hi})", b.mid)
+        format!("{:.*}{unit} ({lo}-{hi})", decimals, b.mid)
     }
+}
+
+/// `1.24`, or `1.24 (1.22-1.28)`; `unit` follows the point estimate.
+fn factor_cell(b: Band, unit: &str) -> String {
+    band_cell(b, 2, unit)
 }
 
 /// `1.24x`, or `1.24x (1.22-1.28)`.
@@ -32,12 +40,7 @@ fn ratio_cell(b: Band) -> String {
 
 /// `269 ns`, or `269 ns (269-306)`.
 fn ns_cell(b: Band) -> String {
-    let (lo, hi) = (format!("{:.0}", b.lo), format!("{:.0}", b.hi));
-    if lo == hi {
-        format!("{:.0} ns", b.mid)
-    } else {
-        format!("{:.0} ns ({lo}-{hi})", b.mid)
-    }
+    band_cell(b, 0, " ns")
 }
 
 fn break_even_word(b: BreakEven) -> String {

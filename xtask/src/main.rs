@@ -114,7 +114,9 @@ fn main() -> ExitCode {
                     Ok(())
                 })
             }),
-            "deb73" if rest == ["--boot"] => setup::host_tools().and_then(|()| vm::vm_test_deb73()),
+            "deb73" if rest == ["--boot"] => setup::host_tools()
+                .and_then(|()| deb73::ensure())
+                .and_then(|k| vm::vm_test_deb73(&k)),
             "deb73" if rest == ["--install"] => setup::host_tools()
                 .and_then(|()| deb73::ensure())
                 .and_then(|k| deb73::install_test(&k)),
@@ -288,8 +290,10 @@ fn test(args: &[String]) -> StepResult {
         for arch in Arch::ALL {
             vm::vm_test(arch)?;
         }
-        vm::vm_test_deb73()?;
-        deb73::ensure().and_then(|k| deb73::install_test(&k))?;
+        // Prepared once (apt lists, source, root, metadata) for both steps.
+        let k = deb73::ensure()?;
+        vm::vm_test_deb73(&k)?;
+        deb73::install_test(&k)?;
     }
     eprintln!(
         "==> all steps passed in {:.1} s",

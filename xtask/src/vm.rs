@@ -262,10 +262,9 @@ pub fn vm_test(arch: Arch) -> StepResult {
 
 /// Boot Debian's own kernel package (`cargo xtask deb73` prepares it: not rebuilt, as shipped)
 /// with the module built for it and the x86_64 guest binaries, and run the guest tests.
-pub fn vm_test_deb73() -> StepResult {
-    let k = crate::deb73::ensure()?;
+pub fn vm_test_deb73(k: &crate::deb73::DebKernel) -> StepResult {
     let name = format!("vm-test {} (Debian's kernel package)", k.release);
-    let ko = crate::deb73::build_module(&k)?;
+    let ko = crate::deb73::build_module(k)?;
     let bins = guest_binaries(Arch::X86_64)?;
     let dir = workspace_root().join("target/vm/deb73");
     let mut files: Vec<(&Path, String)> = vec![
