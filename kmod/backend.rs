@@ -10,7 +10,9 @@
 //! when the device is removed or unbound; what user space sees of a device ([`Ident`]) is kept
 //! apart and outlives it.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+#[cfg(hdp_test)]
+use core::sync::atomic::AtomicU32;
+use core::sync::atomic::{AtomicI64, Ordering};
 
 use kernel::c_str;
 use kernel::error::Error;
@@ -18,7 +20,9 @@ use kernel::prelude::*;
 
 use crate::coalesce::Performed;
 use crate::params::{AmdgpuDevice, Invalidate};
-use crate::sys::{ndelay, IoPage, PciDev, PciIdent, PmState};
+#[cfg(hdp_test)]
+use crate::sys::ndelay;
+use crate::sys::{now_ns, IoPage, PciDev, PciIdent, PmState};
 use crate::uapi;
 
 /// How user space sees a device (DEVICE_INFO).
@@ -57,6 +61,11 @@ pub trait Backend: Send + Sync {
     fn suspended(&self) -> bool {
         false
     }
+    /// Whether the device is refused without being touched: its channel is offline or it is
+    /// latched dead ([`Link`]; for DEVICE_INFO).
+    fn offline(&self) -> bool {
+        false
+    }
     /// The PCI device it uses (a new reference) and the driver that must stay bound to it, to
     /// check at load that neither went before the bus notifier was listening. `None` for the
     /// model.
@@ -65,12 +74,84 @@ pub trait Backend: Send + Sync {
     }
 }
 
-/// A posting read that returns all ones came from no device: it is gone, or in reset.
-fn check_alive(value: u32) -> Result<u32> {
-    if value == u32::MAX {
-        return Err(EIO);
+// ---------------------------------------------------------------------------------------------
+// A PCI device's worst day
+// ---------------------------------------------------------------------------------------------
+
+/// How long a device that answered all ones is left alone before a request asks, with a config
+/// read, whether it is back. A mode-1 reset keeps a GPU away ~500 ms.
+const DEAD_RETRY_NS: i64 = 1_000_000_000;
+
+/// What the module has seen of a PCI device's health, consulted before every access to it.
+///
+/// - Its channel is offline (`pci_channel_offline()`: AER/DPC recovery froze it, or it was
+///   surprise-removed): refused with EIO, untouched. The PCI core marks this before the bus
+///   notifier hears of a removal.
+/// - It answered a read with all ones, what a device that is gone, in reset or behind a dead
+///   link answers: latched dead. Requests fail with EIO without touching the bus; at most once
+///   per [`DEAD_RETRY_NS`] one asks with a config read (`pci_device_is_present()`) whether it
+///   is back, and only then is MMIO tried again. Revocation (unbind, removal) ends it too.
+///
+/// What cannot be seen from outside amdgpu: `adev->no_hw_access`, which amdgpu sets during a
+/// mode-1 reset and GPU recovery. A flush in that window touches a GPU in reset; on most hosts
+/// the read returns all ones and latches it, on some arm64 servers such a read is a fatal
+/// SError (docs/kernel-module.md, "A GPU's worst day").
+///
+/// Kept under the device lock, like the rest of the hardware: plain loads and stores suffice.
+pub struct Link {
+    dead_since: AtomicI64,
+}
+
+impl Link {
+    const ALIVE: i64 = i64::MIN;
+
+    fn new() -> Self {
+        Self {
+            dead_since: AtomicI64::new(Self::ALIVE),
+        }
     }
-    Ok(value)
+
+    /// Run `access` on `dev`, unless its channel is offline or it is latched dead.
+    fn access<R>(&self, dev: &PciDev, access: impl FnOnce() -> Result<R>) -> Result<R> {
+        if dev.channel_offline() {
+            return Err(EIO);
+        }
+        let since = self.dead_since.load(Ordering::Relaxed);
+        if since != Self::ALIVE {
+            let now = now_ns();
+            if now.saturating_sub(since) < DEAD_RETRY_NS {
+                return Err(EIO);
+            }
+            if !dev.is_present() {
+                self.dead_since.store(now, Ordering::Relaxed);
+                return Err(EIO);
+            }
+            self.dead_since.store(Self::ALIVE, Ordering::Relaxed);
+            pr_info!(
+                "{}: answers config reads again; accessing it again\n",
+                crate::name_str(&dev.ident().name)
+            );
+        }
+        access()
+    }
+
+    /// `value`, read from `dev`, unless it is all ones: then `dev` is latched dead.
+    fn check(&self, dev: &PciDev, value: u32) -> Result<u32> {
+        if value != u32::MAX {
+            return Ok(value);
+        }
+        self.dead_since.store(now_ns(), Ordering::Relaxed);
+        pr_warn!(
+            "{}: a register read returned all ones (gone, in reset, or its link is down); EIO without touching it until a config read finds it again\n",
+            crate::name_str(&dev.ident().name)
+        );
+        Err(EIO)
+    }
+
+    /// Whether it is latched dead (for DEVICE_INFO).
+    fn dead(&self) -> bool {
+        self.dead_since.load(Ordering::Relaxed) != Self::ALIVE
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -79,22 +160,33 @@ fn check_alive(value: u32) -> Result<u32> {
 
 /// A model: a synchronous flush or invalidate busy-waits `delay_ns`, the modelled PCIe round
 /// trip of the posting read; a posted flush costs nothing. With `fail_every = n > 0`, every
-/// n-th hardware operation fails with EIO, so error paths can be tested without broken hardware.
+/// n-th hardware operation fails with EIO, so error paths can be tested without broken hardware;
+/// with `stall_ms` (read at each flush) a flush sleeps that long first, holding the device as a
+/// flush stuck on a dying GPU does. Test variant only.
+#[cfg(hdp_test)]
 pub struct Sim {
     index: u32,
     delay_ns: u32,
     fail_every: u32,
+    stall_ms: &'static crate::sys::RuntimeParam,
     operations: AtomicU32,
 }
 
+#[cfg(hdp_test)]
 impl Sim {
     /// Simulated device `index` with a round trip of `delay_ns`, failing every `fail_every`-th
-    /// operation (0: never).
-    pub fn new(index: u32, delay_ns: u32, fail_every: u32) -> Self {
+    /// operation (0: never), each flush first sleeping `stall_ms` as it is then.
+    pub fn new(
+        index: u32,
+        delay_ns: u32,
+        fail_every: u32,
+        stall_ms: &'static crate::sys::RuntimeParam,
+    ) -> Self {
         Self {
             index,
             delay_ns,
             fail_every,
+            stall_ms,
             operations: AtomicU32::new(0),
         }
     }
@@ -108,6 +200,7 @@ impl Sim {
     }
 }
 
+#[cfg(hdp_test)]
 impl Backend for Sim {
     fn ident(&self) -> Ident {
         let mut name = [0u8; uapi::HDP_FLUSH_NAME_LEN];
@@ -121,6 +214,10 @@ impl Backend for Sim {
     }
 
     fn flush(&self, sync: bool) -> Result<Performed> {
+        let stall = self.stall_ms.get();
+        if stall > 0 {
+            crate::sys::msleep(stall);
+        }
         if sync {
             ndelay(self.delay_ns);
         }
@@ -138,30 +235,42 @@ impl Backend for Sim {
 // ---------------------------------------------------------------------------------------------
 
 /// QEMU's educational PCI device (`-device edu`).
+#[cfg(hdp_test)]
 pub const EDU_VENDOR: u32 = 0x1234;
 /// Its device id.
+#[cfg(hdp_test)]
 pub const EDU_DEVICE: u32 = 0x11e8;
 /// BAR 0: 1 MiB of registers.
+#[cfg(hdp_test)]
 const EDU_BAR: u32 = 0;
 /// Identification register: 0xRRrr00ed.
+#[cfg(hdp_test)]
 const EDU_IDENT: usize = 0x00;
 /// Liveness register: reads back the bitwise inverse of the last value written.
+#[cfg(hdp_test)]
 const EDU_LIVENESS: usize = 0x04;
 
 /// A real MMIO store and readback on the `edu` device, the same code path an HDP register
-/// flush takes: a posted flush is one store; a synchronous one also reads back and checks the
-/// device answered (the inverse of the token), so a lost store is an error, not a silent pass.
+/// flush takes (its [`Link`] checks included): a posted flush is one store; a synchronous one
+/// also reads back and checks the device answered (the inverse of the token), so a lost store
+/// is an error, not a silent pass. Test variant only.
+#[cfg(hdp_test)]
 pub struct PciTest {
     // Fields drop in order: the mapping goes before the device is disabled.
     regs: IoPage,
     dev: PciDev,
     ident: PciIdent,
     token: AtomicU32,
+    link: Link,
+    all_ones: &'static crate::sys::RuntimeParam,
 }
 
+#[cfg(hdp_test)]
 impl PciTest {
-    /// Enable `dev` (an edu device), map its first register page and check its identity.
-    pub fn probe(mut dev: PciDev) -> Result<Self> {
+    /// Enable `dev` (an edu device), map its first register page and check its identity. While
+    /// `all_ones` is nonzero, stores write 0, whose inverse the device answers: all ones, what
+    /// a GPU that is gone or in reset answers.
+    pub fn probe(mut dev: PciDev, all_ones: &'static crate::sys::RuntimeParam) -> Result<Self> {
         dev.enable()?;
         let regs = dev.map(EDU_BAR, 0, 4096)?;
         let id = regs.readl(EDU_IDENT)?;
@@ -175,17 +284,30 @@ impl PciTest {
             dev,
             ident,
             token: AtomicU32::new(1),
+            link: Link::new(),
+            all_ones,
         })
     }
 
     fn store_and_check(&self, check: bool) -> Result {
-        // Never 0: its inverse is all ones, what a device that is gone answers.
-        let token = self.token.fetch_add(1, Ordering::Relaxed).max(1);
-        self.regs.writel(EDU_LIVENESS, token)?;
-        if check && check_alive(self.regs.readl(EDU_LIVENESS)?)? != !token {
-            return Err(EIO);
-        }
-        Ok(())
+        self.link.access(&self.dev, || {
+            // Never 0, whose inverse is all ones, what a device that is gone answers; unless a
+            // test asks for exactly that.
+            let token = match self.all_ones.get() {
+                0 => self.token.fetch_add(1, Ordering::Relaxed).max(1),
+                _ => 0,
+            };
+            self.regs.writel(EDU_LIVENESS, token)?;
+            if check && self.link.check(&self.dev, self.regs.readl(EDU_LIVENESS)?)? != !token {
+                return Err(EIO);
+            }
+            Ok(())
+        })
+    }
+
+    /// The PCI device (for the test hook that sets its error state).
+    pub fn pci(&self) -> &PciDev {
+        &self.dev
     }
 
     /// Identity for matching PCI bus events.
@@ -194,6 +316,7 @@ impl PciTest {
     }
 }
 
+#[cfg(hdp_test)]
 impl Backend for PciTest {
     fn ident(&self) -> Ident {
         Ident::pci(uapi::HDP_FLUSH_BACKEND_PCITEST, self.ident)
@@ -209,6 +332,10 @@ impl Backend for PciTest {
 
     fn invalidate(&self) -> Result {
         self.store_and_check(true)
+    }
+
+    fn offline(&self) -> bool {
+        self.dev.channel_offline() || self.link.dead()
     }
 }
 
@@ -227,12 +354,8 @@ const GPU_CLASSES: [u32; 2] = [0x03, 0x12];
 const AMDGPU_RMMIO_BAR: u32 = 5;
 
 /// The driver a served GPU must stay bound to: it set the HDP registers up.
-const AMDGPU_DRIVER: &CStr = c_str!("amdgpu");
+pub const AMDGPU_DRIVER: &CStr = c_str!("amdgpu");
 
-/// An AMD GPU the administrator named in `amdgpu_devices`, bound to amdgpu: stores to its HDP
-/// flush register through our own mapping of just the register pages involved.
-///
-/// NOT EXERCISED: no AMD GPU is reachable from the machines this was written on. The sequence
 /// What an INVALIDATE does on one GPU ([`Invalidate`], with its register mapped).
 enum InvalidateHw {
     /// Nobody said: `EOPNOTSUPP`.
@@ -243,6 +366,10 @@ enum InvalidateHw {
     Register(IoPage, usize),
 }
 
+/// An AMD GPU the administrator named in `amdgpu_devices`, bound to amdgpu: stores to its HDP
+/// flush register through our own mapping of just the register pages involved.
+///
+/// NOT EXERCISED: no AMD GPU is reachable from the machines this was written on. The sequence
 /// follows `hdp_v4_0_flush_hdp` / `hdp_v4_0_invalidate_hdp` (drivers/gpu/drm/amd/amdgpu) and
 /// the same code path (claim-free mapping, writel/readl) runs against QEMU's edu device.
 pub struct Amdgpu {
@@ -254,6 +381,7 @@ pub struct Amdgpu {
     invalidate: InvalidateHw,
     dev: PciDev,
     ident: PciIdent,
+    link: Link,
 }
 
 /// Map the 4K page of `bar` holding `offset`, and `offset`'s position in it.
@@ -272,9 +400,14 @@ pub enum NotServed {
 }
 
 impl Amdgpu {
-    /// Set up `dev`, named with `gpu`'s offsets. The offsets are checked against its register
-    /// BAR before anything is mapped.
-    pub fn probe(dev: PciDev, gpu: &AmdgpuDevice) -> core::result::Result<Self, NotServed> {
+    /// Set up `dev`, named with `gpu`'s offsets, if amdgpu is `bound` to it (the caller asks
+    /// in the way its context allows). The offsets are checked against its register BAR before
+    /// anything is mapped.
+    pub fn probe(
+        dev: PciDev,
+        gpu: &AmdgpuDevice,
+        bound: bool,
+    ) -> core::result::Result<Self, NotServed> {
         let ident = dev.ident();
         let name = crate::name_str(&ident.name);
         if ident.vendor != AMD_VENDOR || !GPU_CLASSES.contains(&(ident.class >> 16)) {
@@ -286,7 +419,7 @@ impl Amdgpu {
             );
             return Err(NotServed::Refused(EINVAL));
         }
-        if !dev.is_bound_to(AMDGPU_DRIVER) {
+        if !bound {
             return Err(NotServed::Absent(
                 "not bound to amdgpu, which sets its HDP registers up",
             ));
@@ -333,6 +466,7 @@ impl Amdgpu {
             invalidate,
             dev,
             ident,
+            link: Link::new(),
         })
     }
 }
@@ -357,16 +491,19 @@ impl Backend for Amdgpu {
         // amdgpu runtime-suspends idle GPUs; a suspended GPU has nothing in its HDP to flush,
         // and reading its registers would be an Unsupported Request (an SError on many arm64
         // servers). Touch it only if it is active, and keep it so until done.
-        let _powered = match self.dev.pm_get_if_active() {
-            PmState::Suspended => return Ok(Performed::Skipped),
-            PmState::Active(reference) => reference,
-        };
-        // hdp_v4_0_flush_hdp: WREG32(HDP_MEM_FLUSH_CNTL, 0), then read another register.
-        self.flush_page.writel(self.flush_in_page, 0)?;
-        if sync {
-            check_alive(self.post_page.readl(self.post_in_page)?)?;
-        }
-        Ok(Performed::Flushed)
+        self.link.access(&self.dev, || {
+            let _powered = match self.dev.pm_get_if_active() {
+                PmState::Suspended => return Ok(Performed::Skipped),
+                PmState::Active(reference) => reference,
+            };
+            // hdp_v4_0_flush_hdp: WREG32(HDP_MEM_FLUSH_CNTL, 0), then read another register.
+            self.flush_page.writel(self.flush_in_page, 0)?;
+            if sync {
+                self.link
+                    .check(&self.dev, self.post_page.readl(self.post_in_page)?)?;
+            }
+            Ok(Performed::Flushed)
+        })
     }
 
     fn invalidate(&self) -> Result {
@@ -379,19 +516,25 @@ impl Backend for Amdgpu {
             InvalidateHw::NotNeeded => return Ok(()),
             InvalidateHw::Register(page, off) => (page, off),
         };
-        // A suspended GPU's read cache holds nothing to invalidate.
-        let _powered = match self.dev.pm_get_if_active() {
-            PmState::Suspended => return Ok(()),
-            PmState::Active(reference) => reference,
-        };
-        // hdp_v4_0_invalidate_hdp: WREG32(HDP_READ_CACHE_INVALIDATE, 1), read it back.
-        page.writel(*off, 1)?;
-        check_alive(page.readl(*off)?)?;
-        Ok(())
+        self.link.access(&self.dev, || {
+            // A suspended GPU's read cache holds nothing to invalidate.
+            let _powered = match self.dev.pm_get_if_active() {
+                PmState::Suspended => return Ok(()),
+                PmState::Active(reference) => reference,
+            };
+            // hdp_v4_0_invalidate_hdp: WREG32(HDP_READ_CACHE_INVALIDATE, 1), read it back.
+            page.writel(*off, 1)?;
+            self.link.check(&self.dev, page.readl(*off)?)?;
+            Ok(())
+        })
     }
 
     fn suspended(&self) -> bool {
         self.dev.runtime_suspended()
+    }
+
+    fn offline(&self) -> bool {
+        self.dev.channel_offline() || self.link.dead()
     }
 }
 
@@ -403,8 +546,10 @@ impl Backend for Amdgpu {
 /// unsize, and the set of backends is closed.
 pub enum AnyBackend {
     /// See [`Sim`].
+    #[cfg(hdp_test)]
     Sim(Sim),
     /// See [`PciTest`].
+    #[cfg(hdp_test)]
     PciTest(PciTest),
     /// See [`Amdgpu`].
     Amdgpu(Amdgpu),
@@ -413,7 +558,9 @@ pub enum AnyBackend {
 impl AnyBackend {
     fn get(&self) -> &dyn Backend {
         match self {
+            #[cfg(hdp_test)]
             Self::Sim(b) => b,
+            #[cfg(hdp_test)]
             Self::PciTest(b) => b,
             Self::Amdgpu(b) => b,
         }
@@ -422,7 +569,9 @@ impl AnyBackend {
     /// The PCI device it holds, as [`PciDev::key`]; `None` for the model.
     pub fn key(&self) -> Option<usize> {
         match self {
+            #[cfg(hdp_test)]
             Self::Sim(_) => None,
+            #[cfg(hdp_test)]
             Self::PciTest(b) => Some(b.key()),
             Self::Amdgpu(b) => Some(b.key()),
         }
@@ -441,6 +590,9 @@ impl Backend for AnyBackend {
     }
     fn suspended(&self) -> bool {
         self.get().suspended()
+    }
+    fn offline(&self) -> bool {
+        self.get().offline()
     }
     fn attachment(&self) -> Option<(PciDev, Option<&'static CStr>)> {
         self.get().attachment()

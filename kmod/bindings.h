@@ -11,8 +11,10 @@
 #include <linux/fs.h>
 #include <linux/io.h>
 #include <linux/io_uring/cmd.h>
+#include <linux/ktime.h>
 #include <linux/miscdevice.h>
 #include <linux/moduleparam.h>
+#include <linux/mutex.h>
 #include <linux/notifier.h>
 #include <linux/pci.h>
 #include <linux/pm_runtime.h>

@@ -24,6 +24,14 @@
 //!   flushing CPU released after its register store: on x86_64 and arm64 that handover orders
 //!   the register store before the rider's later stores to the device (docs/kernel-module.md).
 //!
+//! **A failed flush is shared too.** A request that could have ridden a flush had it succeeded
+//! gets its error instead of repeating it: behind a dead or stuck GPU, each waiter would
+//! otherwise run its own timed-out access in turn.
+//!
+//! **Waiting is killable.** Requests wait for the lock with [`FlushLock::with_killable`]: a
+//! caller queued behind a flush stuck on a dying device can be killed ([`Killed`]). Only
+//! revoking and re-attaching the hardware (bus events, which must happen) wait regardless.
+//!
 //! The counters STATS reports live in [`State`] too, under the same lock as the outcomes they
 //! count: a reader always sees `hw_flushes + coalesced + flush_errors + flush_skipped ==
 //! flush_requests`, and a reset under load zeroes all of them at one instant.
@@ -58,25 +66,36 @@ pub struct Counters {
     pub uring_requests: u64,
 }
 
-/// Everything kept under the device lock.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct State<H> {
+/// The last flush that failed: its number, whether it was synchronous, and its error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Failure<E> {
+    number: u64,
+    sync: bool,
+    error: E,
+}
+
+/// Everything kept under the device lock. `E` is the hardware's error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct State<H, E> {
     /// Number of the last flush that succeeded, posted or synchronous.
     pub any: u64,
     /// Number of the last synchronous flush that succeeded.
     pub sync: u64,
+    /// The last flush that failed, if any did.
+    pub failed: Option<Failure<E>>,
     /// The counters.
     pub counters: Counters,
     /// The hardware (`None` once revoked).
     pub hw: Option<H>,
 }
 
-impl<H> State<H> {
+impl<H, E> State<H, E> {
     /// The state of a device whose hardware is `hw`.
     pub const fn new(hw: H) -> Self {
         Self {
             any: 0,
             sync: 0,
+            failed: None,
             counters: Counters {
                 flush_requests: 0,
                 hw_flushes: 0,
@@ -92,10 +111,16 @@ impl<H> State<H> {
     }
 }
 
+/// A request gave up waiting for the device lock: its task got a fatal signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Killed;
+
 /// The device lock, around [`State`].
-pub trait FlushLock<H> {
-    /// Run `f` with the lock held, waiting for it.
-    fn with<R>(&self, f: impl FnOnce(&mut State<H>) -> R) -> R;
+pub trait FlushLock<H, E> {
+    /// Run `f` with the lock held, waiting for it however long it takes.
+    fn with<R>(&self, f: impl FnOnce(&mut State<H, E>) -> R) -> R;
+    /// Run `f` with the lock held, unless the caller is killed while waiting for it.
+    fn with_killable<R>(&self, f: impl FnOnce(&mut State<H, E>) -> R) -> Result<R, Killed>;
     /// A full barrier (`mb()`): every earlier memory access of this CPU, to device memory too,
     /// completes before any later one.
     fn full_barrier();
@@ -146,14 +171,14 @@ pub struct Request {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Arrival(u64);
 
-/// The coalescing state of one device whose hardware is `H`.
-pub struct Coalescer<L: FlushLock<H>, H> {
+/// The coalescing state of one device whose hardware is `H`, failing with `E`.
+pub struct Coalescer<L: FlushLock<H, E>, H, E> {
     lock: L,
     started: AtomicU64,
-    _hw: core::marker::PhantomData<H>,
+    _hw: core::marker::PhantomData<(H, E)>,
 }
 
-impl<L: FlushLock<H>, H> Coalescer<L, H> {
+impl<L: FlushLock<H, E>, H, E: Copy + From<Killed>> Coalescer<L, H, E> {
     /// A coalescer around `lock`, which must start at `State::new(hw)`.
     pub const fn new(lock: L) -> Self {
         Self {
@@ -163,13 +188,23 @@ impl<L: FlushLock<H>, H> Coalescer<L, H> {
         }
     }
 
-    fn locked<R>(&self, issue: Issue, f: impl FnOnce(&mut State<H>) -> R) -> R {
-        self.lock.with(|st| {
+    /// The lock itself.
+    pub fn lock(&self) -> &L {
+        &self.lock
+    }
+
+    /// `f` under the lock for a request from `issue`, unless the caller is killed waiting.
+    fn locked<R>(
+        &self,
+        issue: Issue,
+        f: impl FnOnce(&mut State<H, E>) -> Result<R, E>,
+    ) -> Result<R, E> {
+        self.lock.with_killable(|st| {
             if issue == Issue::Uring {
                 st.counters.uring_requests += 1;
             }
             f(st)
-        })
+        })?
     }
 
     /// A request arrives: everything this CPU did before it, the requester's stores to the
@@ -184,7 +219,7 @@ impl<L: FlushLock<H>, H> Coalescer<L, H> {
     }
 
     /// Satisfy one flush request arriving now; see [`Coalescer::flush_arrived`].
-    pub fn flush<E>(
+    pub fn flush(
         &self,
         req: Request,
         hw: impl FnOnce(Option<&H>) -> Result<Performed, E>,
@@ -193,9 +228,9 @@ impl<L: FlushLock<H>, H> Coalescer<L, H> {
     }
 
     /// Satisfy one flush request that arrived at `arrived`, running `hw` on the hardware
-    /// (`None` once revoked) only if no suitable flush began after it and completed meanwhile.
-    /// `hw` makes the flush land when `req.sync`.
-    pub fn flush_arrived<E>(
+    /// (`None` once revoked) only if no suitable flush began after it and completed meanwhile,
+    /// nor failed. `hw` makes the flush land when `req.sync`.
+    pub fn flush_arrived(
         &self,
         arrived: Arrival,
         req: Request,
@@ -209,11 +244,23 @@ impl<L: FlushLock<H>, H> Coalescer<L, H> {
                 st.counters.coalesced += 1;
                 return Ok(Outcome::Coalesced);
             }
+            // A flush this request could have ridden failed: so does the request, untried.
+            if let Some(f) = st.failed {
+                if req.coalesce && f.number > arrived && (f.sync || !req.sync) {
+                    st.counters.flush_errors += 1;
+                    return Err(f.error);
+                }
+            }
             let number = self.started.fetch_add(1, Ordering::SeqCst) + 1;
             match hw(st.hw.as_ref()) {
-                Err(e) => {
+                Err(error) => {
                     st.counters.flush_errors += 1;
-                    return Err(e);
+                    st.failed = Some(Failure {
+                        number,
+                        sync: req.sync,
+                        error,
+                    });
+                    return Err(error);
                 }
                 Ok(Performed::Skipped) => {
                     st.counters.flush_skipped += 1;
@@ -232,7 +279,7 @@ impl<L: FlushLock<H>, H> Coalescer<L, H> {
 
     /// Run one invalidate (never coalesced: it must follow the GPU's writes, which the
     /// request, not the module, knows about), counting it.
-    pub fn invalidate<E>(
+    pub fn invalidate(
         &self,
         issue: Issue,
         hw: impl FnOnce(Option<&H>) -> Result<(), E>,
@@ -248,8 +295,8 @@ impl<L: FlushLock<H>, H> Coalescer<L, H> {
     }
 
     /// The counters, all at one instant; with `reset`, zeroed at that instant.
-    pub fn counters(&self, reset: bool) -> Counters {
-        self.lock.with(|st| {
+    pub fn counters(&self, reset: bool) -> Result<Counters, Killed> {
+        self.lock.with_killable(|st| {
             let now = st.counters;
             if reset {
                 st.counters = Counters::default();
@@ -259,8 +306,8 @@ impl<L: FlushLock<H>, H> Coalescer<L, H> {
     }
 
     /// `f` of the hardware (`None` once revoked), under the lock.
-    pub fn inspect<R>(&self, f: impl FnOnce(Option<&H>) -> R) -> R {
-        self.lock.with(|st| f(st.hw.as_ref()))
+    pub fn inspect<R>(&self, f: impl FnOnce(Option<&H>) -> R) -> Result<R, Killed> {
+        self.lock.with_killable(|st| f(st.hw.as_ref()))
     }
 
     /// Take the hardware away: waits for the request using it, and every later one finds
@@ -268,5 +315,19 @@ impl<L: FlushLock<H>, H> Coalescer<L, H> {
     /// lock is released.
     pub fn revoke(&self) -> Option<H> {
         self.lock.with(|st| st.hw.take())
+    }
+
+    /// Give a revoked device its hardware again (it came back): later requests use `hw`.
+    /// Returns `hw` if the device still had hardware, so it was not needed. A failure from
+    /// before is forgotten: it was the old hardware's.
+    pub fn reattach(&self, hw: H) -> Option<H> {
+        self.lock.with(|st| {
+            if st.hw.is_some() {
+                return Some(hw);
+            }
+            st.failed = None;
+            st.hw = Some(hw);
+            None
+        })
     }
 }

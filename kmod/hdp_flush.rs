@@ -53,14 +53,17 @@ pub mod params;
 pub mod sys;
 pub mod uapi;
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use backend::{Amdgpu, AnyBackend, Backend, Ident, NotServed, PciTest, Sim};
-use coalesce::{Arrival, Coalescer, FlushLock, Issue, Request, State};
-use kernel::sync::{new_mutex, Mutex};
+use backend::{Amdgpu, AnyBackend, Backend, Ident, NotServed, AMDGPU_DRIVER};
+#[cfg(hdp_test)]
+use backend::{PciTest, Sim};
+use coalesce::{Arrival, Coalescer, FlushLock, Issue, Killed, Request, State};
+use kernel::error::Error;
+use params::AmdgpuDevice;
 use sys::{
-    msleep, MiscDevice, MiscHandler, PciBusNotifier, PciDev, PciEvents, UringCmd, UringReply,
-    UserSlicer,
+    BoundDevice, KillableMutex, LockClass, MiscDevice, MiscHandler, PciBusNotifier, PciDev,
+    PciEvents, UringCmd, UringReply, UserSlicer,
 };
 use uapi::*;
 
@@ -83,64 +86,161 @@ module! {
     license: "GPL",
 }
 
+// The test variant (Kbuild's HDP_TEST=1, `--cfg hdp_test`): the simulator, the emulated test
+// device and the knobs that break things on purpose. The production module has none of them
+// (`cargo xtask test` checks its modinfo).
+#[cfg(hdp_test)]
 module_param!(sim_devices: u32 = 0, param_ops_uint, "uint",
-    "Simulated devices to create after the hardware ones, 0-8 (default 0: a real host flushes only hardware)");
+    "Simulated devices to create after the hardware ones, 0-8 (default 0)");
+#[cfg(hdp_test)]
 module_param!(sim_delay_ns: u32 = 1000, param_ops_uint, "uint",
     "Modelled PCIe round trip of a synchronous sim flush in ns, 0-1000000 (default 1000)");
+#[cfg(hdp_test)]
 module_param!(sim_fail_every: u32 = 0, param_ops_uint, "uint",
     "Make every n-th sim flush or invalidate fail with EIO, to test error paths (default 0: never)");
+#[cfg(hdp_test)]
 module_param!(pcitest: bool = true, param_ops_bool, "bool",
     "Serve QEMU edu devices (1234:11e8) as test hardware (default Y)");
+#[cfg(hdp_test)]
 module_param!(test_load_pause_ms: u32 = 0, param_ops_uint, "uint",
     "For tests: pause this long at load between finding devices and listening for their removal, 0-10000 (default 0)");
+#[cfg(hdp_test)]
+module_param_rw!(test_stall_ms: u32 = 0,
+    "For tests: each sim flush first sleeps this long holding its device, as a flush stuck on a dying GPU does (default 0)");
+#[cfg(hdp_test)]
+module_param_rw!(test_edu_all_ones: u32 = 0,
+    "For tests: while nonzero, edu devices answer all ones (their liveness register is written 0), as a GPU that is gone or in reset does (default 0)");
+#[cfg(hdp_test)]
+module_param_call!(test_pci_error_state, set_test_pci_error_state,
+    "For tests: DOMAIN:BUS:DEV.FN=normal|frozen|failed sets an edu device's PCI error state, as error recovery does");
 module_param_string_hw!(amdgpu_devices, 1024,
     "The AMD GPUs to serve, each with its register offsets: DOMAIN:BUS:DEV.FN@FLUSH[/post=OFFSET][/invalidate=OFFSET],... (default: none; see docs/kernel-module.md)");
 
 /// Largest accepted `test_load_pause_ms`.
+#[cfg(hdp_test)]
 const MAX_TEST_LOAD_PAUSE_MS: u32 = 10_000;
 /// Largest accepted `sim_devices`.
+#[cfg(hdp_test)]
 const MAX_SIM_DEVICES: u32 = 8;
 /// Largest accepted `sim_delay_ns` (1 ms: anything longer is a configuration mistake).
+#[cfg(hdp_test)]
 const MAX_SIM_DELAY_NS: u32 = 1_000_000;
+
+/// The lockdep class of the device locks.
+static DEVICE_LOCK_CLASS: LockClass = LockClass::new();
 
 /// A kernel mutex around a device's coalescing state and counters. Sleeping, not spinning:
 /// a flush holds it across a PCIe round trip (the posting read), and a hung or removed GPU
-/// must not stall every other CPU spinning on it. Nothing takes it where sleeping is not
-/// allowed: io_uring commands are served from task work.
-struct KernelLock(Pin<KBox<Mutex<State<AnyBackend>>>>);
+/// must not stall every other CPU spinning on it. Requests wait for it killably. Nothing takes
+/// it where sleeping is not allowed: io_uring commands are served from task work.
+struct KernelLock(Pin<KBox<KillableMutex<State<AnyBackend, Error>>>>);
 
-impl FlushLock<AnyBackend> for KernelLock {
-    fn with<R>(&self, f: impl FnOnce(&mut State<AnyBackend>) -> R) -> R {
+impl FlushLock<AnyBackend, Error> for KernelLock {
+    fn with<R>(&self, f: impl FnOnce(&mut State<AnyBackend, Error>) -> R) -> R {
         f(&mut self.0.lock())
+    }
+    fn with_killable<R>(
+        &self,
+        f: impl FnOnce(&mut State<AnyBackend, Error>) -> R,
+    ) -> core::result::Result<R, Killed> {
+        let mut guard = self.0.lock_killable().map_err(|_| Killed)?;
+        Ok(f(&mut guard))
     }
     fn full_barrier() {
         sys::full_barrier();
     }
 }
 
+impl From<Killed> for Error {
+    fn from(_: Killed) -> Self {
+        EINTR
+    }
+}
+
+/// How a device's hardware is set up again when its PCI device comes back (a driver binds to
+/// it after an unbind, or after a removal and a rescan).
+#[derive(Clone, Copy)]
+enum Reattach {
+    /// Never (the simulator has no PCI device).
+    #[cfg(hdp_test)]
+    Never,
+    /// A QEMU edu device: whichever driver binds plays amdgpu.
+    #[cfg(hdp_test)]
+    PciTest,
+    /// An AMD GPU, with the offsets it was named with, once amdgpu binds.
+    Amdgpu(AmdgpuDevice),
+}
+
 /// One served device: what user space sees of it, and its hardware behind the device lock.
 struct Device {
     ident: Ident,
-    /// The PCI device it holds ([`PciDev::key`]), to recognise bus events about it.
-    key: Option<usize>,
-    /// Set once the hardware is revoked (removed or unbound); for DEVICE_INFO.
+    /// The PCI device it holds ([`PciDev::key`]), to recognise bus events about it; 0: none.
+    key: AtomicUsize,
+    /// Set while the hardware is revoked (removed or unbound); for DEVICE_INFO.
     revoked: AtomicBool,
-    coalescer: Coalescer<KernelLock, AnyBackend>,
+    reattach: Reattach,
+    coalescer: Coalescer<KernelLock, AnyBackend, Error>,
 }
 
 impl Device {
-    fn new(backend: AnyBackend) -> Result<Self> {
+    fn new(backend: AnyBackend, reattach: Reattach) -> Result<Self> {
         let (ident, key) = (backend.ident(), backend.key());
         let lock = KBox::pin_init(
-            new_mutex!(State::new(backend), "hdp_flush_device"),
+            KillableMutex::new(
+                State::new(backend),
+                c_str!("hdp_flush_device"),
+                &DEVICE_LOCK_CLASS,
+            ),
             GFP_KERNEL,
         )?;
         Ok(Self {
             ident,
-            key,
+            key: AtomicUsize::new(key.unwrap_or(0)),
             revoked: AtomicBool::new(false),
+            reattach,
             coalescer: Coalescer::new(KernelLock(lock)),
         })
+    }
+
+    /// Whether `pci` is where this device's PCI device is.
+    fn is_at(&self, pci: &sys::PciIdent) -> bool {
+        self.ident
+            .pci
+            .is_some_and(|p| (p.domain, p.bus, p.devfn) == (pci.domain, pci.bus, pci.devfn))
+    }
+
+    /// Set up the hardware of a revoked device again, on `pci`, which a driver has just bound
+    /// (`bound` says what it is).
+    fn reattach(&self, index: usize, pci: PciDev, bound: &BoundDevice<'_>) {
+        let name = self.ident.name;
+        let hw = match self.reattach {
+            #[cfg(hdp_test)]
+            Reattach::Never => return,
+            #[cfg(hdp_test)]
+            Reattach::PciTest => PciTest::probe(pci, &test_edu_all_ones)
+                .map(AnyBackend::PciTest)
+                .ok(),
+            Reattach::Amdgpu(gpu) => Amdgpu::probe(pci, &gpu, bound.is_bound_to(AMDGPU_DRIVER))
+                .map(AnyBackend::Amdgpu)
+                .ok(),
+        };
+        let Some(hw) = hw else {
+            pr_info!(
+                "device {}: {} got a driver again, but is not served: see above\n",
+                index,
+                name_str(&name)
+            );
+            return;
+        };
+        self.key.store(hw.key().unwrap_or(0), Ordering::Release);
+        // Still attached (a bind without an unbind before it): what was set up is not needed.
+        drop(self.coalescer.reattach(hw));
+        self.revoked.store(false, Ordering::Release);
+        pr_info!(
+            "device {}: {} is back; serving it again\n",
+            index,
+            name_str(&name)
+        );
     }
 
     /// Take the hardware away (it is being removed or unbound): waits for the request using
@@ -243,15 +343,18 @@ impl HdpFlush {
         let dev = self.device(req.index)?;
         let ident = dev.ident;
         let pci = ident.pci;
-        let suspended = dev
+        let (suspended, offline) = dev
             .coalescer
-            .inspect(|hw| hw.is_some_and(Backend::suspended));
+            .inspect(|hw| hw.map_or((false, false), |hw| (hw.suspended(), hw.offline())))?;
         let mut flags = 0;
         if dev.revoked.load(Ordering::Acquire) {
             flags |= HDP_FLUSH_DEVICE_F_REVOKED;
         }
         if suspended {
             flags |= HDP_FLUSH_DEVICE_F_SUSPENDED;
+        }
+        if offline {
+            flags |= HDP_FLUSH_DEVICE_F_OFFLINE;
         }
         Ok(HdpFlushDeviceInfo {
             index: req.index,
@@ -261,7 +364,7 @@ impl HdpFlush {
             vendor: pci.map_or(0, |p| p.vendor),
             device: pci.map_or(0, |p| p.device),
             flags,
-            uring_requests: dev.coalescer.counters(false).uring_requests,
+            uring_requests: dev.coalescer.counters(false)?.uring_requests,
             reserved: [0; 1],
             name: ident.name,
         })
@@ -277,7 +380,7 @@ impl HdpFlush {
         if reset && !sys::capable_sys_admin() {
             return Err(EPERM);
         }
-        let v = self.device(req.device)?.coalescer.counters(reset);
+        let v = self.device(req.device)?.coalescer.counters(reset)?;
         Ok(HdpFlushStats {
             device: req.device,
             flags: req.flags,
@@ -295,8 +398,18 @@ impl HdpFlush {
 impl PciEvents for HdpFlush {
     fn device_going(&self, key: usize) {
         for (index, dev) in self.devices.iter().enumerate() {
-            if dev.key == Some(key) && !dev.revoked.load(Ordering::Acquire) {
+            if dev.key.load(Ordering::Acquire) == key && !dev.revoked.load(Ordering::Acquire) {
                 dev.revoke(index);
+            }
+        }
+    }
+
+    fn device_bound(&self, bound: &BoundDevice<'_>) {
+        let pci = bound.pci();
+        let at = pci.ident();
+        for (index, dev) in self.devices.iter().enumerate() {
+            if dev.revoked.load(Ordering::Acquire) && dev.is_at(&at) {
+                dev.reattach(index, pci.new_ref(), bound);
             }
         }
     }
@@ -309,7 +422,12 @@ impl HdpFlush {
         for (index, dev) in self.devices.iter().enumerate() {
             // A new reference, so the check (which takes the PCI device's lock, held by the
             // driver core around the notifier calls that take ours) runs outside our lock.
-            let Some((pci, driver)) = dev.coalescer.inspect(|hw| hw?.attachment()) else {
+            // Not killable: the check must happen before the device is published.
+            let attachment = dev
+                .coalescer
+                .lock()
+                .with(|st| st.hw.as_ref().and_then(Backend::attachment));
+            let Some((pci, driver)) = attachment else {
                 continue;
             };
             if !pci.still_attached(driver) {
@@ -400,6 +518,7 @@ impl MiscHandler for HdpFlush {
 
 /// Check the parameters before touching any hardware.
 fn check_params() -> Result {
+    #[cfg(hdp_test)]
     for (name, value, max) in [
         ("sim_devices", sim_devices.get(), MAX_SIM_DEVICES),
         ("sim_delay_ns", sim_delay_ns.get(), MAX_SIM_DELAY_NS),
@@ -429,14 +548,12 @@ fn named_gpus() -> Result<params::AmdgpuDevices> {
 }
 
 /// Set up the simulated devices the parameters ask for, after the hardware ones.
+#[cfg(hdp_test)]
 fn add_sims(devices: &mut KVec<Device>) -> Result {
     for i in 0..sim_devices.get() {
+        let sim = Sim::new(i, sim_delay_ns.get(), sim_fail_every.get(), &test_stall_ms);
         devices.push(
-            Device::new(AnyBackend::Sim(Sim::new(
-                i,
-                sim_delay_ns.get(),
-                sim_fail_every.get(),
-            )))?,
+            Device::new(AnyBackend::Sim(sim), Reattach::Never)?,
             GFP_KERNEL,
         )?;
         match sim_fail_every.get() {
@@ -459,15 +576,19 @@ fn add_sims(devices: &mut KVec<Device>) -> Result {
 }
 
 /// Set up the QEMU `edu` devices, when asked to.
+#[cfg(hdp_test)]
 fn add_pcitest(devices: &mut KVec<Device>) -> Result {
     if !pcitest.get() {
         return Ok(());
     }
     for dev in PciDev::find_all(backend::EDU_VENDOR, backend::EDU_DEVICE)? {
         let name = dev.ident().name;
-        match PciTest::probe(dev) {
+        match PciTest::probe(dev, &test_edu_all_ones) {
             Ok(b) => {
-                devices.push(Device::new(AnyBackend::PciTest(b))?, GFP_KERNEL)?;
+                devices.push(
+                    Device::new(AnyBackend::PciTest(b), Reattach::PciTest)?,
+                    GFP_KERNEL,
+                )?;
                 pr_info!(
                     "device {}: pcitest {} (QEMU edu, BAR0 liveness register)\n",
                     devices.len() - 1,
@@ -496,9 +617,13 @@ fn add_amdgpus(devices: &mut KVec<Device>) -> Result {
             continue;
         };
         let name = dev.ident().name;
-        match Amdgpu::probe(dev, gpu) {
+        let bound = dev.is_bound_to(AMDGPU_DRIVER);
+        match Amdgpu::probe(dev, gpu, bound) {
             Ok(b) => {
-                devices.push(Device::new(AnyBackend::Amdgpu(b))?, GFP_KERNEL)?;
+                devices.push(
+                    Device::new(AnyBackend::Amdgpu(b), Reattach::Amdgpu(*gpu))?,
+                    GFP_KERNEL,
+                )?;
                 pr_info!(
                     "device {}: amdgpu {} (flush register at {:#x}, post read at {:#x}, invalidate {})\n",
                     devices.len() - 1,
@@ -521,13 +646,42 @@ fn add_amdgpus(devices: &mut KVec<Device>) -> Result {
     Ok(())
 }
 
+/// `test_pci_error_state=DOMAIN:BUS:DEV.FN=STATE`: set an edu device's PCI error state, as the
+/// PCI core's error recovery does, for the tests of a frozen channel.
+#[cfg(hdp_test)]
+fn set_test_pci_error_state(value: &str) -> Result {
+    let (at, state) = value.split_once('=').ok_or(EINVAL)?;
+    let at = params::parse_pci(at).ok_or(EINVAL)?;
+    let state = match state {
+        "normal" => c::pci_channel_io_normal,
+        "frozen" => c::pci_channel_io_frozen,
+        "failed" => c::pci_channel_io_perm_failure,
+        _ => return Err(EINVAL),
+    };
+    let dev = PciDev::find_at(at.domain, at.bus, at.devfn).ok_or(ENODEV)?;
+    let id = dev.ident();
+    // Only the emulated test device: nothing else's recovery state is the tests' to change.
+    if (u32::from(id.vendor), u32::from(id.device)) != (backend::EDU_VENDOR, backend::EDU_DEVICE) {
+        return Err(EINVAL);
+    }
+    dev.test_set_error_state(state);
+    pr_info!(
+        "test_pci_error_state: {} now {}\n",
+        name_str(&id.name),
+        value.split_once('=').map_or("", |(_, s)| s)
+    );
+    Ok(())
+}
+
 /// Find and set up every device the parameters ask for. Hardware first: GPUs, then emulated
 /// test devices, then simulated ones, so that index 0 is a simulator only where nothing else
 /// is served (and only when `sim_devices` asks for one).
 fn discover() -> Result<KVec<Device>> {
     let mut devices = KVec::new();
     add_amdgpus(&mut devices)?;
+    #[cfg(hdp_test)]
     add_pcitest(&mut devices)?;
+    #[cfg(hdp_test)]
     add_sims(&mut devices)?;
     Ok(devices)
 }
@@ -544,13 +698,14 @@ impl kernel::Module for HdpFlushModule {
         let devices = discover()?;
         let count = devices.len();
         let dev = MiscDevice::new(HdpFlush { devices })?;
+        #[cfg(hdp_test)]
         if test_load_pause_ms.get() > 0 {
             // Widens the window the check below closes, so a test can remove a device in it.
             pr_info!(
                 "pausing {} ms before listening for device removal (test_load_pause_ms)\n",
                 test_load_pause_ms.get()
             );
-            msleep(test_load_pause_ms.get());
+            sys::msleep(test_load_pause_ms.get());
         }
         // Listen for removals and unbinds before anyone can reach a device, then drop what
         // went before we listened; only then publish /dev/hdp_flush.

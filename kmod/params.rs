@@ -163,7 +163,7 @@ fn hex(t: &str, max: u32) -> Option<u32> {
 }
 
 /// `dddd:bb:dd.f` (the domain may be omitted).
-fn parse_pci(t: &str) -> Option<PciLocation> {
+pub fn parse_pci(t: &str) -> Option<PciLocation> {
     let (rest, function) = t.rsplit_once('.')?;
     let (domain, bus_dev) = match rest.split_once(':') {
         Some((d, bd)) if bd.contains(':') => (hex(d, u32::MAX)?, bd),

@@ -7,9 +7,9 @@
 //! such abstractions from 6.13 on; keeping this layer small lets the module move to them.
 
 use core::cell::UnsafeCell;
-use core::marker::PhantomPinned;
+use core::marker::{PhantomData, PhantomPinned};
 use core::pin::Pin;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 // The C interfaces come from the module's own bindings (Kbuild, bindings.h), so that the kernel
 // tree needs no change; only the kernel crate's helpers for C inline functions (mutexes) are
@@ -673,6 +673,35 @@ impl PciDev {
         (is_mem && r.end > r.start).then(|| (r.start, r.end - r.start + 1))
     }
 
+    /// `pci_channel_offline()`: whether the PCI core has marked the device's channel frozen
+    /// (AER/DPC recovery in progress) or failed for good (surprise removal, unrecoverable
+    /// error). Set before the bus notifier hears of a removal, so checked before each access.
+    pub fn channel_offline(&self) -> bool {
+        // SAFETY: we hold a reference; `error_state` is one aligned word the PCI core changes
+        // with atomic exchanges (pci_dev_set_io_state), read here once, as the C inline does.
+        let state = unsafe {
+            AtomicU32::from_ptr(&raw mut (*self.pdev).error_state).load(Ordering::Relaxed)
+        };
+        state != bindings::pci_channel_io_normal
+    }
+
+    /// `pci_device_is_present()`: whether the device answers a config read of its vendor id.
+    /// A config read, not MMIO: what the PCI core itself asks of a device that may be gone.
+    pub fn is_present(&self) -> bool {
+        // SAFETY: we hold a reference to the device.
+        unsafe { bindings::pci_device_is_present(self.pdev) }
+    }
+
+    /// For tests: set the device's `error_state` as the PCI core does during error recovery
+    /// (`state` is a `pci_channel_io_*` value), since a guest cannot freeze an emulated device.
+    #[cfg(hdp_test)]
+    pub fn test_set_error_state(&self, state: u32) {
+        // SAFETY: as in `channel_offline`; an atomic exchange, as pci_dev_set_io_state does.
+        unsafe {
+            AtomicU32::from_ptr(&raw mut (*self.pdev).error_state).swap(state, Ordering::Relaxed)
+        };
+    }
+
     /// Whether the driver bound to the device is `driver`. Asked under the device lock, which
     /// the driver core holds across a bind or unbind: unlocked, `dev.driver` could name a
     /// driver being unloaded, whose name would be freed memory.
@@ -806,6 +835,157 @@ impl Drop for PciDev {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A mutex whose waiters can be killed
+// ---------------------------------------------------------------------------------------------
+
+#[cfg(CONFIG_PREEMPT_RT)]
+compile_error!("hdp_flush's KillableMutex knows the non-RT struct mutex only");
+
+/// A lockdep class for [`KillableMutex`]es: in static memory, as lockdep requires.
+#[repr(transparent)]
+pub struct LockClass(Opaque<bindings::lock_class_key>);
+
+// SAFETY: lockdep uses a class key from any thread and synchronises itself.
+unsafe impl Sync for LockClass {}
+
+impl LockClass {
+    /// A key for a `static`; lockdep expects it uninitialised.
+    pub const fn new() -> Self {
+        Self(Opaque::uninit())
+    }
+}
+
+/// A kernel `struct mutex` around a `T`, whose waiters a fatal signal can wake
+/// (`mutex_lock_killable`): the kernel crate's `Mutex` waits uninterruptibly, so a caller
+/// queued behind a flush stuck on a dead GPU could not even be killed.
+#[pin_data]
+pub struct KillableMutex<T> {
+    #[pin]
+    mutex: Opaque<bindings::mutex>,
+    data: UnsafeCell<T>,
+    #[pin]
+    _pin: PhantomPinned,
+}
+
+// SAFETY: the data is only reached through a guard, which the mutex makes exclusive; the
+// mutex itself may be taken and released from any thread.
+unsafe impl<T: Send> Send for KillableMutex<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for KillableMutex<T> {}
+
+impl<T> KillableMutex<T> {
+    /// A mutex around `data`, named `name` for lockdep, of lock class `class`.
+    pub fn new(data: T, name: &'static CStr, class: &'static LockClass) -> impl PinInit<Self> {
+        pin_init!(Self {
+            // SAFETY: `slot` is valid for writes and pinned from here on; the function that
+            // initialises a struct mutex is the one mutex_init() uses on this kernel.
+            mutex <- Opaque::ffi_init(|slot: *mut bindings::mutex| unsafe {
+                mutex_init(slot, crate::compat::c_str_ptr(name), class.0.get())
+            }),
+            data: UnsafeCell::new(data),
+            _pin: PhantomPinned,
+        })
+    }
+
+    /// Wait for the mutex however long it takes (for the bus notifier's revocation, which
+    /// must happen).
+    pub fn lock(&self) -> MutexGuard<'_, T> {
+        // SAFETY: the mutex is initialised and pinned; the kernel crate's helper is mutex_lock()
+        // (the same struct, reached through the kernel crate's bindings), undone by the guard.
+        unsafe { kernel::bindings::mutex_lock(self.mutex.get().cast()) };
+        MutexGuard(self)
+    }
+
+    /// Wait for the mutex unless a fatal signal arrives first: EINTR then, and the caller's
+    /// task dies without having touched the device.
+    pub fn lock_killable(&self) -> Result<MutexGuard<'_, T>> {
+        // SAFETY: the mutex is initialised and pinned; on success it is held, and the guard
+        // releases it.
+        to_result(unsafe { mutex_lock_killable(self.mutex.get()) })?;
+        Ok(MutexGuard(self))
+    }
+}
+
+/// The mutex of a [`KillableMutex`], held; released on drop.
+pub struct MutexGuard<'a, T>(&'a KillableMutex<T>);
+
+impl<T> core::ops::Deref for MutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the mutex is held, so nobody else reaches the data.
+        unsafe { &*self.0.data.get() }
+    }
+}
+
+impl<T> core::ops::DerefMut for MutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as for `deref`, and this guard is borrowed mutably.
+        unsafe { &mut *self.0.data.get() }
+    }
+}
+
+impl<T> Drop for MutexGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: the mutex is held by this guard, from this task.
+        unsafe { bindings::mutex_unlock(self.0.mutex.get()) };
+    }
+}
+
+/// `__mutex_init()`: exported on 6.x; on 7.x an inline over the exported lockdep or generic
+/// initialiser.
+///
+/// # Safety
+/// `m` is valid for writes and will not move; `name` and `key` live in static memory.
+unsafe fn mutex_init(
+    m: *mut bindings::mutex,
+    name: *const kernel::ffi::c_char,
+    key: *mut bindings::lock_class_key,
+) {
+    // SAFETY: the caller's contract.
+    #[cfg(not(hdp_linux7))]
+    unsafe {
+        bindings::__mutex_init(m, name, key)
+    };
+    // SAFETY: the caller's contract.
+    #[cfg(all(hdp_linux7, CONFIG_DEBUG_LOCK_ALLOC))]
+    unsafe {
+        bindings::mutex_init_lockdep(m, name, key)
+    };
+    #[cfg(all(hdp_linux7, not(CONFIG_DEBUG_LOCK_ALLOC)))]
+    {
+        let _ = (name, key);
+        // SAFETY: the caller's contract.
+        unsafe { bindings::mutex_init_generic(m) };
+    }
+}
+
+/// `mutex_lock_killable()`, a macro over the lockdep variant where lockdep is on.
+///
+/// # Safety
+/// `m` is an initialised mutex that stays in place while held.
+unsafe fn mutex_lock_killable(m: *mut bindings::mutex) -> c_int {
+    // SAFETY: the caller's contract.
+    #[cfg(not(CONFIG_DEBUG_LOCK_ALLOC))]
+    return unsafe { bindings::mutex_lock_killable(m) };
+    // SAFETY: the caller's contract; subclass 0, as the C macro passes.
+    #[cfg(all(not(hdp_linux7), CONFIG_DEBUG_LOCK_ALLOC))]
+    return unsafe { bindings::mutex_lock_killable_nested(m, 0) };
+    // SAFETY: the caller's contract; subclass 0 and no nest lock, as the C macro passes.
+    #[cfg(all(hdp_linux7, CONFIG_DEBUG_LOCK_ALLOC))]
+    return unsafe { bindings::_mutex_lock_killable(m, 0, core::ptr::null_mut()) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time
+// ---------------------------------------------------------------------------------------------
+
+/// Monotonic time in nanoseconds (`ktime_get()`).
+pub fn now_ns() -> i64 {
+    // SAFETY: reads the monotonic clock; callable from any context.
+    unsafe { bindings::ktime_get() }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Barriers
 // ---------------------------------------------------------------------------------------------
 
@@ -851,16 +1031,51 @@ pub fn array_index_nospec(index: usize, size: usize) -> usize {
 // PCI bus events
 // ---------------------------------------------------------------------------------------------
 
-/// What a module does when a PCI device is about to go.
+/// What a module does when a PCI device is about to go, or has got a driver.
 pub trait PciEvents: Sync {
     /// The device with [`PciDev::key`] `key` is about to be removed from the bus, or to lose
     /// its driver: stop touching it before this returns.
     fn device_going(&self, key: usize);
+    /// A driver has finished binding to `dev` (its probe succeeded).
+    fn device_bound(&self, dev: &BoundDevice<'_>);
 }
 
-/// A registration on the PCI bus's notifier chain, delivering `BUS_NOTIFY_DEL_DEVICE` and
-/// `BUS_NOTIFY_UNBIND_DRIVER` to a handler. Unregistered on drop, which waits for a call in
-/// progress.
+/// A PCI device a driver has just bound to, as the bus notifier reports it: the driver core
+/// holds the device lock across the report, so the bound driver can be read without taking it.
+pub struct BoundDevice<'a> {
+    pdev: *mut bindings::pci_dev,
+    _event: PhantomData<&'a ()>,
+}
+
+impl BoundDevice<'_> {
+    /// A counted reference to the device, claiming nothing.
+    pub fn pci(&self) -> PciDev {
+        // SAFETY: the notifier reports a live device; pci_dev_get takes a reference, which the
+        // returned PciDev puts on drop.
+        let pdev = unsafe { bindings::pci_dev_get(self.pdev) };
+        PciDev {
+            pdev,
+            enabled: false,
+        }
+    }
+
+    /// Whether the driver that just bound is `driver`.
+    pub fn is_bound_to(&self, driver: &CStr) -> bool {
+        let dev = PciDev {
+            pdev: self.pdev,
+            enabled: false,
+        };
+        // SAFETY: the driver core holds the device lock across BUS_NOTIFY_BOUND_DRIVER.
+        let bound = unsafe { dev.bound_to_locked(driver) };
+        // Borrowed, not counted: not put.
+        core::mem::forget(dev);
+        bound
+    }
+}
+
+/// A registration on the PCI bus's notifier chain, delivering `BUS_NOTIFY_DEL_DEVICE`,
+/// `BUS_NOTIFY_UNBIND_DRIVER` and `BUS_NOTIFY_BOUND_DRIVER` to a handler. Unregistered on
+/// drop, which waits for a call in progress.
 #[pin_data(PinnedDrop)]
 pub struct PciBusNotifier<T: PciEvents> {
     #[pin]
@@ -911,16 +1126,26 @@ impl<T: PciEvents> PciBusNotifier<T> {
         action: c_ulong,
         data: *mut core::ffi::c_void,
     ) -> c_int {
+        // SAFETY: `nb` is the field of a registered, pinned Self; `handler` is valid while it
+        // is registered (the contract of `register`).
+        let handler = unsafe {
+            &*(*kernel::container_of!(nb.cast::<Opaque<bindings::notifier_block>>(), Self, nb))
+                .handler
+        };
         let going = action == bindings::bus_notifier_event_BUS_NOTIFY_DEL_DEVICE as c_ulong
             || action == bindings::bus_notifier_event_BUS_NOTIFY_UNBIND_DRIVER as c_ulong;
         if going {
-            // SAFETY: `nb` is the field of a registered, pinned Self; `handler` is valid
-            // while it is registered (the contract of `register`).
-            let handler = unsafe {
-                &*(*kernel::container_of!(nb.cast::<Opaque<bindings::notifier_block>>(), Self, nb))
-                    .handler
-            };
             handler.device_going(data as usize);
+        } else if action == bindings::bus_notifier_event_BUS_NOTIFY_BOUND_DRIVER as c_ulong {
+            // SAFETY: the PCI bus's chain reports the `dev` of a live pci_dev, under its
+            // device lock (driver_bound()).
+            let pdev = unsafe {
+                kernel::container_of!(data.cast::<bindings::device>(), bindings::pci_dev, dev)
+            } as *mut bindings::pci_dev;
+            handler.device_bound(&BoundDevice {
+                pdev,
+                _event: PhantomData,
+            });
         }
         bindings::NOTIFY_DONE as c_int
     }
@@ -980,6 +1205,50 @@ impl<T: Copy> ParamCell<T> {
     /// For the `kernel_param` entry.
     pub const fn as_arg(&self) -> *mut core::ffi::c_void {
         self.0.get().cast()
+    }
+}
+
+/// Storage for a `uint` parameter root may change at run time (mode 0600): the kernel stores
+/// it with one aligned 32-bit write (`param_set_uint`), read here atomically.
+#[repr(transparent)]
+pub struct RuntimeParam(AtomicU32);
+
+impl RuntimeParam {
+    /// A parameter with default `v`.
+    pub const fn new(v: u32) -> Self {
+        Self(AtomicU32::new(v))
+    }
+    /// Its value now.
+    pub fn get(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+    /// For the `kernel_param` entry.
+    pub const fn as_arg(&self) -> *mut core::ffi::c_void {
+        self.0.as_ptr().cast()
+    }
+}
+
+/// A `struct kernel_param_ops` of a [`module_param_call!`] parameter.
+#[repr(transparent)]
+pub struct KernelParamOps(pub bindings::kernel_param_ops);
+
+// SAFETY: immutable; its pointers are functions.
+unsafe impl Sync for KernelParamOps {}
+
+/// The body of a [`module_param_call!`] setter: `val` as text, without a trailing newline.
+///
+/// # Safety
+/// `val` is a NUL-terminated string.
+#[doc(hidden)]
+pub unsafe fn param_call(val: *const kernel::ffi::c_char, set: fn(&str) -> Result) -> c_int {
+    // SAFETY: the caller's contract.
+    let bytes = crate::compat::c_str_bytes(unsafe { CStr::from_char_ptr(val) });
+    let Ok(text) = core::str::from_utf8(bytes) else {
+        return EINVAL.to_errno();
+    };
+    match set(text.trim_end_matches('\n')) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
     }
 }
 
@@ -1043,7 +1312,68 @@ macro_rules! module_param {
         #[allow(non_upper_case_globals)]
         #[doc = $desc]
         pub static $name: $crate::sys::ParamCell<$ty> = $crate::sys::ParamCell::new($default);
-        $crate::kernel_param!($name, $ops, 0, arg: $name.as_arg(), $typename, $desc);
+        $crate::kernel_param!(
+            $name,
+            core::ptr::addr_of!($crate::c::$ops),
+            0o444,
+            0,
+            arg: $name.as_arg(),
+            $typename,
+            $desc
+        );
+    };
+}
+
+/// `module_param_rw!(NAME: u32 = default, "description")`: a 0600 `uint` parameter root may
+/// change at run time; read with [`RuntimeParam::get`] where it is used.
+#[macro_export]
+macro_rules! module_param_rw {
+    ($name:ident : u32 = $default:expr, $desc:literal) => {
+        #[allow(non_upper_case_globals)]
+        #[doc = $desc]
+        pub static $name: $crate::sys::RuntimeParam = $crate::sys::RuntimeParam::new($default);
+        $crate::kernel_param!(
+            $name,
+            core::ptr::addr_of!($crate::c::param_ops_uint),
+            0o600,
+            0,
+            arg: $name.as_arg(),
+            "uint",
+            $desc
+        );
+    };
+}
+
+/// `module_param_call!(NAME, set_fn, "description")`: a write-only (0200) parameter whose
+/// writes root makes call `set_fn(&str) -> Result` at once; nothing is stored.
+#[macro_export]
+macro_rules! module_param_call {
+    ($name:ident, $set:path, $desc:literal) => {
+        const _: () = {
+            unsafe extern "C" fn set(
+                val: *const kernel::ffi::c_char,
+                _kp: *const $crate::c::kernel_param,
+            ) -> kernel::ffi::c_int {
+                // SAFETY: the kernel passes the NUL-terminated value written to the parameter.
+                unsafe { $crate::sys::param_call(val, $set) }
+            }
+            static OPS: $crate::sys::KernelParamOps =
+                $crate::sys::KernelParamOps($crate::c::kernel_param_ops {
+                    flags: 0,
+                    set: Some(set),
+                    get: None,
+                    free: None,
+                });
+            $crate::kernel_param!(
+                $name,
+                &OPS.0,
+                0o200,
+                0,
+                arg: core::ptr::null_mut(),
+                "string",
+                $desc
+            );
+        };
     };
 }
 
@@ -1060,7 +1390,8 @@ macro_rules! module_param_string_hw {
             static KPARAM: $crate::sys::KParamString = $name.kparam();
             $crate::kernel_param!(
                 $name,
-                param_ops_string,
+                core::ptr::addr_of!($crate::c::param_ops_string),
+                0o444,
                 $crate::c::KERNEL_PARAM_FL_HWPARAM as u8,
                 str_: &KPARAM.0,
                 "string",
@@ -1075,7 +1406,7 @@ macro_rules! module_param_string_hw {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! kernel_param {
-    ($name:ident, $ops:ident, $flags:expr, $field:ident: $arg:expr, $typename:literal, $desc:literal) => {
+    ($name:ident, $ops:expr, $perm:expr, $flags:expr, $field:ident: $arg:expr, $typename:literal, $desc:literal) => {
         const _: () = {
             #[link_section = "__param"]
             #[used]
@@ -1084,8 +1415,8 @@ macro_rules! kernel_param {
                     name: $crate::compat::c_str_ptr(kernel::c_str!(stringify!($name))),
                     // SAFETY: only the address of the loader-provided module object is taken.
                     mod_: unsafe { $crate::sys::__this_module.get() },
-                    ops: core::ptr::addr_of!($crate::c::$ops),
-                    perm: 0o444,
+                    ops: $ops,
+                    perm: $perm,
                     level: -1,
                     flags: $flags,
                     __bindgen_anon_1: $crate::c::kernel_param__bindgen_ty_1 { $field: $arg },

@@ -29,7 +29,7 @@
  */
 
 #define HDP_FLUSH_API_MAJOR 1
-#define HDP_FLUSH_API_MINOR 1
+#define HDP_FLUSH_API_MINOR 2
 #define HDP_FLUSH_DEVICE_PATH "/dev/hdp_flush"
 #define HDP_FLUSH_IOC_MAGIC 'H'
 
@@ -45,6 +45,7 @@
 /* DEVICE_INFO.flags out (uAPI 1.1) */
 #define HDP_FLUSH_DEVICE_F_REVOKED (1u << 0)   /* removed or unbound: requests fail with ENODEV */
 #define HDP_FLUSH_DEVICE_F_SUSPENDED (1u << 1) /* runtime-suspended now: flushes skip it */
+#define HDP_FLUSH_DEVICE_F_OFFLINE (1u << 2)   /* 1.2: channel offline or answered all ones: EIO */
 
 /* VERSION.features */
 #define HDP_FLUSH_FEAT_URING_CMD (1ull << 0)

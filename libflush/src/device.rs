@@ -28,6 +28,9 @@ pub struct ModuleDevice {
     pub name: String,
     /// Revoked: the device was removed or unbound from its driver; the module answers ENODEV.
     pub revoked: bool,
+    /// Offline (uAPI 1.2): its PCI channel is offline or it answered all ones; the module
+    /// answers EIO without touching it until it answers again.
+    pub offline: bool,
 }
 
 impl ModuleDevice {
@@ -36,14 +39,15 @@ impl ModuleDevice {
         backend_name(self.backend)
     }
 
-    /// One line: "index 2: amdgpu 0000:03:00.0" (", revoked" when it is).
+    /// One line: "index 2: amdgpu 0000:03:00.0" (", revoked" or ", offline" when it is).
     pub fn describe(&self) -> String {
         format!(
-            "index {}: {} {}{}",
+            "index {}: {} {}{}{}",
             self.index,
             self.backend_name(),
             self.name,
-            if self.revoked { ", revoked" } else { "" }
+            if self.revoked { ", revoked" } else { "" },
+            if self.offline { ", offline" } else { "" }
         )
     }
 
@@ -178,6 +182,7 @@ impl HdpFlushDevice {
                     pci,
                     name: device_name(&info),
                     revoked: info.flags & uapi::HDP_FLUSH_DEVICE_F_REVOKED != 0,
+                    offline: info.flags & uapi::HDP_FLUSH_DEVICE_F_OFFLINE != 0,
                 })
             })
             .collect()

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::kernel::{built_clean, kmod_copy};
+use crate::kernel::{built_clean, kmod_copy, Variant};
 use crate::pins;
 use crate::run::{fail, output, step, step_logged, Failure, StepResult};
 use crate::setup::{cache_dir, commands, mirror_uri, PrivateApt};
@@ -274,19 +274,21 @@ pub fn ensure() -> StepResult<DebKernel> {
     Ok(done)
 }
 
-/// Build kmod/ for the Debian kernel, inside the root; returns the `.ko` (in
-/// target/kmod/deb73/), refused if the build warns.
-pub fn build_module(k: &DebKernel) -> StepResult<PathBuf> {
-    let name = format!("kmod {}", k.release);
-    let dir = kmod_copy("deb73")?;
+/// Build kmod/ (`variant` of it) for the Debian kernel, inside the root; returns the `.ko` (in
+/// target/kmod/deb73[-test]/), refused if the build warns.
+pub fn build_module(k: &DebKernel, variant: Variant) -> StepResult<PathBuf> {
+    let name = format!("kmod {}{}", k.release, variant.suffix());
+    let dir = kmod_copy(&format!("deb73{}", variant.suffix()))?;
     let inside = k.root.join("build/hdp_flush");
     let _ = std::fs::remove_dir_all(&inside);
     let mut cp = Command::new("cp");
     cp.arg("-a").arg(&dir).arg(&inside);
     step("copy kmod into the root", cp)?;
     let script = format!(
-        "make -C {} M=/build/hdp_flush KERNELRELEASE={} modules",
-        k.tree, k.release
+        "make -C {} M=/build/hdp_flush KERNELRELEASE={} {} modules",
+        k.tree,
+        k.release,
+        variant.make_arg()
     );
     let result = step_logged(
         &name,

@@ -273,13 +273,51 @@ pub fn ensure_kernel(arch: Arch) -> StepResult<Kernel> {
     Ok(kernel)
 }
 
-/// Build `kmod/` against `kernel` in a scratch copy (so arches do not share objects); fail on
-/// any compiler warning. Returns the `.ko`.
-pub fn build_kmod(kernel: &Kernel) -> StepResult<PathBuf> {
-    let name = format!("kmod {}", kernel.arch.name());
-    let dir = kmod_copy(kernel.arch.name())?;
+/// Which module: the one users install, or the one the guests test with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// No simulator, no emulated test device, no test parameters.
+    Production,
+    /// Kbuild's `HDP_TEST=1`: with them.
+    Test,
+}
+
+impl Variant {
+    /// The scratch directory's suffix and the name's.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::Production => "",
+            Self::Test => "-test",
+        }
+    }
+
+    /// The make variable that selects it.
+    pub fn make_arg(self) -> &'static str {
+        match self {
+            Self::Production => "HDP_TEST=",
+            Self::Test => "HDP_TEST=1",
+        }
+    }
+
+    /// The name the guests load it by.
+    pub fn guest_name(self) -> &'static str {
+        match self {
+            Self::Production => "hdp_flush-production.ko",
+            Self::Test => "hdp_flush.ko",
+        }
+    }
+}
+
+/// Build `kmod/` (`variant` of it) against `kernel` in a scratch copy (so arches and variants
+/// do not share objects); fail on any compiler warning. Returns the `.ko`.
+pub fn build_kmod(kernel: &Kernel, variant: Variant) -> StepResult<PathBuf> {
+    let scratch = format!("{}{}", kernel.arch.name(), variant.suffix());
+    let name = format!("kmod {scratch}");
+    let dir = kmod_copy(&scratch)?;
     let mut cmd = kernel.make();
-    cmd.arg(format!("M={}", dir.display())).arg("modules");
+    cmd.arg(format!("M={}", dir.display()))
+        .arg(variant.make_arg())
+        .arg("modules");
     let log = dir.join("build.log");
     step_logged(&name, cmd, &log, Duration::from_secs(30))?;
     built_clean(&name, &dir)

@@ -109,8 +109,11 @@ fn main() -> ExitCode {
             }),
             "kmod" => arches(rest).and_then(|a| {
                 a.into_iter().try_for_each(|a| {
-                    let ko = kernel::build_kmod(&kernel::ensure_kernel(a)?)?;
-                    eprintln!("==> {}", ko.display());
+                    let k = kernel::ensure_kernel(a)?;
+                    for variant in [kernel::Variant::Production, kernel::Variant::Test] {
+                        let ko = kernel::build_kmod(&k, variant)?;
+                        eprintln!("==> {}", ko.display());
+                    }
                     Ok(())
                 })
             }),
@@ -123,7 +126,7 @@ fn main() -> ExitCode {
             "deb73" if rest.is_empty() => setup::host_tools()
                 .and_then(|()| deb73::ensure())
                 .and_then(|k| {
-                    let ko = deb73::build_module(&k)?;
+                    let ko = deb73::build_module(&k, kernel::Variant::Production)?;
                     eprintln!(
                         "==> {} for {} (package {}), boot image {}",
                         ko.display(),

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::kernel::{build_kmod, ensure_kernel, Arch};
+use crate::kernel::{build_kmod, ensure_kernel, Arch, Variant};
 use crate::reports::KERNEL_REPORTS;
 use crate::run::{cargo, fail, step, workspace_root, StepResult};
 use crate::setup;
@@ -26,6 +26,13 @@ const EDU_DEVICES: usize = 2;
 
 /// The test guests' vCPUs (the host has 2 cores).
 const TEST_CPUS: u32 = 2;
+
+/// Both modules a guest gets: the tests load the test variant, and check the production one
+/// has no test code and serves what it should.
+pub(crate) struct Modules {
+    pub(crate) test: PathBuf,
+    pub(crate) production: PathBuf,
+}
 
 /// What goes into a guest besides the module.
 struct GuestBinaries {
@@ -96,13 +103,14 @@ fn copy(from: &Path, to: &Path) -> StepResult {
 }
 
 /// Pack busybox, /init, the module and the binaries into a gzipped newc cpio.
-fn initramfs(arch: Arch, ko: &Path, bins: &GuestBinaries) -> StepResult<PathBuf> {
+fn initramfs(arch: Arch, kos: &Modules, bins: &GuestBinaries) -> StepResult<PathBuf> {
     let dir = workspace_root().join("target/vm").join(arch.name());
     pack_initramfs(
         arch,
         &dir,
         &[
-            (ko, "hdp_flush.ko"),
+            (&kos.test, Variant::Test.guest_name()),
+            (&kos.production, Variant::Production.guest_name()),
             (&bins.tests, "hdpflush-guest-tests"),
             (&bins.cli, "hdpflush"),
             (&bins.c_program, "flush_gpus"),
@@ -226,9 +234,12 @@ pub(crate) fn boot_and_judge(
     console: &str,
 ) -> StepResult<Booted> {
     let kernel = ensure_kernel(arch)?;
-    let ko = build_kmod(&kernel)?;
+    let kos = Modules {
+        test: build_kmod(&kernel, Variant::Test)?,
+        production: build_kmod(&kernel, Variant::Production)?,
+    };
     let bins = guest_binaries(arch)?;
-    let initrd = initramfs(arch, &ko, &bins)?;
+    let initrd = initramfs(arch, &kos, &bins)?;
     let cmd = qemu(arch, &kernel.image, &initrd, kernel_args, cpus);
     eprintln!(
         "==> {name}: {} (timeout {timeout} s)",
@@ -264,11 +275,13 @@ pub fn vm_test(arch: Arch) -> StepResult {
 /// with the module built for it and the x86_64 guest binaries, and run the guest tests.
 pub fn vm_test_deb73(k: &crate::deb73::DebKernel) -> StepResult {
     let name = format!("vm-test {} (Debian's kernel package)", k.release);
-    let ko = crate::deb73::build_module(k)?;
+    let test = crate::deb73::build_module(k, Variant::Test)?;
+    let production = crate::deb73::build_module(k, Variant::Production)?;
     let bins = guest_binaries(Arch::X86_64)?;
     let dir = workspace_root().join("target/vm/deb73");
     let mut files: Vec<(&Path, String)> = vec![
-        (&ko, "hdp_flush.ko".to_owned()),
+        (&test, Variant::Test.guest_name().to_owned()),
+        (&production, Variant::Production.guest_name().to_owned()),
         (&bins.tests, "hdpflush-guest-tests".to_owned()),
         (&bins.cli, "hdpflush".to_owned()),
         (&bins.c_program, "flush_gpus".to_owned()),

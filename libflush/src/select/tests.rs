@@ -23,6 +23,7 @@ fn device(index: u32, backend: u32, at: Option<&str>) -> ModuleDevice {
         pci: at.map(pci),
         name: at.map_or_else(|| format!("sim{index}"), str::to_owned),
         revoked: false,
+        offline: false,
     }
 }
 

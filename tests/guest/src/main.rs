@@ -26,6 +26,13 @@ mod evidence;
 mod fuzz;
 mod reports;
 mod runner;
+mod worst_day;
+use worst_day::{
+    a_caller_blocked_behind_a_stuck_flush_can_be_killed,
+    a_device_that_reads_all_ones_is_latched_dead_then_found_again,
+    a_frozen_pci_channel_is_refused_untouched, the_production_module_has_no_test_code,
+    unbind_and_bind_again_reattaches_without_a_reload,
+};
 
 use runner::{Test, TestResult};
 
@@ -1927,6 +1934,11 @@ macro_rules! tests {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(worst_day::BLOCKED_FLUSHER) {
+        let index = args.get(3).and_then(|i| i.parse().ok()).unwrap_or(0);
+        worst_day::blocked_flusher(args.get(2).map_or("ioctl", String::as_str), index);
+    }
     if std::env::args().nth(1).as_deref() == Some(WITHOUT_SYS_ADMIN) {
         match without_cap_sys_admin() {
             Ok(()) => std::process::exit(0),
@@ -1974,6 +1986,11 @@ fn main() {
         hdpflush_bench_runs_ioctl_and_uring_in_the_guest,
         backend_errors_reach_ioctl_and_uring_callers_and_are_counted,
         an_io_uring_batch_shares_one_hardware_flush,
+        a_device_that_reads_all_ones_is_latched_dead_then_found_again,
+        a_frozen_pci_channel_is_refused_untouched,
+        a_caller_blocked_behind_a_stuck_flush_can_be_killed,
+        unbind_and_bind_again_reattaches_without_a_reload,
+        the_production_module_has_no_test_code,
         hot_removing_a_device_under_load_revokes_it_cleanly,
         unbinding_a_devices_driver_under_load_revokes_it,
         a_device_removed_while_the_module_loads_is_never_served,
