@@ -60,6 +60,7 @@ use backend::{Amdgpu, AnyBackend, Backend, Ident, NotServed, AMDGPU_DRIVER};
 use backend::{PciTest, Sim};
 use coalesce::{Arrival, Coalescer, FlushLock, Issue, Killed, Request, State};
 use kernel::error::Error;
+use kernel::sync::Arc;
 use params::AmdgpuDevice;
 use sys::{
     BoundDevice, KillableMutex, LockClass, MiscDevice, MiscHandler, PciBusNotifier, PciDev,
@@ -288,9 +289,25 @@ struct UringTask {
     arrived: Arrival,
 }
 
-/// The device list behind `/dev/hdp_flush`; fixed after module init.
+/// The devices the module serves; the list is fixed after module init (a device that goes is
+/// revoked in place, and may come back).
 struct HdpFlush {
     devices: KVec<Device>,
+}
+
+/// What one device node reaches.
+#[derive(Clone, Copy)]
+enum Scope {
+    /// Every device, by its module index: `/dev/hdp_flush/all`, for administrators.
+    All,
+    /// One device, as index 0: `/dev/hdp_flush/<name>`, what a container is given for its GPU.
+    One(u32),
+}
+
+/// The handler of one device node: the shared device list, seen through its scope.
+struct Node {
+    shared: Arc<HdpFlush>,
+    scope: Scope,
 }
 
 /// `name` up to its first NUL, for messages.
@@ -300,6 +317,7 @@ pub(crate) fn name_str(name: &[u8]) -> &str {
 }
 
 impl HdpFlush {
+    /// Device `index` of the module.
     fn device(&self, index: u32) -> Result<&Device> {
         let count = self.devices.len();
         let index = index as usize;
@@ -311,12 +329,31 @@ impl HdpFlush {
             .get(sys::array_index_nospec(index, count))
             .ok_or(ENODEV)
     }
+}
+
+impl Node {
+    /// How many devices requests on this node can name.
+    fn count(&self) -> u32 {
+        match self.scope {
+            Scope::All => self.shared.devices.len() as u32,
+            Scope::One(_) => 1,
+        }
+    }
+
+    /// Device `index` as this node numbers them: only 0, its own device, on a device's node.
+    fn device(&self, index: u32) -> Result<&Device> {
+        match self.scope {
+            Scope::All => self.shared.device(index),
+            Scope::One(own) if index == 0 => self.shared.device(own),
+            Scope::One(_) => Err(ENODEV),
+        }
+    }
 
     fn version(&self) -> HdpFlushVersion {
         HdpFlushVersion {
             api_major: HDP_FLUSH_API_MAJOR,
             api_minor: HDP_FLUSH_API_MINOR,
-            num_devices: self.devices.len() as u32,
+            num_devices: self.count(),
             page_size: kernel::page::PAGE_SIZE as u32,
             features: HDP_FLUSH_FEAT_URING_CMD | HDP_FLUSH_FEAT_COALESCE,
             reserved: [0; 2],
@@ -447,7 +484,7 @@ fn write_arg<T: AsBytes>(arg: &UserSlicer, value: &T) -> Result {
     arg.slice(size_of::<T>()).writer().write(value)
 }
 
-impl MiscHandler for HdpFlush {
+impl MiscHandler for Node {
     fn ioctl(&self, cmd: u32, arg: UserSlicer) -> Result<i64> {
         match cmd {
             HDP_FLUSH_IOC_VERSION => write_arg(&arg, &self.version())?,
@@ -686,10 +723,45 @@ fn discover() -> Result<KVec<Device>> {
     Ok(devices)
 }
 
+/// Register the device node of `scope`, `/dev/hdp_flush/<node>`, with `mode`.
+fn add_node(
+    nodes: &mut KVec<Pin<KBox<MiscDevice<Node>>>>,
+    shared: &Arc<HdpFlush>,
+    scope: Scope,
+    node: &str,
+    mode: u16,
+    module: &'static ThisModule,
+) -> Result {
+    let mut name = [0u8; sys::MISC_NAME_LEN];
+    let mut path = [0u8; sys::MISC_NAME_LEN];
+    let name = join(&mut name, "hdp_flush_", node)?;
+    let path = join(&mut path, "hdp_flush/", node)?;
+    let dev = MiscDevice::new(Node {
+        shared: shared.clone(),
+        scope,
+    })?;
+    dev.as_ref().register(name, path, mode, module)?;
+    nodes.push(dev, GFP_KERNEL)?;
+    Ok(())
+}
+
+/// `a` then `b` in `buf`.
+fn join<'a>(buf: &'a mut [u8], a: &str, b: &str) -> Result<&'a str> {
+    let len = a.len() + b.len();
+    if len > buf.len() {
+        return Err(EINVAL);
+    }
+    buf[..a.len()].copy_from_slice(a.as_bytes());
+    buf[a.len()..len].copy_from_slice(b.as_bytes());
+    core::str::from_utf8(&buf[..len]).map_err(|_| EINVAL)
+}
+
 struct HdpFlushModule {
-    // Drops first: no bus event reaches the handler once the device goes.
+    // Fields drop in order. First the notifier: no bus event reaches the devices once it goes.
+    // Then the nodes: no file is open (each pins the module). Then the devices.
     _events: Pin<KBox<PciBusNotifier<HdpFlush>>>,
-    _dev: Pin<KBox<MiscDevice<HdpFlush>>>,
+    _nodes: KVec<Pin<KBox<MiscDevice<Node>>>>,
+    _shared: Arc<HdpFlush>,
 }
 
 impl kernel::Module for HdpFlushModule {
@@ -697,7 +769,7 @@ impl kernel::Module for HdpFlushModule {
         check_params()?;
         let devices = discover()?;
         let count = devices.len();
-        let dev = MiscDevice::new(HdpFlush { devices })?;
+        let shared = Arc::new(HdpFlush { devices }, GFP_KERNEL)?;
         #[cfg(hdp_test)]
         if test_load_pause_ms.get() > 0 {
             // Widens the window the check below closes, so a test can remove a device in it.
@@ -708,15 +780,29 @@ impl kernel::Module for HdpFlushModule {
             sys::msleep(test_load_pause_ms.get());
         }
         // Listen for removals and unbinds before anyone can reach a device, then drop what
-        // went before we listened; only then publish /dev/hdp_flush.
-        // SAFETY: the handler lives in `dev`, pinned in its box, which this module value owns
-        // and drops after the notifier (a field declared after it; on an error below, a local
-        // declared after it).
-        let events = unsafe { PciBusNotifier::register(dev.handler()) }?;
-        dev.handler().revoke_gone_before_listening();
-        dev.as_ref().register(c_str!("hdp_flush"), 0o660, module)?;
+        // went before we listened; only then publish the nodes.
+        // SAFETY: the devices live in `shared`'s allocation, which does not move and which
+        // this module value keeps (a field declared after the notifier, so dropped after it;
+        // on an error below, a local declared before it, so dropped after it).
+        let events = unsafe { PciBusNotifier::register(&*shared) }?;
+        shared.revoke_gone_before_listening();
+        // One node per device, for a container given that device (index 0 there); one for
+        // every device, by module index, for administrators only.
+        let mut nodes = KVec::new();
+        add_node(&mut nodes, &shared, Scope::All, "all", 0o600, module)?;
+        for (index, dev) in shared.devices.iter().enumerate() {
+            let node = name_str(&dev.ident.name);
+            add_node(
+                &mut nodes,
+                &shared,
+                Scope::One(index as u32),
+                node,
+                0o660,
+                module,
+            )?;
+        }
         pr_info!(
-            "/dev/hdp_flush ready: uAPI {}.{}, {} device(s), PAGE_SIZE {}\n",
+            "/dev/hdp_flush/ ready: uAPI {}.{}, {} device(s) with a node each, and all; PAGE_SIZE {}\n",
             HDP_FLUSH_API_MAJOR,
             HDP_FLUSH_API_MINOR,
             count,
@@ -724,7 +810,8 @@ impl kernel::Module for HdpFlushModule {
         );
         Ok(Self {
             _events: events,
-            _dev: dev,
+            _nodes: nodes,
+            _shared: shared,
         })
     }
 }

@@ -87,6 +87,9 @@ pub struct UringCmd {
     pub req: HdpFlushRequest,
 }
 
+/// Room for a misc device's name and its node's name, NUL included.
+pub const MISC_NAME_LEN: usize = 48;
+
 /// Bytes of `io_uring_cmd.pdu`, a driver's per-command scratch space.
 const PDU_LEN: usize = 32;
 
@@ -111,6 +114,9 @@ pub struct MiscDevice<T: MiscHandler> {
     misc: Opaque<bindings::miscdevice>,
     #[pin]
     fops: Opaque<bindings::file_operations>,
+    /// The device's name and its node's name under /dev, NUL-terminated; the kernel keeps
+    /// pointers to both while the device is registered.
+    names: UnsafeCell<[[u8; MISC_NAME_LEN]; 2]>,
     handler: T,
     registered: AtomicBool,
     #[pin]
@@ -132,6 +138,7 @@ impl<T: MiscHandler> MiscDevice<T> {
             pin_init!(Self {
                 misc <- Opaque::ffi_init(|_| {}),
                 fops <- Opaque::ffi_init(|_| {}),
+                names: UnsafeCell::new([[0; MISC_NAME_LEN]; 2]),
                 handler,
                 registered: AtomicBool::new(false),
                 _pin: PhantomPinned,
@@ -140,26 +147,36 @@ impl<T: MiscHandler> MiscDevice<T> {
         )
     }
 
-    /// Register `/dev/<name>` with `mode`, owned by `module` (so an open file pins the module
-    /// and `rmmod` is refused while any file, or an io_uring holding one, is open). Once only:
-    /// a second call fails with EBUSY.
+    /// Register the device `name` (in /sys/class/misc) as `/dev/<node>` with `mode`, owned by
+    /// `module` (so an open file pins the module and `rmmod` is refused while any file, or an
+    /// io_uring holding one, is open). `node` may name a subdirectory. Once only: a second call
+    /// fails with EBUSY; a name of [`MISC_NAME_LEN`] bytes or more, or with a NUL, is EINVAL.
     pub fn register(
         self: Pin<&Self>,
-        name: &'static CStr,
+        name: &str,
+        node: &str,
         mode: u16,
         module: &'static ThisModule,
     ) -> Result {
+        let fits = |s: &str| s.len() < MISC_NAME_LEN && !s.as_bytes().contains(&0);
+        if !fits(name) || !fits(node) {
+            return Err(EINVAL);
+        }
         if self.registered.swap(true, Ordering::AcqRel) {
             return Err(EBUSY);
         }
         let fops = self.fops.get();
         let misc = self.misc.get();
+        let names = self.names.get();
         // SAFETY: `fops` and `misc` point at our own pinned structures, which nothing else
         // reads yet (they are published by misc_register below, and `registered` makes this
         // the only writer); zero is a valid value for every field of both C structs.
         unsafe {
             fops.write_bytes(0, 1);
             misc.write_bytes(0, 1);
+            // Zero-filled at creation and written only here: NUL-terminated (checked above).
+            (*names)[0][..name.len()].copy_from_slice(name.as_bytes());
+            (*names)[1][..node.len()].copy_from_slice(node.as_bytes());
             (*fops).owner = module.as_ptr().cast();
             (*fops).unlocked_ioctl = Some(Self::ioctl_trampoline);
             // 32-bit callers: the same structs (fixed-width, no pointers inside), the argument
@@ -170,7 +187,8 @@ impl<T: MiscHandler> MiscDevice<T> {
             }
             (*fops).uring_cmd = Some(Self::uring_cmd_trampoline);
             (*misc).minor = bindings::MISC_DYNAMIC_MINOR as c_int;
-            (*misc).name = name.as_char_ptr();
+            (*misc).name = (*names)[0].as_ptr().cast();
+            (*misc).nodename = (*names)[1].as_ptr().cast();
             (*misc).fops = fops;
             (*misc).mode = mode;
         }

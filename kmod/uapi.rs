@@ -22,8 +22,12 @@ pub const HDP_FLUSH_API_MAJOR: u32 = 1;
 /// Minor version: bumped when commands or flags are added compatibly.
 pub const HDP_FLUSH_API_MINOR: u32 = 2;
 
-/// Where the misc device appears.
-pub const HDP_FLUSH_DEVICE_PATH: &str = "/dev/hdp_flush";
+/// The directory of the module's device nodes (uAPI 1.2): one per served device, named as
+/// DEVICE_INFO names it (`0000:03:00.0`, `sim0`), on which that device is index 0 and the only
+/// one; and [`HDP_FLUSH_DEVICE_PATH`].
+pub const HDP_FLUSH_NODE_DIR: &str = "/dev/hdp_flush";
+/// The node that reaches every device by its module index, for administrators (mode 0600).
+pub const HDP_FLUSH_DEVICE_PATH: &str = "/dev/hdp_flush/all";
 
 /// ioctl type byte ('H' for HDP); our numbers use the range 0xA0-0xAF of it.
 pub const HDP_FLUSH_IOC_MAGIC: u32 = b'H' as u32;

@@ -12,6 +12,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::Arc;
 
+use libflush::device::HdpFlushDevice;
 use libflush::measure::floors::{IoctlFloor, UringNopFloor};
 use libflush::select::STRATEGY_ENV;
 use libflush::strategy::{Backing, BackingKind};
@@ -235,15 +236,18 @@ fn cases_for(kind: StrategyKind, args: &BenchArgs) -> libflush::Result<Vec<Case>
     let unavailable = |e: Error| e.unavailable_for(kind);
     match kind {
         StrategyKind::Ioctl => {
-            let probe = Ioctl::open(0, Completion::Completed).map_err(unavailable)?;
+            // The first device's own node, as a runtime's flusher for it goes (index 0 there).
+            let dev = libflush::first_module_device(kind)?;
+            let open = |completion| Ioctl::on_device(dev.try_clone()?, 0, completion);
+            let probe = open(Completion::Completed).map_err(unavailable)?;
             let backing = probe.backing();
-            let floor = Ioctl::open(0, Completion::Completed)?;
+            let floor = open(Completion::Completed)?;
             let mut cases = vec![Case::single(
                 "reference",
                 "ioctl NOP, kernel-entry floor".into(),
                 Backing::new(
                     BackingKind::HostKernel,
-                    "ioctl NOP on /dev/hdp_flush: this kernel's entry into the module, no flush",
+                    "ioctl NOP on the device's node: this kernel's entry into the module, no flush",
                 ),
                 1,
                 Box::new(move || floor.device().nop()),
@@ -253,7 +257,7 @@ fn cases_for(kind: StrategyKind, args: &BenchArgs) -> libflush::Result<Vec<Case>
                     let name = completion.name();
                     let ops = (0..threads)
                         .map(|_| {
-                            let f = Ioctl::open(0, completion)?;
+                            let f = open(completion)?;
                             Ok(Box::new(move || f.flush()) as Op)
                         })
                         .collect::<libflush::Result<Vec<Op>>>()?;
@@ -263,7 +267,7 @@ fn cases_for(kind: StrategyKind, args: &BenchArgs) -> libflush::Result<Vec<Case>
                         backing: backing.clone(),
                         batch: 1,
                         ops,
-                        counters: Some(device0_counters()?),
+                        counters: Some(device0_counters(&dev)?),
                         enters: None,
                     });
                 }
@@ -271,16 +275,20 @@ fn cases_for(kind: StrategyKind, args: &BenchArgs) -> libflush::Result<Vec<Case>
             Ok(cases)
         }
         StrategyKind::Uring => {
-            let backing = Ioctl::open(0, Completion::Completed)
+            let dev = libflush::first_module_device(kind)?;
+            let backing = Ioctl::on_device(dev.try_clone()?, 0, Completion::Completed)
                 .map_err(unavailable)?
                 .backing();
             let mut cases = Vec::new();
             // What io_uring's URING_CMD path costs before the module flushes anything.
             for &batch in &args.batches {
-                let ring = Uring::open(UringConfig {
-                    entries: batch.next_power_of_two(),
-                    ..UringConfig::default()
-                })
+                let ring = Uring::on_device(
+                    dev.try_clone()?,
+                    UringConfig {
+                        entries: batch.next_power_of_two(),
+                        ..UringConfig::default()
+                    },
+                )
                 .map_err(unavailable)?;
                 let n = batch as usize;
                 cases.push(Case::single(
@@ -288,7 +296,7 @@ fn cases_for(kind: StrategyKind, args: &BenchArgs) -> libflush::Result<Vec<Case>
                     format!("URING_CMD NOP batch {batch}"),
                     Backing::new(
                         BackingKind::HostKernel,
-                        "URING_CMD NOP on /dev/hdp_flush: io_uring's command path into the module, no flush",
+                        "URING_CMD NOP on the device's node: io_uring's command path into the module, no flush",
                     ),
                     n,
                     Box::new(move || ring.nop_batch(n)),
@@ -307,11 +315,14 @@ fn cases_for(kind: StrategyKind, args: &BenchArgs) -> libflush::Result<Vec<Case>
                         let mut rings = Vec::new();
                         for _ in 0..threads {
                             let ring = Arc::new(
-                                Uring::open(UringConfig {
-                                    entries: batch.next_power_of_two(),
-                                    sqpoll_idle_ms: sq,
-                                    ..UringConfig::default()
-                                })
+                                Uring::on_device(
+                                    dev.try_clone()?,
+                                    UringConfig {
+                                        entries: batch.next_power_of_two(),
+                                        sqpoll_idle_ms: sq,
+                                        ..UringConfig::default()
+                                    },
+                                )
                                 .map_err(unavailable)?,
                             );
                             rings.push(Arc::clone(&ring));
@@ -329,7 +340,7 @@ fn cases_for(kind: StrategyKind, args: &BenchArgs) -> libflush::Result<Vec<Case>
                             backing: backing.clone(),
                             batch: n,
                             ops,
-                            counters: Some(device0_counters()?),
+                            counters: Some(device0_counters(&dev)?),
                             enters: Some(Box::new(move || {
                                 rings.iter().map(|r| r.io_uring_enters()).sum()
                             })),
@@ -362,11 +373,11 @@ fn with_threads(variant: String, threads: u32) -> String {
     }
 }
 
-/// Device 0's STATS counters, through a handle of its own.
-fn device0_counters() -> libflush::Result<Counters> {
-    let handle = Ioctl::open(0, Completion::Completed)?;
+/// The benchmarked device's STATS counters, through a handle of its own on its node.
+fn device0_counters(dev: &HdpFlushDevice) -> libflush::Result<Counters> {
+    let handle = dev.try_clone()?;
     Ok(Box::new(move || {
-        let s = handle.device().stats(0, 0)?;
+        let s = handle.stats(0, 0)?;
         Ok((s.flush_requests, s.hw_flushes))
     }))
 }

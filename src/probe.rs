@@ -70,11 +70,13 @@ fn render(report: &Report) -> String {
             api_minor,
             page_size,
             uring_cmd,
+            whole,
             devices,
         } => {
             line(format!(
-                "hdp_flush module loaded, uAPI {api_major}.{api_minor}, {} device(s), kernel PAGE_SIZE {page_size}, io_uring {}",
+                "hdp_flush module loaded, uAPI {api_major}.{api_minor}, {} device(s){}, kernel PAGE_SIZE {page_size}, io_uring {}",
                 devices.len(),
+                if *whole { "" } else { " whose own nodes this process may open (not the administrators' /dev/hdp_flush/all)" },
                 if *uring_cmd { "yes" } else { "no" }
             ));
             for d in devices {

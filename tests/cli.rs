@@ -102,7 +102,7 @@ fn probe_never_issues_the_kfd_flush_whatever_kfd_reports_named_or_not() {
 
 /// The device only exists inside our QEMU guests; on a host it must be reported missing.
 fn device_present() -> bool {
-    Path::new("/dev/hdp_flush").exists()
+    Path::new(libflush::uapi::HDP_FLUSH_DEVICE_PATH).exists()
 }
 
 #[test]

@@ -30,7 +30,11 @@
 
 #define HDP_FLUSH_API_MAJOR 1
 #define HDP_FLUSH_API_MINOR 2
-#define HDP_FLUSH_DEVICE_PATH "/dev/hdp_flush"
+/* 1.2: one node per device, HDP_FLUSH_NODE_DIR "/<name>" (name as DEVICE_INFO gives it,
+ * "0000:03:00.0"), on which that device is index 0 and the only one; and "all", every device
+ * by its module index, for administrators. */
+#define HDP_FLUSH_NODE_DIR "/dev/hdp_flush"
+#define HDP_FLUSH_DEVICE_PATH "/dev/hdp_flush/all"
 #define HDP_FLUSH_IOC_MAGIC 'H'
 
 /* FLUSH flags */

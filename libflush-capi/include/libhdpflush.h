@@ -131,7 +131,9 @@ int hdpflush_open_pci(const char *pci_address, const struct hdpflush_open_option
 int hdpflush_open_gpu_id(uint32_t kfd_gpu_id, const struct hdpflush_open_options *opts,
                          hdpflush_gpu **out); /* KFD topology gpu_id */
 int hdpflush_open_index(uint32_t module_index, const struct hdpflush_open_options *opts,
-                        hdpflush_gpu **out); /* hdp_flush module device index */
+                        hdpflush_gpu **out); /* hdp_flush module device index: needs
+                                              * /dev/hdp_flush/all (root's); others name
+                                              * GPUs by PCI address or gpu_id */
 
 /* hdpflush_gpu_flush() flags; 0: as opened (completed unless HDPFLUSH_OPEN_POSTED). */
 #define HDPFLUSH_FLUSH_POSTED (1u << 0)    /* return once ordered before later stores */

@@ -63,7 +63,7 @@ fn run(args: &[&str], strategy: Option<&str>) -> (Output, String) {
 }
 
 fn module_loaded() -> bool {
-    Path::new("/dev/hdp_flush").exists()
+    Path::new(libflush::uapi::HDP_FLUSH_DEVICE_PATH).exists()
 }
 
 fn errno(e: nix::errno::Errno) -> i32 {

@@ -31,6 +31,9 @@ pub struct ModuleDevice {
     /// Offline (uAPI 1.2): its PCI channel is offline or it answered all ones; the module
     /// answers EIO without touching it until it answers again.
     pub offline: bool,
+    /// Its own node (uAPI 1.2), `/dev/hdp_flush/<name>`, on which it is index 0 and alone: what
+    /// a container is given for one GPU, and what flushers for it open.
+    pub node: PathBuf,
 }
 
 impl ModuleDevice {
@@ -167,25 +170,48 @@ impl HdpFlushDevice {
         Ok(info)
     }
 
-    /// Every device the module serves.
+    /// Device `index` as DEVICE_INFO describes it.
+    pub fn module_device(&self, index: u32) -> Result<ModuleDevice> {
+        let info = self.device_info(index)?;
+        let pci = match info.backend {
+            uapi::HDP_FLUSH_BACKEND_SIM => None,
+            _ => Some(PciAddress::from_bdf(info.pci_domain, info.pci_bdf)?),
+        };
+        let name = device_name(&info);
+        Ok(ModuleDevice {
+            index,
+            backend: info.backend,
+            pci,
+            node: node_path(&name),
+            name,
+            revoked: info.flags & uapi::HDP_FLUSH_DEVICE_F_REVOKED != 0,
+            offline: info.flags & uapi::HDP_FLUSH_DEVICE_F_OFFLINE != 0,
+        })
+    }
+
+    /// Every device the node reaches (one, on a device's own node).
     pub fn devices(&self) -> Result<Vec<ModuleDevice>> {
         (0..self.version.num_devices)
-            .map(|index| {
-                let info = self.device_info(index)?;
-                let pci = match info.backend {
-                    uapi::HDP_FLUSH_BACKEND_SIM => None,
-                    _ => Some(PciAddress::from_bdf(info.pci_domain, info.pci_bdf)?),
-                };
-                Ok(ModuleDevice {
-                    index,
-                    backend: info.backend,
-                    pci,
-                    name: device_name(&info),
-                    revoked: info.flags & uapi::HDP_FLUSH_DEVICE_F_REVOKED != 0,
-                    offline: info.flags & uapi::HDP_FLUSH_DEVICE_F_OFFLINE != 0,
-                })
-            })
+            .map(|index| self.module_device(index))
             .collect()
+    }
+
+    /// Open `device`'s own node, on which it is index 0 and the only device, and check that
+    /// the node serves that very device.
+    pub fn open_own(device: &ModuleDevice) -> Result<Self> {
+        let dev = Self::open(&device.node)?;
+        let found = dev.module_device(0)?;
+        let same = dev.version.num_devices == 1
+            && (found.backend, found.pci, &found.name)
+                == (device.backend, device.pci, &device.name);
+        if !same {
+            return Err(Error::WrongNode {
+                path: device.node.display().to_string(),
+                expected: device.describe(),
+                found: found.describe(),
+            });
+        }
+        Ok(dev)
     }
 
     /// FLUSH device `index` with `flags` (`HDP_FLUSH_F_*`).
@@ -214,6 +240,47 @@ impl HdpFlushDevice {
         unsafe { ioctls::stats(self.file.as_raw_fd(), &mut stats) }
             .map_err(|e| Error::os(self.what(), "STATS ioctl", e))?;
         Ok(stats)
+    }
+}
+
+/// Device `name`'s own node.
+pub fn node_path(name: &str) -> PathBuf {
+    Path::new(uapi::HDP_FLUSH_NODE_DIR).join(name)
+}
+
+/// The devices whose own nodes (in [`uapi::HDP_FLUSH_NODE_DIR`]) this process may open, each
+/// listed as index 0 of its node, with the VERSION of one of them; what a process sees that
+/// may not open the administrators' node (a container given one GPU). Nodes it may not open
+/// are left out; `Err` if it may open none, saying why.
+pub fn device_nodes() -> Result<(HdpFlushVersion, Vec<ModuleDevice>)> {
+    let dir = Path::new(uapi::HDP_FLUSH_NODE_DIR);
+    let entries = std::fs::read_dir(dir).map_err(|e| open_error(&dir.display().to_string(), &e))?;
+    let mut names: Vec<String> = entries
+        .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n != "all")
+        .collect();
+    names.sort();
+    let mut version = None;
+    let mut devices = Vec::new();
+    let mut last_error = None;
+    for name in names {
+        let opened = HdpFlushDevice::open(&node_path(&name)).and_then(|d| {
+            let device = d.module_device(0)?;
+            Ok((d.version, device))
+        });
+        match opened {
+            Ok((v, device)) => {
+                version.get_or_insert(v);
+                devices.push(device);
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    match version {
+        Some(v) => Ok((v, devices)),
+        None => Err(last_error.unwrap_or(Error::DeviceMissing {
+            path: dir.display().to_string(),
+        })),
     }
 }
 

@@ -39,7 +39,7 @@ pub enum Error {
     },
 
     /// The device exists but this user may not open it.
-    #[error("{path}: permission denied; the device is mode 0660: run as root or add this user to the device's group")]
+    #[error("{path}: permission denied; a GPU's node (/dev/hdp_flush/<pci address>) is mode 0660, group render with the udev rule, and /dev/hdp_flush/all is root's: add this user to the node's group, or give a container its GPU's node")]
     PermissionDenied {
         /// The device path tried.
         path: String,
@@ -57,6 +57,17 @@ pub enum Error {
     },
 
     /// A device index the module does not serve.
+    /// A device's own node serves another device than the listing said (a node name reused
+    /// after a reload, or a file that is not the module's).
+    #[error("{path} is not the node of {expected}: it serves {found}")]
+    WrongNode {
+        /// The node.
+        path: String,
+        /// The device it should serve.
+        expected: String,
+        /// What it serves.
+        found: String,
+    },
     #[error("{path}: no device {index} (the module serves {count})")]
     NoSuchDevice {
         /// The device path.
@@ -172,6 +183,7 @@ impl Error {
             Self::PermissionDenied { .. } => Errno::EACCES,
             Self::VersionMismatch { .. } => Errno::EPROTO,
             Self::NoSuchDevice { .. }
+            | Self::WrongNode { .. }
             | Self::Unavailable { .. }
             | Self::GpuNotFound { .. }
             | Self::NoProcessGpu { .. }

@@ -46,7 +46,7 @@ pub mod strategy;
 
 pub use error::{Error, Result};
 pub use gpu::{GpuSelector, PciAddress};
-pub use measure::{open_for_bench, open_mapped, Availability};
+pub use measure::{first_module_device, open_for_bench, open_mapped, Availability};
 pub use multi_gpu::flush_gpus;
 pub use probe::{probe, Probe};
 pub use region::{page_size, Bar, MappedRegion};

@@ -355,6 +355,19 @@ pub fn install_test(k: &DebKernel) -> StepResult {
             format!("the installed module's vermagic is `{vermagic}`, not {rel}'s"),
         ));
     }
+    // What a user installs is the production module: its one parameter, none of the tests'.
+    let parms = root_line(
+        &k.root,
+        &format!(
+            "modinfo -F parm /lib/modules/{rel}/updates/hdp_flush.ko | cut -d: -f1 | tr '\\n' ' '"
+        ),
+    )?;
+    if parms.trim() != "amdgpu_devices" {
+        return Err(fail(
+            "install-running",
+            format!("the installed module's parameters are `{parms}`, not the production module's `amdgpu_devices` alone"),
+        ));
+    }
     let rule = k.root.join("etc/udev/rules.d/70-hdp-flush.rules");
     if !rule.exists() {
         return Err(fail(
@@ -372,7 +385,7 @@ pub fn install_test(k: &DebKernel) -> StepResult {
             format!("depmod did not list the module in {}", deps.display()),
         ));
     }
-    eprintln!("==> install-running for {rel}: installed, vermagic `{vermagic}`, udev rule and depmod in place");
+    eprintln!("==> install-running for {rel}: installed, vermagic `{vermagic}`, parameters `{}` (the production module), udev rule and depmod in place", parms.trim());
     Ok(())
 }
 

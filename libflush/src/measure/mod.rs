@@ -7,11 +7,12 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::device::HdpFlushDevice;
 use crate::select::KmodStatus;
 use crate::strategy::{Backing, BackingKind, Completion};
 use crate::{
-    uapi, DummyPage, Error, Flush, Ioctl, Legacy, MappedRegion, MmioRemap, Result, Sim,
-    StrategyKind, Uring, UringConfig,
+    DummyPage, Error, Flush, Ioctl, Legacy, MappedRegion, MmioRemap, Result, Sim, StrategyKind,
+    Uring, UringConfig,
 };
 
 /// Whether `hdpflush bench` can measure a strategy here.
@@ -79,11 +80,11 @@ pub fn availability(
                         reason: "the loaded hdp_flush module does not serve URING_CMD".into(),
                     }
                 }
-                KmodStatus::Loaded { devices, .. } => match devices.first() {
+                KmodStatus::Loaded { devices, .. } => match devices.iter().find(|d| !d.revoked) {
                     Some(d) => Availability::Ready {
                         backing: Backing::new(
                             d.backing_kind(),
-                            format!("{} device {}", uapi::HDP_FLUSH_DEVICE_PATH, d.describe()),
+                            format!("{} ({})", d.node.display(), d.describe()),
                         ),
                     },
                     None => Availability::Unavailable {
@@ -116,9 +117,9 @@ pub fn availability(
     Availability::StandIn { reason }
 }
 
-/// Open `kind` for benchmarking: the kernel strategies on the module's device 0, the mapping
-/// strategies on anonymous memory standing in for the mapping (labelled as such), `sim` on its
-/// model.
+/// Open `kind` for benchmarking: the kernel strategies on the first device the module serves
+/// (through its own node, as a runtime's flusher goes), the mapping strategies on anonymous
+/// memory standing in for the mapping (labelled as such), `sim` on its model.
 pub fn open_for_bench(kind: StrategyKind) -> Result<Box<dyn Flush>> {
     let unavailable = |e: Error| e.unavailable_for(kind);
     let page_size = crate::page_size();
@@ -142,11 +143,32 @@ pub fn open_for_bench(kind: StrategyKind) -> Result<Box<dyn Flush>> {
             reason: "bench times no GPU through KFD; open one with open_gpu".into(),
         }),
         StrategyKind::Ioctl => Ok(Box::new(
-            Ioctl::open(0, Completion::Completed).map_err(unavailable)?,
+            Ioctl::on_device(first_module_device(kind)?, 0, Completion::Completed)
+                .map_err(unavailable)?,
         )),
         StrategyKind::Uring => Ok(Box::new(
-            Uring::open(UringConfig::default()).map_err(unavailable)?,
+            Uring::on_device(first_module_device(kind)?, UringConfig::default())
+                .map_err(unavailable)?,
         )),
+    }
+}
+
+/// The own node of the first device the module serves and this process may reach: where
+/// `kind` (ioctl or uring) is benchmarked, as index 0.
+pub fn first_module_device(kind: StrategyKind) -> Result<HdpFlushDevice> {
+    let unavailable = |reason: String| Error::Unavailable {
+        strategy: kind,
+        reason,
+    };
+    match KmodStatus::look() {
+        KmodStatus::Absent { reason } => Err(unavailable(reason)),
+        KmodStatus::Loaded { devices, .. } => {
+            let first = devices
+                .iter()
+                .find(|d| !d.revoked)
+                .ok_or_else(|| unavailable("the hdp_flush module serves no device".into()))?;
+            HdpFlushDevice::open_own(first).map_err(|e| e.unavailable_for(kind))
+        }
     }
 }
 

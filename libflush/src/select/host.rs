@@ -3,10 +3,11 @@
 
 use serde::Serialize;
 
-use crate::device::{HdpFlushDevice, ModuleDevice};
+use crate::device::{device_nodes, HdpFlushDevice, ModuleDevice};
 use crate::gpu::{PciAddress, Sysfs};
 use crate::strategy::BackingKind;
-use crate::{uapi, Result};
+use crate::uapi::{self, HdpFlushVersion};
+use crate::{Error, Result};
 
 /// The `hdp_flush` module as user space sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -22,7 +23,11 @@ pub enum KmodStatus {
         page_size: u32,
         /// Serves io_uring URING_CMD.
         uring_cmd: bool,
-        /// What it serves.
+        /// Whether `devices` is the module's whole list, by its indices (read on
+        /// `/dev/hdp_flush/all`, the administrators' node), or only the devices whose own
+        /// nodes this process may open (a container given one GPU sees that one).
+        whole: bool,
+        /// What it serves (of it, this process may reach).
         devices: Vec<ModuleDevice>,
     },
     /// Not usable, with the reason.
@@ -33,21 +38,40 @@ pub enum KmodStatus {
 }
 
 impl KmodStatus {
-    /// What an open (or failed open) of the device says.
-    pub(crate) fn of(dev: Result<&HdpFlushDevice>) -> Self {
-        let loaded = dev.and_then(|d| {
-            let v = d.version();
-            Ok(Self::Loaded {
-                api_major: v.api_major,
-                api_minor: v.api_minor,
-                page_size: v.page_size,
-                uring_cmd: v.features & uapi::HDP_FLUSH_FEAT_URING_CMD != 0,
-                devices: d.devices()?,
-            })
-        });
+    /// What the module's nodes say: its administrators' node if this process may open it,
+    /// else every device's own node it may open.
+    pub(crate) fn look() -> Self {
+        match HdpFlushDevice::open_default() {
+            Ok(all) => Self::of(Ok(&all)),
+            Err(Error::DeviceMissing { path }) => Self::Absent {
+                reason: Error::DeviceMissing { path }.to_string(),
+            },
+            Err(refused) => match device_nodes() {
+                Ok((v, devices)) => Self::loaded(v, false, devices),
+                Err(e) => Self::Absent {
+                    reason: format!("{refused}; and no device's own node opens either: {e}"),
+                },
+            },
+        }
+    }
+
+    /// What an open (or failed open) of the administrators' node says.
+    fn of(dev: Result<&HdpFlushDevice>) -> Self {
+        let loaded = dev.and_then(|d| Ok(Self::loaded(d.version(), true, d.devices()?)));
         loaded.unwrap_or_else(|e| Self::Absent {
             reason: e.to_string(),
         })
+    }
+
+    fn loaded(v: HdpFlushVersion, whole: bool, devices: Vec<ModuleDevice>) -> Self {
+        Self::Loaded {
+            api_major: v.api_major,
+            api_minor: v.api_minor,
+            page_size: v.page_size,
+            uring_cmd: v.features & uapi::HDP_FLUSH_FEAT_URING_CMD != 0,
+            whole,
+            devices,
+        }
     }
 
     /// Every device the module lists, revoked ones too.
@@ -106,21 +130,17 @@ impl KmodStatus {
     }
 }
 
-/// What one look at the host found: the module's device (if it opened) and sysfs.
+/// What one look at the host found: the module's devices and sysfs.
 pub(crate) struct Host {
-    pub dev: Result<HdpFlushDevice>,
     pub kmod: KmodStatus,
     pub sysfs: Sysfs,
 }
 
 impl Host {
-    /// Open `/dev/hdp_flush` once per decision.
+    /// Look at the module's nodes once per decision.
     pub fn look() -> Self {
-        let dev = HdpFlushDevice::open_default();
-        let kmod = KmodStatus::of(dev.as_ref().map_err(Clone::clone));
         Self {
-            dev,
-            kmod,
+            kmod: KmodStatus::look(),
             sysfs: Sysfs::host(),
         }
     }

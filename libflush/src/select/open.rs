@@ -7,6 +7,7 @@ use super::decide::{decide, Named, Offer, Selection};
 use super::host::Host;
 use super::options::FlusherOptions;
 use super::resolve::{resolve, ResolvedGpu};
+use crate::device::HdpFlushDevice;
 use crate::gpu::GpuSelector;
 use crate::region::page_size;
 use crate::strategy::{Backing, Completion};
@@ -113,7 +114,7 @@ pub(crate) fn open_gpu_on(
     named: GpuSelector,
     options: FlusherOptions,
 ) -> Result<GpuFlusher> {
-    let Host { dev, kmod, sysfs } = host;
+    let Host { kmod, sysfs } = host;
     let by_name = named_for(&options, Named::by_environment)?;
     let offer = Offer {
         remap: options.remap.is_some(),
@@ -134,7 +135,15 @@ pub(crate) fn open_gpu_on(
             what: "internal: a mapping was chosen that was not given".into(),
         })
     };
-    let index = gpu.serving().map_or(0, |d| d.index);
+    // The module's flushers go through the device's own node, where it is index 0: the node
+    // a container is given for its GPU, checked to be that GPU's.
+    let own_node = || {
+        let serving = gpu.serving().ok_or_else(|| Error::Unavailable {
+            strategy: selection.kind,
+            reason: format!("the hdp_flush module does not serve {gpu}"),
+        })?;
+        HdpFlushDevice::open_own(serving).map_err(|e| e.unavailable_for(selection.kind))
+    };
     let inner: Box<dyn Flush> = match selection.kind {
         StrategyKind::Sim => Box::new(Sim::with_model(
             crate::sim::Hdp::new(crate::sim::HdpConfig::default()),
@@ -150,11 +159,11 @@ pub(crate) fn open_gpu_on(
         }
         StrategyKind::DummyPage => Box::new(DummyPage::new(region(options.dummy_page)?)?),
         StrategyKind::Legacy => Box::new(Legacy::new(region(options.dummy_page)?)?),
-        StrategyKind::Ioctl => Box::new(Ioctl::on_device(dev?, index, completion)?),
+        StrategyKind::Ioctl => Box::new(Ioctl::on_device(own_node()?, 0, completion)?),
         StrategyKind::Uring => {
-            let dev = dev?;
+            let dev = own_node()?;
             let config = UringConfig {
-                device: index,
+                device: 0,
                 completion,
                 sqpoll_idle_ms: options.sqpoll_idle_ms,
                 ..UringConfig::default()
@@ -168,7 +177,7 @@ pub(crate) fn open_gpu_on(
                         reason: format!("{}; {e}; so one ioctl per flush", selection.reason),
                         backing: selection.backing,
                     };
-                    Box::new(Ioctl::on_device(dev, index, completion)?)
+                    Box::new(Ioctl::on_device(dev, 0, completion)?)
                 }
                 Err(e) => return Err(e),
             }

@@ -90,7 +90,18 @@ pub(crate) fn resolve(named: GpuSelector, sysfs: &Sysfs, kmod: &KmodStatus) -> R
                 reason,
             };
             let devices = match kmod {
-                KmodStatus::Loaded { devices, .. } => devices,
+                KmodStatus::Loaded {
+                    devices,
+                    whole: true,
+                    ..
+                } => devices,
+                KmodStatus::Loaded { whole: false, .. } => {
+                    return Err(not_found(format!(
+                        "module indices are read on {}, which this process may not open; name the GPU by its PCI address (its own node, {}/<address>, is enough)",
+                        crate::uapi::HDP_FLUSH_DEVICE_PATH,
+                        crate::uapi::HDP_FLUSH_NODE_DIR
+                    )))
+                }
                 KmodStatus::Absent { reason } => return Err(not_found(reason.clone())),
             };
             let d = devices.get(index as usize).ok_or_else(|| {

@@ -24,6 +24,7 @@ fn device(index: u32, backend: u32, at: Option<&str>) -> ModuleDevice {
         name: at.map_or_else(|| format!("sim{index}"), str::to_owned),
         revoked: false,
         offline: false,
+        node: crate::device::node_path(&at.map_or_else(|| format!("sim{index}"), str::to_owned)),
     }
 }
 
@@ -35,6 +36,7 @@ fn loaded() -> KmodStatus {
         api_minor: 0,
         page_size: 65536,
         uring_cmd: true,
+        whole: true,
         devices: vec![
             device(0, HDP_FLUSH_BACKEND_AMDGPU, Some("0000:03:00.0")),
             device(1, HDP_FLUSH_BACKEND_PCITEST, Some("0000:00:04.0")),

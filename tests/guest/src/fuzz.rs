@@ -274,7 +274,7 @@ pub fn run(calls: u64, seed: u64, remove: &str) -> Result<Report, String> {
             *report.answers.entry(answer).or_default() += n;
         }
     }
-    if !Path::new("/dev/hdp_flush").exists() {
+    if !Path::new(libflush::uapi::HDP_FLUSH_DEVICE_PATH).exists() {
         return Err("the device node vanished".into());
     }
     Ok(report)

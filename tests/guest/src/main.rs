@@ -24,9 +24,14 @@ use nix::errno::Errno;
 
 mod evidence;
 mod fuzz;
+mod nodes;
 mod reports;
 mod runner;
 mod worst_day;
+use nodes::{
+    a_process_given_one_devices_node_reaches_that_device_alone,
+    every_device_has_its_own_node_where_it_is_index_0_and_alone,
+};
 use worst_day::{
     a_caller_blocked_behind_a_stuck_flush_can_be_killed,
     a_device_that_reads_all_ones_is_latched_dead_then_found_again,
@@ -1386,12 +1391,12 @@ fn hdpflush_bench_runs_ioctl_and_uring_in_the_guest() -> TestResult {
 }
 
 fn rmmod_is_refused_while_a_file_is_open_then_reload_works() -> TestResult {
-    let held = File::open("/dev/hdp_flush").map_err(|e| e.to_string())?;
+    let held = File::open(HDP_FLUSH_DEVICE_PATH).map_err(|e| e.to_string())?;
     let out = sh("rmmod", &["hdp_flush"])?;
     ensure(!out.status.success(), || {
-        "rmmod succeeded with /dev/hdp_flush open".into()
+        format!("rmmod succeeded with {HDP_FLUSH_DEVICE_PATH} open")
     })?;
-    ensure(Path::new("/dev/hdp_flush").exists(), || {
+    ensure(Path::new(HDP_FLUSH_DEVICE_PATH).exists(), || {
         "device vanished".into()
     })?;
     // The open file still works.
@@ -1401,8 +1406,8 @@ fn rmmod_is_refused_while_a_file_is_open_then_reload_works() -> TestResult {
     drop(held);
 
     rmmod()?;
-    ensure(!Path::new("/dev/hdp_flush").exists(), || {
-        "device node left behind".into()
+    ensure(!Path::new(HDP_FLUSH_NODE_DIR).exists(), || {
+        "device nodes left behind".into()
     })?;
     match Ioctl::open(0, Completion::Completed) {
         Err(Error::DeviceMissing { .. }) => {}
@@ -1434,8 +1439,8 @@ fn rmmod_is_refused_while_a_file_is_open_then_reload_works() -> TestResult {
     ] {
         let out = sh("insmod", &[MODULE_PATH, bad])?;
         ensure(!out.status.success(), || format!("insmod accepted {bad}"))?;
-        ensure(!Path::new("/dev/hdp_flush").exists(), || {
-            format!("{bad}: device created")
+        ensure(!Path::new(HDP_FLUSH_NODE_DIR).exists(), || {
+            format!("{bad}: device nodes created")
         })?;
     }
     amdgpu_devices_are_checked_up_to_the_hardware()?;
@@ -1817,8 +1822,8 @@ fn a_device_removed_while_the_module_loads_is_never_served() -> TestResult {
         Err("the module never paused".to_string())
     })();
     let removed = paused.and_then(|()| {
-        ensure(!Path::new("/dev/hdp_flush").exists(), || {
-            "/dev/hdp_flush published before the module listened".into()
+        ensure(!Path::new(HDP_FLUSH_NODE_DIR).exists(), || {
+            format!("{HDP_FLUSH_NODE_DIR} published before the module listened")
         })?;
         let remove = format!("/sys/bus/pci/devices/{pci}/remove");
         std::fs::write(&remove, "1").map_err(|e| format!("{remove}: {e}"))
@@ -1939,6 +1944,19 @@ fn main() {
         let index = args.get(3).and_then(|i| i.parse().ok()).unwrap_or(0);
         worst_day::blocked_flusher(args.get(2).map_or("ioctl", String::as_str), index);
     }
+    if args.get(1).map(String::as_str) == Some(nodes::AS_NOBODY) {
+        let (mine, other) = (args.get(2), args.get(3));
+        match nodes::as_nobody_given(
+            mine.map_or("", String::as_str),
+            other.map_or("", String::as_str),
+        ) {
+            Ok(()) => std::process::exit(0),
+            Err(why) => {
+                println!("FAILED {why}");
+                std::process::exit(1);
+            }
+        }
+    }
     if std::env::args().nth(1).as_deref() == Some(WITHOUT_SYS_ADMIN) {
         match without_cap_sys_admin() {
             Ok(()) => std::process::exit(0),
@@ -1982,6 +2000,8 @@ fn main() {
         bad_uring_cmds_complete_with_the_same_errors,
         uring_cmds_with_anything_else_set_are_refused,
         no_coalesce_and_counter_reset_need_cap_sys_admin,
+        every_device_has_its_own_node_where_it_is_index_0_and_alone,
+        a_process_given_one_devices_node_reaches_that_device_alone,
         dummy_page_flushes_through_the_edu_bar_via_sysfs,
         hdpflush_bench_runs_ioctl_and_uring_in_the_guest,
         backend_errors_reach_ioctl_and_uring_callers_and_are_counted,
