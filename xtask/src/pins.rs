@@ -73,6 +73,8 @@ pub const HOST_PACKAGES: &[&str] = &[
     "busybox-static",
     "qemu-system-x86",
     "qemu-system-arm",
+    // 32-bit x86 C programs (tests/guest/c/compat32.c: the module's compat ioctl path).
+    "gcc-multilib",
 ];
 
 /// The rustc-web packages installed at the pinned version.

@@ -39,6 +39,8 @@ struct GuestBinaries {
     tests: PathBuf,
     cli: PathBuf,
     c_program: PathBuf,
+    /// x86_64 guests: a 32-bit program for the compat ioctl path.
+    compat32: Option<PathBuf>,
 }
 
 /// `cargo` for `arch`'s static guest binaries.
@@ -86,11 +88,31 @@ fn guest_binaries(arch: Arch) -> StepResult<GuestBinaries> {
         .arg(out.join("libhdpflush.a"))
         .args(["-lpthread", "-ldl", "-lm"]);
     crate::run::output(&format!("C program {}", arch.name()), cmd)?;
+    let compat32 = match arch {
+        Arch::X86_64 | Arch::X86_64Debug => Some(compat32(&out)?),
+        Arch::Arm64 => None,
+    };
     Ok(GuestBinaries {
         tests: out.join("hdpflush-guest-tests"),
         cli: out.join("hdpflush"),
         c_program,
+        compat32,
     })
+}
+
+/// tests/guest/c/compat32.c, built as a static 32-bit x86 program into `out`.
+fn compat32(out: &Path) -> StepResult<PathBuf> {
+    let exe = out.join("compat32");
+    let root = workspace_root();
+    let mut cmd = Command::new("gcc");
+    cmd.args(["-m32", "-static", "-std=c11", "-D_DEFAULT_SOURCE"])
+        .args(["-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(root.join("kmod/include"))
+        .arg(root.join("tests/guest/c/compat32.c"))
+        .arg("-o")
+        .arg(&exe);
+    crate::run::output("32-bit C program (compat ioctl)", cmd)?;
+    Ok(exe)
 }
 
 fn copy(from: &Path, to: &Path) -> StepResult {
@@ -105,17 +127,17 @@ fn copy(from: &Path, to: &Path) -> StepResult {
 /// Pack busybox, /init, the module and the binaries into a gzipped newc cpio.
 fn initramfs(arch: Arch, kos: &Modules, bins: &GuestBinaries) -> StepResult<PathBuf> {
     let dir = workspace_root().join("target/vm").join(arch.name());
-    pack_initramfs(
-        arch,
-        &dir,
-        &[
-            (&kos.test, Variant::Test.guest_name()),
-            (&kos.production, Variant::Production.guest_name()),
-            (&bins.tests, "hdpflush-guest-tests"),
-            (&bins.cli, "hdpflush"),
-            (&bins.c_program, "flush_gpus"),
-        ],
-    )
+    let mut files: Vec<(&Path, &str)> = vec![
+        (&kos.test, Variant::Test.guest_name()),
+        (&kos.production, Variant::Production.guest_name()),
+        (&bins.tests, "hdpflush-guest-tests"),
+        (&bins.cli, "hdpflush"),
+        (&bins.c_program, "flush_gpus"),
+    ];
+    if let Some(compat32) = &bins.compat32 {
+        files.push((compat32, "compat32"));
+    }
+    pack_initramfs(arch, &dir, &files)
 }
 
 /// Pack busybox, tests/guest/init.sh as /init and `files` (source, name in /) into
@@ -286,6 +308,9 @@ pub fn vm_test_deb73(k: &crate::deb73::DebKernel) -> StepResult {
         (&bins.cli, "hdpflush".to_owned()),
         (&bins.c_program, "flush_gpus".to_owned()),
     ];
+    if let Some(compat32) = &bins.compat32 {
+        files.push((compat32, "compat32".to_owned()));
+    }
     for m in &k.test_modules {
         let name = m.file_name().unwrap_or_default().to_string_lossy();
         files.push((m, format!("lib/modules/{name}")));

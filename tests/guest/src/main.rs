@@ -27,10 +27,15 @@ mod fuzz;
 mod nodes;
 mod reports;
 mod runner;
+mod uring_paths;
 mod worst_day;
 use nodes::{
     a_process_given_one_devices_node_reaches_that_device_alone,
     every_device_has_its_own_node_where_it_is_index_0_and_alone,
+};
+use uring_paths::{
+    a_failed_link_cancels_the_rest_before_they_reach_the_module,
+    flushes_issued_async_linked_or_drained_complete_and_are_counted,
 };
 use worst_day::{
     a_caller_blocked_behind_a_stuck_flush_can_be_killed,
@@ -1978,7 +1983,7 @@ fn main() {
         println!("guest: {passed} passed, {failed} failed");
         std::process::exit(i32::from(failed > 0));
     }
-    let tests: &[Test] = &tests![
+    let mut tests: Vec<Test> = tests![
         version_reports_api_devices_page_size_and_features,
         device_info_describes_sim_and_pcitest_devices,
         flush_and_invalidate_work_on_every_backend,
@@ -1999,6 +2004,8 @@ fn main() {
         bad_ioctls_get_enotty_einval_efault_enodev,
         bad_uring_cmds_complete_with_the_same_errors,
         uring_cmds_with_anything_else_set_are_refused,
+        flushes_issued_async_linked_or_drained_complete_and_are_counted,
+        a_failed_link_cancels_the_rest_before_they_reach_the_module,
         no_coalesce_and_counter_reset_need_cap_sys_admin,
         every_device_has_its_own_node_where_it_is_index_0_and_alone,
         a_process_given_one_devices_node_reaches_that_device_alone,
@@ -2018,7 +2025,23 @@ fn main() {
         rmmod_is_refused_while_a_file_is_open_then_reload_works,
         fuzz_the_uapi_with_threads_churn_and_a_hot_remove,
         the_kernel_log_has_no_bug_report,
-    ];
+    ]
+    .to_vec();
+    // The x86_64 guests have a 32-bit x86 program beside the tests (xtask builds it).
+    #[cfg(target_arch = "x86_64")]
+    {
+        let at = tests
+            .iter()
+            .position(|(name, _)| *name == "bad_ioctls_get_enotty_einval_efault_enodev")
+            .map_or(0, |i| i + 1);
+        tests.insert(
+            at,
+            (
+                "a_32_bit_program_gets_the_same_answers_through_compat_ioctl",
+                a_32_bit_program_gets_the_same_answers_through_compat_ioctl,
+            ),
+        );
+    }
     println!(
         "guest: {} on {} with PAGE_SIZE {}",
         std::env::consts::ARCH,
@@ -2042,5 +2065,23 @@ fn main() {
             }
         }
     }
-    runner::run_all(tests)
+    runner::run_all(&tests)
+}
+
+/// A 32-bit x86 program (tests/guest/c/compat32.c, built from hdp_flush.h alone) drives the
+/// module through the kernel's compat ioctl path: every command, and the same answers to bad
+/// input as a 64-bit caller gets.
+#[cfg(target_arch = "x86_64")]
+fn a_32_bit_program_gets_the_same_answers_through_compat_ioctl() -> TestResult {
+    let out = sh("/compat32", &[])?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("  | {line}");
+    }
+    ensure(out.status.success(), || {
+        format!(
+            "compat32: {} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
