@@ -1191,10 +1191,16 @@ pub fn ndelay(ns: u32) {
     }
 }
 
-/// Sleep at least `ms` milliseconds (process context only).
+/// Sleep at least `ms` milliseconds (process context only): 7.x's `fsleep`, 6.x's `msleep`.
 pub fn msleep(ms: u32) {
-    // SAFETY: msleep only sleeps; our callers run in process context (module init).
-    unsafe { bindings::msleep(ms as c_uint) };
+    #[cfg(hdp_linux7)]
+    kernel::time::delay::fsleep(kernel::time::Delta::from_millis(i64::from(ms)));
+    // SAFETY: msleep only sleeps; our callers run in process context (module init, a test
+    // variant's flush from a request's context).
+    #[cfg(not(hdp_linux7))]
+    unsafe {
+        bindings::msleep(ms as c_uint)
+    };
 }
 
 // ---------------------------------------------------------------------------------------------

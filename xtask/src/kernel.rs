@@ -21,11 +21,18 @@ pub enum Arch {
     /// x86_64 with lockdep, atomic-sleep checking, KASAN and object debugging
     /// (`kmod/testing/debug.config`).
     X86_64Debug,
+    /// arm64 with 64K pages and the same debugging.
+    Arm64Debug,
 }
 
 impl Arch {
-    /// Every guest we test.
-    pub const ALL: [Arch; 3] = [Arch::X86_64, Arch::Arm64, Arch::X86_64Debug];
+    /// Every guest there is.
+    pub const ALL: [Arch; 4] = [
+        Arch::X86_64,
+        Arch::Arm64,
+        Arch::X86_64Debug,
+        Arch::Arm64Debug,
+    ];
 
     /// Our name for it.
     pub fn name(self) -> &'static str {
@@ -33,6 +40,7 @@ impl Arch {
             Arch::X86_64 => "x86_64",
             Arch::Arm64 => "arm64",
             Arch::X86_64Debug => "x86_64-debug",
+            Arch::Arm64Debug => "arm64-debug",
         }
     }
 
@@ -42,36 +50,45 @@ impl Arch {
             Arch::X86_64 => &["x86_64.config"],
             Arch::Arm64 => &["arm64.config"],
             Arch::X86_64Debug => &["x86_64.config", "debug.config"],
+            Arch::Arm64Debug => &["arm64.config", "debug.config"],
         }
+    }
+
+    /// Whether it is an arm64 kernel (else x86_64).
+    pub fn is_arm64(self) -> bool {
+        matches!(self, Arch::Arm64 | Arch::Arm64Debug)
     }
 
     /// The kernel's ARCH=.
     pub fn kernel_arch(self) -> &'static str {
-        match self {
-            Arch::X86_64 | Arch::X86_64Debug => "x86",
-            Arch::Arm64 => "arm64",
+        if self.is_arm64() {
+            "arm64"
+        } else {
+            "x86"
         }
     }
 
     /// The boot image target and its path in the build directory.
     fn image(self) -> (&'static str, &'static str) {
-        match self {
-            Arch::X86_64 | Arch::X86_64Debug => ("bzImage", "arch/x86/boot/bzImage"),
-            Arch::Arm64 => ("Image", "arch/arm64/boot/Image"),
+        if self.is_arm64() {
+            ("Image", "arch/arm64/boot/Image")
+        } else {
+            ("bzImage", "arch/x86/boot/bzImage")
         }
     }
 
     /// The Rust target of guest user space.
     pub fn rust_target(self) -> &'static str {
-        match self {
-            Arch::X86_64 | Arch::X86_64Debug => "x86_64-unknown-linux-gnu",
-            Arch::Arm64 => "aarch64-unknown-linux-gnu",
+        if self.is_arm64() {
+            "aarch64-unknown-linux-gnu"
+        } else {
+            "x86_64-unknown-linux-gnu"
         }
     }
 
     /// Whether this is a debug kernel (slower; reports locking and memory bugs).
     pub fn is_debug(self) -> bool {
-        self == Arch::X86_64Debug
+        matches!(self, Arch::X86_64Debug | Arch::Arm64Debug)
     }
 
     /// Parse `x86_64` / `arm64`.

@@ -102,7 +102,9 @@ fn main() -> ExitCode {
         match command {
             "test" => test(rest),
             "lint" => lint(),
-            "kernel" if rest == ["--debug"] => kernel::ensure_kernel(Arch::X86_64Debug).map(drop),
+            "kernel" if rest == ["--debug"] => [Arch::X86_64Debug, Arch::Arm64Debug]
+                .into_iter()
+                .try_for_each(|a| kernel::ensure_kernel(a).map(drop)),
             "kernel" => arches(rest).and_then(|a| {
                 a.into_iter()
                     .try_for_each(|a| kernel::ensure_kernel(a).map(drop))

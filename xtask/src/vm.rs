@@ -48,7 +48,7 @@ pub(crate) fn guest_cargo(arch: Arch, target_dir: &Path) -> StepResult<Command> 
     let mut cmd = cargo();
     cmd.env("CARGO_TARGET_DIR", target_dir)
         .env("RUSTFLAGS", "-C target-feature=+crt-static");
-    if arch == Arch::Arm64 {
+    if arch.is_arm64() {
         // rustup has no arm64 std here; Debian's rustc and arm64 std (same pin as the
         // kernel's) build it, linked by the cross gcc.
         setup::arm64_cross()?;
@@ -77,9 +77,10 @@ fn guest_binaries(arch: Arch) -> StepResult<GuestBinaries> {
     step(&format!("libhdpflush.a {}", arch.name()), cmd)?;
     let out = target_dir.join(triple).join("release");
     let c_program = out.join("flush_gpus");
-    let cc = match arch {
-        Arch::X86_64 | Arch::X86_64Debug => "cc",
-        Arch::Arm64 => "aarch64-linux-gnu-gcc",
+    let cc = if arch.is_arm64() {
+        "aarch64-linux-gnu-gcc"
+    } else {
+        "cc"
     };
     let mut cmd = crate::install::c_program(cc, &c_program);
     cmd.arg("-static")
@@ -88,9 +89,10 @@ fn guest_binaries(arch: Arch) -> StepResult<GuestBinaries> {
         .arg(out.join("libhdpflush.a"))
         .args(["-lpthread", "-ldl", "-lm"]);
     crate::run::output(&format!("C program {}", arch.name()), cmd)?;
-    let compat32 = match arch {
-        Arch::X86_64 | Arch::X86_64Debug => Some(compat32(&out)?),
-        Arch::Arm64 => None,
+    let compat32 = if arch.is_arm64() {
+        None
+    } else {
+        Some(compat32(&out)?)
     };
     Ok(GuestBinaries {
         tests: out.join("hdpflush-guest-tests"),
@@ -152,9 +154,10 @@ pub(crate) fn pack_initramfs(
     for sub in ["bin", "proc", "sys", "dev", "tmp"] {
         std::fs::create_dir_all(root.join(sub)).map_err(|e| fail("initramfs", e.to_string()))?;
     }
-    let busybox = match arch {
-        Arch::X86_64 | Arch::X86_64Debug => setup::busybox_host()?,
-        Arch::Arm64 => setup::busybox_arm64()?,
+    let busybox = if arch.is_arm64() {
+        setup::busybox_arm64()?
+    } else {
+        setup::busybox_host()?
     };
     copy(&busybox, &root.join("bin/busybox"))?;
     copy(
@@ -185,13 +188,14 @@ pub(crate) fn qemu(
     extra_args: &str,
     cpus: u32,
 ) -> Command {
-    let (bin, machine, console): (&str, &[&str], &str) = match arch {
-        Arch::X86_64 | Arch::X86_64Debug => ("qemu-system-x86_64", &[], "ttyS0"),
-        Arch::Arm64 => (
+    let (bin, machine, console): (&str, &[&str], &str) = if arch.is_arm64() {
+        (
             "qemu-system-aarch64",
             &["-M", "virt", "-cpu", "max"],
             "ttyAMA0",
-        ),
+        )
+    } else {
+        ("qemu-system-x86_64", &[], "ttyS0")
     };
     let mut cmd = Command::new(bin);
     cmd.args(machine)
