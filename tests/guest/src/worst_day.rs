@@ -28,7 +28,7 @@ const STALL: &str = "/sys/module/hdp_flush/parameters/test_stall_ms";
 const ERROR_STATE: &str = "/sys/module/hdp_flush/parameters/test_pci_error_state";
 const ALL_ONES: &str = "/sys/module/hdp_flush/parameters/test_edu_all_ones";
 /// The production module beside the test one in the initramfs.
-const PRODUCTION_MODULE: &str = "/hdp_flush-production.ko";
+pub const PRODUCTION_MODULE: &str = "/hdp_flush-production.ko";
 /// Argument that makes the test binary a child that flushes a device and reports.
 pub const BLOCKED_FLUSHER: &str = "--blocked-flusher";
 
