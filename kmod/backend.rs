@@ -89,8 +89,10 @@ const DEAD_RETRY_NS: i64 = 1_000_000_000;
 ///   notifier hears of a removal.
 /// - It answered a read with all ones, what a device that is gone, in reset or behind a dead
 ///   link answers: latched dead. Requests fail with EIO without touching the bus; at most once
-///   per [`DEAD_RETRY_NS`] one asks with a config read (`pci_device_is_present()`) whether it
-///   is back, and only then is MMIO tried again. Revocation (unbind, removal) ends it too.
+///   per [`DEAD_RETRY_NS`] one asks with config reads whether it is back (present, and
+///   decoding memory again: after a reset, config space answers before the BARs are restored),
+///   and only then is MMIO tried again. Revocation (unbind, removal) ends it too. The kernel
+///   log says so, at most once per [`LOG_EVERY_NS`].
 ///
 /// What cannot be seen from outside amdgpu: `adev->no_hw_access`, which amdgpu sets during a
 /// mode-1 reset and GPU recovery. A flush in that window touches a GPU in reset; on most hosts
@@ -100,7 +102,12 @@ const DEAD_RETRY_NS: i64 = 1_000_000_000;
 /// Kept under the device lock, like the rest of the hardware: plain loads and stores suffice.
 pub struct Link {
     dead_since: AtomicI64,
+    logged_at: AtomicI64,
 }
+
+/// How often a device's latching and recovery are logged at most (one that flaps would
+/// otherwise log twice a second).
+const LOG_EVERY_NS: i64 = 10_000_000_000;
 
 impl Link {
     const ALIVE: i64 = i64::MIN;
@@ -108,7 +115,18 @@ impl Link {
     fn new() -> Self {
         Self {
             dead_since: AtomicI64::new(Self::ALIVE),
+            logged_at: AtomicI64::new(i64::MIN),
         }
+    }
+
+    /// Whether to log a change now.
+    fn log_now(&self, now: i64) -> bool {
+        let last = self.logged_at.load(Ordering::Relaxed);
+        if last != i64::MIN && now.saturating_sub(last) < LOG_EVERY_NS {
+            return false;
+        }
+        self.logged_at.store(now, Ordering::Relaxed);
+        true
     }
 
     /// Run `access` on `dev`, unless its channel is offline or it is latched dead.
@@ -122,15 +140,17 @@ impl Link {
             if now.saturating_sub(since) < DEAD_RETRY_NS {
                 return Err(EIO);
             }
-            if !dev.is_present() {
+            if !dev.is_present() || !dev.decodes_memory() {
                 self.dead_since.store(now, Ordering::Relaxed);
                 return Err(EIO);
             }
             self.dead_since.store(Self::ALIVE, Ordering::Relaxed);
-            pr_info!(
-                "{}: answers config reads again; accessing it again\n",
-                crate::name_str(&dev.ident().name)
-            );
+            if self.log_now(now) {
+                pr_info!(
+                    "{}: answers config reads again and decodes memory; accessing it again\n",
+                    crate::name_str(&dev.ident().name)
+                );
+            }
         }
         access()
     }
@@ -140,11 +160,14 @@ impl Link {
         if value != u32::MAX {
             return Ok(value);
         }
-        self.dead_since.store(now_ns(), Ordering::Relaxed);
-        pr_warn!(
-            "{}: a register read returned all ones (gone, in reset, or its link is down); EIO without touching it until a config read finds it again\n",
-            crate::name_str(&dev.ident().name)
-        );
+        let now = now_ns();
+        self.dead_since.store(now, Ordering::Relaxed);
+        if self.log_now(now) {
+            pr_warn!(
+                "{}: a register read returned all ones (gone, in reset, or its link is down); EIO without touching it until config reads find it again\n",
+                crate::name_str(&dev.ident().name)
+            );
+        }
         Err(EIO)
     }
 
@@ -171,6 +194,10 @@ pub struct Sim {
     stall_ms: &'static crate::sys::RuntimeParam,
     operations: AtomicU32,
 }
+
+/// Longest stall a sim flush takes (`test_stall_ms`).
+#[cfg(hdp_test)]
+const MAX_STALL_MS: u32 = 10_000;
 
 #[cfg(hdp_test)]
 impl Sim {
@@ -214,7 +241,7 @@ impl Backend for Sim {
     }
 
     fn flush(&self, sync: bool) -> Result<Performed> {
-        let stall = self.stall_ms.get();
+        let stall = self.stall_ms.get().min(MAX_STALL_MS);
         if stall > 0 {
             crate::sys::msleep(stall);
         }
@@ -491,11 +518,13 @@ impl Backend for Amdgpu {
         // amdgpu runtime-suspends idle GPUs; a suspended GPU has nothing in its HDP to flush,
         // and reading its registers would be an Unsupported Request (an SError on many arm64
         // servers). Touch it only if it is active, and keep it so until done.
+        // Before the link's checks: a suspended GPU is not probed either (a latched GPU that
+        // then suspended would otherwise fail every flush, each a config read of a GPU in D3).
+        let _powered = match self.dev.pm_get_if_active() {
+            PmState::Suspended => return Ok(Performed::Skipped),
+            PmState::Active(reference) => reference,
+        };
         self.link.access(&self.dev, || {
-            let _powered = match self.dev.pm_get_if_active() {
-                PmState::Suspended => return Ok(Performed::Skipped),
-                PmState::Active(reference) => reference,
-            };
             // hdp_v4_0_flush_hdp: WREG32(HDP_MEM_FLUSH_CNTL, 0), then read another register.
             self.flush_page.writel(self.flush_in_page, 0)?;
             if sync {
@@ -516,12 +545,12 @@ impl Backend for Amdgpu {
             InvalidateHw::NotNeeded => return Ok(()),
             InvalidateHw::Register(page, off) => (page, off),
         };
+        // A suspended GPU's read cache holds nothing to invalidate.
+        let _powered = match self.dev.pm_get_if_active() {
+            PmState::Suspended => return Ok(()),
+            PmState::Active(reference) => reference,
+        };
         self.link.access(&self.dev, || {
-            // A suspended GPU's read cache holds nothing to invalidate.
-            let _powered = match self.dev.pm_get_if_active() {
-                PmState::Suspended => return Ok(()),
-                PmState::Active(reference) => reference,
-            };
             // hdp_v4_0_invalidate_hdp: WREG32(HDP_READ_CACHE_INVALIDATE, 1), read it back.
             page.writel(*off, 1)?;
             self.link.check(&self.dev, page.readl(*off)?)?;

@@ -2,7 +2,8 @@
 //! `/dev/hdp_flush`: flush an AMD GPU's HDP write FIFO on behalf of user space.
 //!
 //! On 64K-page kernels KFD cannot map the 4K HDP "MMIO remap" page into a process, so user
-//! space has no way to flush the HDP before ringing a doorbell. This module does it for them:
+//! space has no way to flush the HDP before ringing a doorbell. This module does it for them,
+//! through a node per GPU (`/dev/hdp_flush/<pci address>`, and `all` for administrators):
 //! FLUSH (ioctl, or io_uring `URING_CMD` for batches) writes the HDP flush register, with
 //! concurrent requests coalesced into one hardware flush (group commit).
 //!
@@ -10,10 +11,10 @@
 //! `include/hdp_flush.h`; docs/uapi.md and docs/kernel-module.md describe it. In C:
 //!
 //! ```c
-//! int fd = open("/dev/hdp_flush", O_RDWR);
+//! int fd = open("/dev/hdp_flush/0000:03:00.0", O_RDWR);  /* the GPU's own node */
 //! struct hdp_flush_version v;
-//! ioctl(fd, HDP_FLUSH_IOC_VERSION, &v);           /* v.api_major must be 1 */
-//! struct hdp_flush_request r = { .device = 0, .flags = HDP_FLUSH_F_SYNC };
+//! ioctl(fd, HDP_FLUSH_IOC_VERSION, &v);           /* v.api_major must be 2 */
+//! struct hdp_flush_request r = { .device = 0, .flags = HDP_FLUSH_F_SYNC };  /* 0: its GPU */
 //! /* ... payload stores through the VRAM BAR, then a store fence ... */
 //! ioctl(fd, HDP_FLUSH_IOC_FLUSH, &r);             /* flushed; now ring the doorbell */
 //! ```
@@ -107,7 +108,7 @@ module_param!(test_load_pause_ms: u32 = 0, param_ops_uint, "uint",
     "For tests: pause this long at load between finding devices and listening for their removal, 0-10000 (default 0)");
 #[cfg(hdp_test)]
 module_param_rw!(test_stall_ms: u32 = 0,
-    "For tests: each sim flush first sleeps this long holding its device, as a flush stuck on a dying GPU does (default 0)");
+    "For tests: each sim flush first sleeps this long (at most 10000 ms) holding its device, as a flush stuck on a dying GPU does (default 0)");
 #[cfg(hdp_test)]
 module_param_rw!(test_edu_all_ones: u32 = 0,
     "For tests: while nonzero, edu devices answer all ones (their liveness register is written 0), as a GPU that is gone or in reset does (default 0)");
@@ -211,31 +212,60 @@ impl Device {
     }
 
     /// Set up the hardware of a revoked device again, on `pci`, which a driver has just bound
-    /// (`bound` says what it is).
+    /// (`bound` says what it is), if it is the same kind of device as before: after a removal
+    /// and a rescan another one may sit at the address, and the offsets it was named with
+    /// would be another device's registers.
     fn reattach(&self, index: usize, pci: PciDev, bound: &BoundDevice<'_>) {
         let name = self.ident.name;
+        let (now, was) = (pci.ident(), self.ident.pci);
+        if was.is_none_or(|w| (w.vendor, w.device, w.class) != (now.vendor, now.device, now.class))
+        {
+            pr_warn!(
+                "device {}: {} got a driver again, but is now {:04x}:{:04x} (class {:06x}); not served\n",
+                index,
+                name_str(&name),
+                now.vendor,
+                now.device,
+                now.class
+            );
+            return;
+        }
         let hw = match self.reattach {
             #[cfg(hdp_test)]
             Reattach::Never => return,
+            // The tests' stand-in for amdgpu is pci-stub, as at the unbind it followed.
+            #[cfg(hdp_test)]
+            Reattach::PciTest if !bound.is_bound_to(c_str!("pci-stub")) => return,
             #[cfg(hdp_test)]
             Reattach::PciTest => PciTest::probe(pci, &test_edu_all_ones)
                 .map(AnyBackend::PciTest)
-                .ok(),
-            Reattach::Amdgpu(gpu) => Amdgpu::probe(pci, &gpu, bound.is_bound_to(AMDGPU_DRIVER))
-                .map(AnyBackend::Amdgpu)
-                .ok(),
+                .map_err(|_| "the emulated device did not answer"),
+            Reattach::Amdgpu(gpu) => {
+                match Amdgpu::probe(pci, &gpu, bound.is_bound_to(AMDGPU_DRIVER)) {
+                    Ok(b) => Ok(AnyBackend::Amdgpu(b)),
+                    Err(NotServed::Absent(why)) => Err(why),
+                    Err(NotServed::Refused(_)) => Err("its parameters do not fit it now"),
+                }
+            }
         };
-        let Some(hw) = hw else {
-            pr_info!(
-                "device {}: {} got a driver again, but is not served: see above\n",
-                index,
-                name_str(&name)
-            );
-            return;
+        let hw = match hw {
+            Ok(hw) => hw,
+            Err(why) => {
+                pr_info!(
+                    "device {}: {} got a driver again, but is not served: {}\n",
+                    index,
+                    name_str(&name),
+                    why
+                );
+                return;
+            }
         };
-        self.key.store(hw.key().unwrap_or(0), Ordering::Release);
+        let key = hw.key().unwrap_or(0);
         // Still attached (a bind without an unbind before it): what was set up is not needed.
-        drop(self.coalescer.reattach(hw));
+        if self.coalescer.reattach(hw).is_some() {
+            return;
+        }
+        self.key.store(key, Ordering::Release);
         self.revoked.store(false, Ordering::Release);
         pr_info!(
             "device {}: {} is back; serving it again\n",
@@ -467,9 +497,7 @@ impl HdpFlush {
             let Some((pci, driver)) = attachment else {
                 continue;
             };
-            if !pci.still_attached(driver) {
-                dev.revoke(index);
-            }
+            pci.unless_attached(driver, || dev.revoke(index));
         }
     }
 }
@@ -800,6 +828,11 @@ impl kernel::Module for HdpFlushModule {
                 0o660,
                 module,
             )?;
+        }
+        // Nothing can fail from here on: let opens through. (Had init failed above, the nodes
+        // would have been freed with the module while a file could have been open on one.)
+        for node in nodes.iter() {
+            node.publish();
         }
         pr_info!(
             "/dev/hdp_flush/ ready: uAPI {}.{}, {} device(s) with a node each, and all; PAGE_SIZE {}\n",

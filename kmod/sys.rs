@@ -119,6 +119,9 @@ pub struct MiscDevice<T: MiscHandler> {
     names: UnsafeCell<[[u8; MISC_NAME_LEN]; 2]>,
     handler: T,
     registered: AtomicBool,
+    /// Set by [`MiscDevice::publish`]: until then opens fail with ENXIO, so a module whose
+    /// init fails after registering this device (and so frees it) never has a file open on it.
+    published: AtomicBool,
     #[pin]
     _pin: PhantomPinned,
 }
@@ -141,6 +144,7 @@ impl<T: MiscHandler> MiscDevice<T> {
                 names: UnsafeCell::new([[0; MISC_NAME_LEN]; 2]),
                 handler,
                 registered: AtomicBool::new(false),
+                published: AtomicBool::new(false),
                 _pin: PhantomPinned,
             }),
             GFP_KERNEL,
@@ -174,10 +178,12 @@ impl<T: MiscHandler> MiscDevice<T> {
         unsafe {
             fops.write_bytes(0, 1);
             misc.write_bytes(0, 1);
-            // Zero-filled at creation and written only here: NUL-terminated (checked above).
+            // Zeroed, then shorter than the buffer (checked above): NUL-terminated.
+            *names = [[0; MISC_NAME_LEN]; 2];
             (*names)[0][..name.len()].copy_from_slice(name.as_bytes());
             (*names)[1][..node.len()].copy_from_slice(node.as_bytes());
             (*fops).owner = module.as_ptr().cast();
+            (*fops).open = Some(Self::open_trampoline);
             (*fops).unlocked_ioctl = Some(Self::ioctl_trampoline);
             // 32-bit callers: the same structs (fixed-width, no pointers inside), the argument
             // pointer converted by compat_ptr(), as compat_ptr_ioctl does for every arch.
@@ -201,9 +207,32 @@ impl<T: MiscHandler> MiscDevice<T> {
         Ok(())
     }
 
+    /// Let opens through: everything the module's init could fail at is behind it.
+    pub fn publish(&self) {
+        self.published.store(true, Ordering::Release);
+    }
+
     /// The handler calls go to.
     pub fn handler(&self) -> &T {
         &self.handler
+    }
+
+    /// `file_operations.open`: refused until [`MiscDevice::publish`].
+    ///
+    /// # Safety
+    /// Only misc_open calls this, for a file of our registered device, with `private_data` set
+    /// to our `miscdevice` and the misc list's lock held (so the device is registered throughout).
+    unsafe extern "C" fn open_trampoline(
+        _inode: *mut bindings::inode,
+        file: *mut bindings::file,
+    ) -> c_int {
+        // SAFETY: per the contract, the file is one of our registered device's.
+        let dev = unsafe { Self::from_file(file) };
+        if dev.published.load(Ordering::Acquire) {
+            0
+        } else {
+            ENXIO.to_errno()
+        }
     }
 
     /// The `MiscDevice` a file of ours was opened on.
@@ -710,11 +739,14 @@ impl PciDev {
         unsafe { bindings::pci_device_is_present(self.pdev) }
     }
 
-    /// For tests: set the device's `error_state` as the PCI core does during error recovery
-    /// (`state` is a `pci_channel_io_*` value), since a guest cannot freeze an emulated device.
+    /// For tests: set the device's `error_state` to `state` (a `pci_channel_io_*` value), as
+    /// the PCI core's error recovery would, since a guest cannot freeze an emulated device.
+    /// Unlike the PCI core (pci_dev_set_io_state), it also takes a device back from
+    /// `perm_failure` to normal, so a test can undo what it did.
     #[cfg(hdp_test)]
     pub fn test_set_error_state(&self, state: u32) {
-        // SAFETY: as in `channel_offline`; an atomic exchange, as pci_dev_set_io_state does.
+        // SAFETY: we hold a reference; `error_state` is one aligned word the PCI core changes
+        // with atomic read-modify-writes, so an atomic exchange loses none of its updates.
         unsafe {
             AtomicU32::from_ptr(&raw mut (*self.pdev).error_state).swap(state, Ordering::Relaxed)
         };
@@ -735,14 +767,8 @@ impl PciDev {
     /// # Safety
     /// The device lock must be held, so `dev.driver` is null or a bound, registered driver.
     unsafe fn bound_to_locked(&self, driver: &CStr) -> bool {
-        // SAFETY: we hold a reference, and per the contract `dev.driver` is null or a driver
-        // that stays registered while the lock is held; its name is a C string it owns.
-        unsafe {
-            let drv = (*self.pdev).dev.driver;
-            !drv.is_null()
-                && crate::compat::c_str_bytes(CStr::from_char_ptr((*drv).name))
-                    == crate::compat::c_str_bytes(driver)
-        }
+        // SAFETY: we hold a reference; the lock per the contract.
+        unsafe { bound_to(self.pdev, driver) }
     }
 
     /// `f`, with the device lock (`device_lock()`) held. Never called where the driver core
@@ -759,19 +785,35 @@ impl PciDev {
         r
     }
 
-    /// Whether the device is still on the bus (in sysfs) and, if `driver` is given, still bound
-    /// to it. Asked under the device lock, which the driver core holds across an unbind, so an
-    /// unbind has either finished or not begun; for a device removal it only catches one that
-    /// has got as far as leaving sysfs.
-    pub fn still_attached(&self, driver: Option<&CStr>) -> bool {
+    /// Run `gone` unless the device is still on the bus (in sysfs) and, if `driver` is given,
+    /// still bound to it; all under the device lock, which the driver core holds across a bind
+    /// and an unbind, so neither can slip between the check and `gone`. For a device removal it
+    /// only catches one that has got as far as leaving sysfs.
+    pub fn unless_attached(&self, driver: Option<&CStr>, gone: impl FnOnce()) {
         self.with_device_lock(|| {
             // SAFETY: we hold a reference; `state_in_sysfs` is what device_is_registered()
             // reads, and the lock is held for `bound_to_locked`.
-            unsafe {
+            let attached = unsafe {
                 (*self.pdev).dev.kobj.state_in_sysfs() != 0
                     && driver.map_or(true, |d| self.bound_to_locked(d))
+            };
+            if !attached {
+                gone();
             }
         })
+    }
+
+    /// Whether the device decodes memory accesses (`PCI_COMMAND_MEMORY`), read from config
+    /// space; false if the read fails or returns all ones. A device just back from a reset may
+    /// answer config reads before its memory decoding is restored, and MMIO to it then goes
+    /// nowhere (an Unsupported Request: on some arm64 servers an SError).
+    pub fn decodes_memory(&self) -> bool {
+        let mut command: u16 = 0;
+        // SAFETY: we hold a reference; a config-space read into a local.
+        let r = unsafe {
+            bindings::pci_read_config_word(self.pdev, bindings::PCI_COMMAND as c_int, &mut command)
+        };
+        r == 0 && command != u16::MAX && command & bindings::PCI_COMMAND_MEMORY as u16 != 0
     }
 
     /// Enable the device; undone on drop. No BAR region is requested: the amdgpu backend maps
@@ -876,7 +918,7 @@ impl LockClass {
 /// A kernel `struct mutex` around a `T`, whose waiters a fatal signal can wake
 /// (`mutex_lock_killable`): the kernel crate's `Mutex` waits uninterruptibly, so a caller
 /// queued behind a flush stuck on a dead GPU could not even be killed.
-#[pin_data]
+#[pin_data(PinnedDrop)]
 pub struct KillableMutex<T> {
     #[pin]
     mutex: Opaque<bindings::mutex>,
@@ -911,7 +953,7 @@ impl<T> KillableMutex<T> {
         // SAFETY: the mutex is initialised and pinned; the kernel crate's helper is mutex_lock()
         // (the same struct, reached through the kernel crate's bindings), undone by the guard.
         unsafe { kernel::bindings::mutex_lock(self.mutex.get().cast()) };
-        MutexGuard(self)
+        MutexGuard(self, PhantomData)
     }
 
     /// Wait for the mutex unless a fatal signal arrives first: EINTR then, and the caller's
@@ -920,12 +962,29 @@ impl<T> KillableMutex<T> {
         // SAFETY: the mutex is initialised and pinned; on success it is held, and the guard
         // releases it.
         to_result(unsafe { mutex_lock_killable(self.mutex.get()) })?;
-        Ok(MutexGuard(self))
+        Ok(MutexGuard(self, PhantomData))
     }
 }
 
-/// The mutex of a [`KillableMutex`], held; released on drop.
-pub struct MutexGuard<'a, T>(&'a KillableMutex<T>);
+#[pinned_drop]
+impl<T> PinnedDrop for KillableMutex<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // `mutex_destroy()` is a function only with mutex debugging (an empty inline otherwise).
+        // SAFETY: initialised in `new`, not held (dropping needs the only reference), and
+        // destroyed once.
+        #[cfg(CONFIG_DEBUG_MUTEXES)]
+        unsafe {
+            bindings::mutex_destroy(self.mutex.get())
+        };
+    }
+}
+
+/// The mutex of a [`KillableMutex`], held; released on drop, by the task that took it (so
+/// neither `Send` nor, unless `T` is, `Sync`).
+pub struct MutexGuard<'a, T>(&'a KillableMutex<T>, PhantomData<*mut ()>);
+
+// SAFETY: a shared guard only hands out `&T`, which may be shared if `T: Sync`.
+unsafe impl<T: Sync> Sync for MutexGuard<'_, T> {}
 
 impl<T> core::ops::Deref for MutexGuard<'_, T> {
     type Target = T;
@@ -1079,15 +1138,24 @@ impl BoundDevice<'_> {
 
     /// Whether the driver that just bound is `driver`.
     pub fn is_bound_to(&self, driver: &CStr) -> bool {
-        let dev = PciDev {
-            pdev: self.pdev,
-            enabled: false,
-        };
-        // SAFETY: the driver core holds the device lock across BUS_NOTIFY_BOUND_DRIVER.
-        let bound = unsafe { dev.bound_to_locked(driver) };
-        // Borrowed, not counted: not put.
-        core::mem::forget(dev);
-        bound
+        // SAFETY: the notifier reports a live device, and the driver core holds its device
+        // lock across BUS_NOTIFY_BOUND_DRIVER.
+        unsafe { bound_to(self.pdev, driver) }
+    }
+}
+
+/// Whether `pdev`'s bound driver is `driver`.
+///
+/// # Safety
+/// `pdev` is a live device whose device lock is held, so `dev.driver` is null or a bound,
+/// registered driver whose name is a C string it owns.
+unsafe fn bound_to(pdev: *mut bindings::pci_dev, driver: &CStr) -> bool {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let drv = (*pdev).dev.driver;
+        !drv.is_null()
+            && crate::compat::c_str_bytes(CStr::from_char_ptr((*drv).name))
+                == crate::compat::c_str_bytes(driver)
     }
 }
 
@@ -1369,7 +1437,8 @@ macro_rules! module_param_rw {
 }
 
 /// `module_param_call!(NAME, set_fn, "description")`: a write-only (0200) parameter whose
-/// writes root makes call `set_fn(&str) -> Result` at once; nothing is stored.
+/// writes root makes call `set_fn(&str) -> Result` at once; nothing is stored. Marked unsafe
+/// (`KERNEL_PARAM_FL_UNSAFE`): a write taints the kernel, as it changes the kernel's state.
 #[macro_export]
 macro_rules! module_param_call {
     ($name:ident, $set:path, $desc:literal) => {
@@ -1392,7 +1461,7 @@ macro_rules! module_param_call {
                 $name,
                 &OPS.0,
                 0o200,
-                0,
+                $crate::c::KERNEL_PARAM_FL_UNSAFE as u8,
                 arg: core::ptr::null_mut(),
                 "string",
                 $desc

@@ -18,11 +18,11 @@
 use core::mem::size_of;
 
 /// Major version: bumped on any incompatible change. User space refuses a different major.
-pub const HDP_FLUSH_API_MAJOR: u32 = 1;
+pub const HDP_FLUSH_API_MAJOR: u32 = 2;
 /// Minor version: bumped when commands or flags are added compatibly.
-pub const HDP_FLUSH_API_MINOR: u32 = 2;
+pub const HDP_FLUSH_API_MINOR: u32 = 0;
 
-/// The directory of the module's device nodes (uAPI 1.2): one per served device, named as
+/// The directory of the module's device nodes (uAPI 2.0): one per served device, named as
 /// DEVICE_INFO names it (`0000:03:00.0`, `sim0`), on which that device is index 0 and the only
 /// one; and [`HDP_FLUSH_DEVICE_PATH`].
 pub const HDP_FLUSH_NODE_DIR: &str = "/dev/hdp_flush";
@@ -219,7 +219,7 @@ pub const HDP_FLUSH_BACKEND_AMDGPU: u32 = 2;
 pub const HDP_FLUSH_DEVICE_F_REVOKED: u32 = 1 << 0;
 /// DEVICE_INFO.flags out: the GPU is runtime-suspended now; flushes skip it (nothing to flush).
 pub const HDP_FLUSH_DEVICE_F_SUSPENDED: u32 = 1 << 1;
-/// DEVICE_INFO.flags out (uAPI 1.2): the device is refused untouched, its requests failing with
+/// DEVICE_INFO.flags out (uAPI 2.0): the device is refused untouched, its requests failing with
 /// `EIO`: the PCI core marked its channel offline (error recovery, surprise removal), or it
 /// answered a read with all ones and is latched dead until a config read finds it again.
 pub const HDP_FLUSH_DEVICE_F_OFFLINE: u32 = 1 << 2;

@@ -28,9 +28,9 @@
  * issue a full fence (mfence / dsb sy / sync) before the next BAR load.
  */
 
-#define HDP_FLUSH_API_MAJOR 1
-#define HDP_FLUSH_API_MINOR 2
-/* 1.2: one node per device, HDP_FLUSH_NODE_DIR "/<name>" (name as DEVICE_INFO gives it,
+#define HDP_FLUSH_API_MAJOR 2
+#define HDP_FLUSH_API_MINOR 0
+/* 2.0: one node per device, HDP_FLUSH_NODE_DIR "/<name>" (name as DEVICE_INFO gives it,
  * "0000:03:00.0"), on which that device is index 0 and the only one; and "all", every device
  * by its module index, for administrators. */
 #define HDP_FLUSH_NODE_DIR "/dev/hdp_flush"
@@ -49,7 +49,7 @@
 /* DEVICE_INFO.flags out (uAPI 1.1) */
 #define HDP_FLUSH_DEVICE_F_REVOKED (1u << 0)   /* removed or unbound: requests fail with ENODEV */
 #define HDP_FLUSH_DEVICE_F_SUSPENDED (1u << 1) /* runtime-suspended now: flushes skip it */
-#define HDP_FLUSH_DEVICE_F_OFFLINE (1u << 2)   /* 1.2: channel offline or answered all ones: EIO */
+#define HDP_FLUSH_DEVICE_F_OFFLINE (1u << 2)   /* 2.0: channel offline or answered all ones: EIO */
 
 /* VERSION.features */
 #define HDP_FLUSH_FEAT_URING_CMD (1ull << 0)

@@ -28,10 +28,10 @@ pub struct ModuleDevice {
     pub name: String,
     /// Revoked: the device was removed or unbound from its driver; the module answers ENODEV.
     pub revoked: bool,
-    /// Offline (uAPI 1.2): its PCI channel is offline or it answered all ones; the module
+    /// Offline (uAPI 2.0): its PCI channel is offline or it answered all ones; the module
     /// answers EIO without touching it until it answers again.
     pub offline: bool,
-    /// Its own node (uAPI 1.2), `/dev/hdp_flush/<name>`, on which it is index 0 and alone: what
+    /// Its own node (uAPI 2.0), `/dev/hdp_flush/<name>`, on which it is index 0 and alone: what
     /// a container is given for one GPU, and what flushers for it open.
     pub node: PathBuf,
 }

@@ -32,7 +32,7 @@ fn device(index: u32, backend: u32, at: Option<&str>) -> ModuleDevice {
 fn loaded() -> KmodStatus {
     use crate::uapi::*;
     KmodStatus::Loaded {
-        api_major: 1,
+        api_major: 2,
         api_minor: 0,
         page_size: 65536,
         uring_cmd: true,
