@@ -102,12 +102,16 @@ const DEAD_RETRY_NS: i64 = 1_000_000_000;
 /// Kept under the device lock, like the rest of the hardware: plain loads and stores suffice.
 pub struct Link {
     dead_since: AtomicI64,
-    logged_at: AtomicI64,
+    /// When latching, and recovering, were last logged.
+    logged: [AtomicI64; 2],
 }
 
-/// How often a device's latching and recovery are logged at most (one that flaps would
-/// otherwise log twice a second).
+/// How often a device's latching, and its recovery, are each logged at most (one that flaps
+/// would otherwise log twice a second).
 const LOG_EVERY_NS: i64 = 10_000_000_000;
+/// [`Link::logged`]'s entries.
+const LATCHED: usize = 0;
+const RECOVERED: usize = 1;
 
 impl Link {
     const ALIVE: i64 = i64::MIN;
@@ -115,17 +119,17 @@ impl Link {
     fn new() -> Self {
         Self {
             dead_since: AtomicI64::new(Self::ALIVE),
-            logged_at: AtomicI64::new(i64::MIN),
+            logged: [AtomicI64::new(i64::MIN), AtomicI64::new(i64::MIN)],
         }
     }
 
-    /// Whether to log a change now.
-    fn log_now(&self, now: i64) -> bool {
-        let last = self.logged_at.load(Ordering::Relaxed);
+    /// Whether to log change `what` ([`LATCHED`], [`RECOVERED`]) now.
+    fn log_now(&self, what: usize, now: i64) -> bool {
+        let last = self.logged[what].load(Ordering::Relaxed);
         if last != i64::MIN && now.saturating_sub(last) < LOG_EVERY_NS {
             return false;
         }
-        self.logged_at.store(now, Ordering::Relaxed);
+        self.logged[what].store(now, Ordering::Relaxed);
         true
     }
 
@@ -145,7 +149,7 @@ impl Link {
                 return Err(EIO);
             }
             self.dead_since.store(Self::ALIVE, Ordering::Relaxed);
-            if self.log_now(now) {
+            if self.log_now(RECOVERED, now) {
                 pr_info!(
                     "{}: answers config reads again and decodes memory; accessing it again\n",
                     crate::name_str(&dev.ident().name)
@@ -162,7 +166,7 @@ impl Link {
         }
         let now = now_ns();
         self.dead_since.store(now, Ordering::Relaxed);
-        if self.log_now(now) {
+        if self.log_now(LATCHED, now) {
             pr_warn!(
                 "{}: a register read returned all ones (gone, in reset, or its link is down); EIO without touching it until config reads find it again\n",
                 crate::name_str(&dev.ident().name)

@@ -1994,7 +1994,7 @@ fn main() {
         println!("guest: {passed} passed, {failed} failed");
         std::process::exit(i32::from(failed > 0));
     }
-    let mut tests: Vec<Test> = tests![
+    let tests: Vec<Test> = tests![
         version_reports_api_devices_page_size_and_features,
         device_info_describes_sim_and_pcitest_devices,
         flush_and_invalidate_work_on_every_backend,
@@ -2038,21 +2038,8 @@ fn main() {
         the_kernel_log_has_no_bug_report,
     ]
     .to_vec();
-    // The x86_64 guests have a 32-bit x86 program beside the tests (xtask builds it).
     #[cfg(target_arch = "x86_64")]
-    {
-        let at = tests
-            .iter()
-            .position(|(name, _)| *name == "bad_ioctls_get_enotty_einval_efault_enodev")
-            .map_or(0, |i| i + 1);
-        tests.insert(
-            at,
-            (
-                "a_32_bit_program_gets_the_same_answers_through_compat_ioctl",
-                a_32_bit_program_gets_the_same_answers_through_compat_ioctl,
-            ),
-        );
-    }
+    let tests = with_compat32(tests);
     println!(
         "guest: {} on {} with PAGE_SIZE {}",
         std::env::consts::ARCH,
@@ -2077,6 +2064,24 @@ fn main() {
         }
     }
     runner::run_all(&tests)
+}
+
+/// `tests` with the compat ioctl test after the ioctl one: the x86_64 guests have a 32-bit x86
+/// program beside the tests (xtask builds it).
+#[cfg(target_arch = "x86_64")]
+fn with_compat32(mut tests: Vec<Test>) -> Vec<Test> {
+    let at = tests
+        .iter()
+        .position(|(name, _)| *name == "bad_ioctls_get_enotty_einval_efault_enodev")
+        .map_or(0, |i| i + 1);
+    tests.insert(
+        at,
+        (
+            "a_32_bit_program_gets_the_same_answers_through_compat_ioctl",
+            a_32_bit_program_gets_the_same_answers_through_compat_ioctl,
+        ),
+    );
+    tests
 }
 
 /// A 32-bit x86 program (tests/guest/c/compat32.c, built from hdp_flush.h alone) drives the
