@@ -257,9 +257,9 @@ fn payload(rng: &mut fastrand::Rng, devices: u32, buf: &mut [u8; 128]) {
     }
 }
 
-/// An SQE: FLUSH, INVALIDATE or any op, a mutated request, and now and then a field set
-/// that must be refused.
-fn sqe(rng: &mut fastrand::Rng, fd: RawFd, devices: u32, tag: u64, mix: Mix) -> squeue::Entry {
+/// A `URING_CMD` op (mostly FLUSH or INVALIDATE, else any of our type byte) and a mutated
+/// 16-byte request.
+fn uring_request(rng: &mut fastrand::Rng, devices: u32) -> (u32, [u8; 16]) {
     let op = match rng.u8(..10) {
         0..=5 => HDP_FLUSH_IOC_FLUSH,
         6..=7 => HDP_FLUSH_IOC_INVALIDATE,
@@ -267,9 +267,16 @@ fn sqe(rng: &mut fastrand::Rng, fd: RawFd, devices: u32, tag: u64, mix: Mix) -> 
     };
     let mut buf = [0u8; 128];
     payload(rng, devices, &mut buf);
-    let mut cmd = [0u8; 16];
-    cmd.copy_from_slice(&buf[..16]);
-    let mut b = opcode::UringCmd16::new(types::Fd(fd), op).cmd(cmd);
+    let mut request = [0u8; 16];
+    request.copy_from_slice(&buf[..16]);
+    (op, request)
+}
+
+/// An SQE: FLUSH, INVALIDATE or any op, a mutated request, and now and then a field set
+/// that must be refused.
+fn sqe(rng: &mut fastrand::Rng, fd: RawFd, devices: u32, tag: u64, mix: Mix) -> squeue::Entry {
+    let (op, request) = uring_request(rng, devices);
+    let mut b = opcode::UringCmd16::new(types::Fd(fd), op).cmd(request);
     let refusals = mix == Mix::IoUringRefusals;
     match rng.u8(..40) {
         0 => b = b.addr(Some(rng.u64(..))),
@@ -298,15 +305,9 @@ fn sqe128(
     tag: u64,
     mix: Mix,
 ) -> squeue::Entry128 {
-    let op = match rng.u8(..10) {
-        0..=5 => HDP_FLUSH_IOC_FLUSH,
-        6..=7 => HDP_FLUSH_IOC_INVALIDATE,
-        _ => command(rng),
-    };
-    let mut buf = [0u8; 128];
-    payload(rng, devices, &mut buf);
+    let (op, request) = uring_request(rng, devices);
     let mut cmd = [0u8; 80];
-    cmd[..16].copy_from_slice(&buf[..16]);
+    cmd[..16].copy_from_slice(&request);
     if rng.u8(..20) == 0 {
         cmd[rng.usize(16..80)] = rng.u8(1..);
     }
