@@ -73,8 +73,10 @@ pub const HOST_PACKAGES: &[&str] = &[
     "busybox-static",
     "qemu-system-x86",
     "qemu-system-arm",
-    // 32-bit x86 C programs (tests/guest/c/compat32.c: the module's compat ioctl path).
-    "gcc-multilib",
+    // 32-bit x86 C programs (tests/guest/c/compat32.c: the module's compat ioctl path). Not
+    // the gcc-multilib meta package: Debian 12's conflicts with the arm64 cross compiler, and
+    // each install would remove the other.
+    "gcc-12-multilib",
 ];
 
 /// The rustc-web packages installed at the pinned version.

@@ -107,7 +107,11 @@ fn compat32(out: &Path) -> StepResult<PathBuf> {
     let exe = out.join("compat32");
     let root = workspace_root();
     let mut cmd = Command::new("gcc");
+    // The kernel's uapi `asm/` headers live in the 64-bit multiarch directory (they serve both
+    // sizes); gcc-multilib's /usr/include/asm link would point there, but that package and the
+    // arm64 cross compiler exclude each other.
     cmd.args(["-m32", "-static", "-std=c11", "-D_DEFAULT_SOURCE"])
+        .args(["-idirafter", "/usr/include/x86_64-linux-gnu"])
         .args(["-Wall", "-Wextra", "-Werror", "-I"])
         .arg(root.join("kmod/include"))
         .arg(root.join("tests/guest/c/compat32.c"))
