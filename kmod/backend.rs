@@ -175,9 +175,10 @@ impl Link {
         Err(EIO)
     }
 
-    /// Whether it is latched dead (for DEVICE_INFO).
-    fn dead(&self) -> bool {
-        self.dead_since.load(Ordering::Relaxed) != Self::ALIVE
+    /// Whether `dev` is refused untouched: its channel is offline or it is latched dead (for
+    /// DEVICE_INFO).
+    fn offline(&self, dev: &PciDev) -> bool {
+        dev.channel_offline() || self.dead_since.load(Ordering::Relaxed) != Self::ALIVE
     }
 }
 
@@ -336,11 +337,6 @@ impl PciTest {
         })
     }
 
-    /// The PCI device (for the test hook that sets its error state).
-    pub fn pci(&self) -> &PciDev {
-        &self.dev
-    }
-
     /// Identity for matching PCI bus events.
     pub fn key(&self) -> usize {
         self.dev.key()
@@ -366,7 +362,7 @@ impl Backend for PciTest {
     }
 
     fn offline(&self) -> bool {
-        self.dev.channel_offline() || self.link.dead()
+        self.link.offline(&self.dev)
     }
 }
 
@@ -567,7 +563,7 @@ impl Backend for Amdgpu {
     }
 
     fn offline(&self) -> bool {
-        self.dev.channel_offline() || self.link.dead()
+        self.link.offline(&self.dev)
     }
 }
 

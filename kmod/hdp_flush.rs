@@ -166,7 +166,7 @@ enum Reattach {
     /// Never (the simulator has no PCI device).
     #[cfg(hdp_test)]
     Never,
-    /// A QEMU edu device: whichever driver binds plays amdgpu.
+    /// A QEMU edu device, once pci-stub (which plays amdgpu in the tests) binds.
     #[cfg(hdp_test)]
     PciTest,
     /// An AMD GPU, with the offsets it was named with, once amdgpu binds.
@@ -211,13 +211,13 @@ impl Device {
             .is_some_and(|p| (p.domain, p.bus, p.devfn) == (pci.domain, pci.bus, pci.devfn))
     }
 
-    /// Set up the hardware of a revoked device again, on `pci`, which a driver has just bound
-    /// (`bound` says what it is), if it is the same kind of device as before: after a removal
-    /// and a rescan another one may sit at the address, and the offsets it was named with
-    /// would be another device's registers.
-    fn reattach(&self, index: usize, pci: PciDev, bound: &BoundDevice<'_>) {
+    /// Set up the hardware of a revoked device again, on `pci` (identified as `now`), which a
+    /// driver has just bound (`bound` says what it is), if it is the same kind of device as
+    /// before: after a removal and a rescan another one may sit at the address, and the offsets
+    /// it was named with would be another device's registers.
+    fn reattach(&self, index: usize, pci: PciDev, now: &sys::PciIdent, bound: &BoundDevice<'_>) {
         let name = self.ident.name;
-        let (now, was) = (pci.ident(), self.ident.pci);
+        let was = self.ident.pci;
         if was.is_none_or(|w| (w.vendor, w.device, w.class) != (now.vendor, now.device, now.class))
         {
             pr_warn!(
@@ -476,7 +476,7 @@ impl PciEvents for HdpFlush {
         let at = pci.ident();
         for (index, dev) in self.devices.iter().enumerate() {
             if dev.revoked.load(Ordering::Acquire) && dev.is_at(&at) {
-                dev.reattach(index, pci.new_ref(), bound);
+                dev.reattach(index, pci.new_ref(), &at, bound);
             }
         }
     }
@@ -715,9 +715,9 @@ fn add_amdgpus(devices: &mut KVec<Device>) -> Result {
 /// PCI core's error recovery does, for the tests of a frozen channel.
 #[cfg(hdp_test)]
 fn set_test_pci_error_state(value: &str) -> Result {
-    let (at, state) = value.split_once('=').ok_or(EINVAL)?;
+    let (at, named) = value.split_once('=').ok_or(EINVAL)?;
     let at = params::parse_pci(at).ok_or(EINVAL)?;
-    let state = match state {
+    let state = match named {
         "normal" => c::pci_channel_io_normal,
         "frozen" => c::pci_channel_io_frozen,
         "failed" => c::pci_channel_io_perm_failure,
@@ -733,7 +733,7 @@ fn set_test_pci_error_state(value: &str) -> Result {
     pr_info!(
         "test_pci_error_state: {} now {}\n",
         name_str(&id.name),
-        value.split_once('=').map_or("", |(_, s)| s)
+        named
     );
     Ok(())
 }

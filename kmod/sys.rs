@@ -724,12 +724,16 @@ impl PciDev {
     /// (AER/DPC recovery in progress) or failed for good (surprise removal, unrecoverable
     /// error). Set before the bus notifier hears of a removal, so checked before each access.
     pub fn channel_offline(&self) -> bool {
-        // SAFETY: we hold a reference; `error_state` is one aligned word the PCI core changes
-        // with atomic exchanges (pci_dev_set_io_state), read here once, as the C inline does.
-        let state = unsafe {
-            AtomicU32::from_ptr(&raw mut (*self.pdev).error_state).load(Ordering::Relaxed)
-        };
-        state != bindings::pci_channel_io_normal
+        // Read once, as the C inline does.
+        self.error_state().load(Ordering::Relaxed) != bindings::pci_channel_io_normal
+    }
+
+    /// The device's `error_state` (`pci_channel_state_t`).
+    fn error_state(&self) -> &AtomicU32 {
+        // SAFETY: we hold a reference, so the field lives as long as `self`; it is one aligned
+        // word the PCI core changes only with atomic read-modify-writes (pci_dev_set_io_state),
+        // so accessing it atomically races with nothing.
+        unsafe { AtomicU32::from_ptr(&raw mut (*self.pdev).error_state) }
     }
 
     /// `pci_device_is_present()`: whether the device answers a config read of its vendor id.
@@ -745,11 +749,8 @@ impl PciDev {
     /// `perm_failure` to normal, so a test can undo what it did.
     #[cfg(hdp_test)]
     pub fn test_set_error_state(&self, state: u32) {
-        // SAFETY: we hold a reference; `error_state` is one aligned word the PCI core changes
-        // with atomic read-modify-writes, so an atomic exchange loses none of its updates.
-        unsafe {
-            AtomicU32::from_ptr(&raw mut (*self.pdev).error_state).swap(state, Ordering::Relaxed)
-        };
+        // An atomic exchange, so none of the PCI core's updates is lost.
+        self.error_state().swap(state, Ordering::Relaxed);
     }
 
     /// Whether the driver bound to the device is `driver`. Asked under the device lock, which
