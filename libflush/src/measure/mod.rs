@@ -80,7 +80,7 @@ pub fn availability(
                         reason: "the loaded hdp_flush module does not serve URING_CMD".into(),
                     }
                 }
-                KmodStatus::Loaded { devices, .. } => match devices.iter().find(|d| !d.revoked) {
+                KmodStatus::Loaded { .. } => match kmod.first_served() {
                     Some(d) => Availability::Ready {
                         backing: Backing::new(
                             d.backing_kind(),
@@ -160,16 +160,14 @@ pub fn first_module_device(kind: StrategyKind) -> Result<HdpFlushDevice> {
         strategy: kind,
         reason,
     };
-    match KmodStatus::look() {
-        KmodStatus::Absent { reason } => Err(unavailable(reason)),
-        KmodStatus::Loaded { devices, .. } => {
-            let first = devices
-                .iter()
-                .find(|d| !d.revoked)
-                .ok_or_else(|| unavailable("the hdp_flush module serves no device".into()))?;
-            HdpFlushDevice::open_own(first).map_err(|e| e.unavailable_for(kind))
-        }
+    let kmod = KmodStatus::look();
+    if let KmodStatus::Absent { reason } = kmod {
+        return Err(unavailable(reason));
     }
+    let first = kmod
+        .first_served()
+        .ok_or_else(|| unavailable("the hdp_flush module serves no device".into()))?;
+    HdpFlushDevice::open_own(first).map_err(|e| e.unavailable_for(kind))
 }
 
 /// Open a mapping strategy (`mmio-remap`, `dummy-page`, `legacy`) over 4K of `path` at

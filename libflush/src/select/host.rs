@@ -7,7 +7,7 @@ use crate::device::{device_nodes, HdpFlushDevice, ModuleDevice};
 use crate::gpu::{PciAddress, Sysfs};
 use crate::strategy::BackingKind;
 use crate::uapi::{self, HdpFlushVersion};
-use crate::{Error, Result};
+use crate::Error;
 
 /// The `hdp_flush` module as user space sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -42,9 +42,9 @@ impl KmodStatus {
     /// else every device's own node it may open.
     pub(crate) fn look() -> Self {
         match HdpFlushDevice::open_default() {
-            Ok(all) => Self::of(Ok(&all)),
-            Err(Error::DeviceMissing { path }) => Self::Absent {
-                reason: Error::DeviceMissing { path }.to_string(),
+            Ok(all) => Self::of(&all),
+            Err(missing @ Error::DeviceMissing { .. }) => Self::Absent {
+                reason: missing.to_string(),
             },
             Err(refused) => match device_nodes() {
                 Ok((v, devices)) => Self::loaded(v, false, devices),
@@ -55,12 +55,14 @@ impl KmodStatus {
         }
     }
 
-    /// What an open (or failed open) of the administrators' node says.
-    fn of(dev: Result<&HdpFlushDevice>) -> Self {
-        let loaded = dev.and_then(|d| Ok(Self::loaded(d.version(), true, d.devices()?)));
-        loaded.unwrap_or_else(|e| Self::Absent {
-            reason: e.to_string(),
-        })
+    /// What the administrators' node, open, says.
+    fn of(all: &HdpFlushDevice) -> Self {
+        match all.devices() {
+            Ok(devices) => Self::loaded(all.version(), true, devices),
+            Err(e) => Self::Absent {
+                reason: e.to_string(),
+            },
+        }
     }
 
     fn loaded(v: HdpFlushVersion, whole: bool, devices: Vec<ModuleDevice>) -> Self {
@@ -72,6 +74,11 @@ impl KmodStatus {
             whole,
             devices,
         }
+    }
+
+    /// The first device listed that is not revoked: where `hdpflush bench` measures the module.
+    pub(crate) fn first_served(&self) -> Option<&ModuleDevice> {
+        self.devices().iter().find(|d| !d.revoked)
     }
 
     /// Every device the module lists, revoked ones too.
