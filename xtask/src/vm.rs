@@ -133,6 +133,12 @@ fn copy(from: &Path, to: &Path) -> StepResult {
 /// Pack busybox, /init, the module and the binaries into a gzipped newc cpio.
 fn initramfs(arch: Arch, kos: &Modules, bins: &GuestBinaries) -> StepResult<PathBuf> {
     let dir = workspace_root().join("target/vm").join(arch.name());
+    pack_initramfs(arch, &dir, &guest_files(kos, bins))
+}
+
+/// What every test guest carries, with its name in the initramfs: both modules, the tests,
+/// the CLI, the C program, and on x86_64 the 32-bit program.
+fn guest_files<'a>(kos: &'a Modules, bins: &'a GuestBinaries) -> Vec<(&'a Path, &'static str)> {
     let mut files: Vec<(&Path, &str)> = vec![
         (&kos.test, Variant::Test.guest_name()),
         (&kos.production, Variant::Production.guest_name()),
@@ -143,7 +149,7 @@ fn initramfs(arch: Arch, kos: &Modules, bins: &GuestBinaries) -> StepResult<Path
     if let Some(compat32) = &bins.compat32 {
         files.push((compat32, "compat32"));
     }
-    pack_initramfs(arch, &dir, &files)
+    files
 }
 
 /// Pack busybox, tests/guest/init.sh as /init and `files` (source, name in /) into
@@ -307,20 +313,16 @@ pub fn vm_test(arch: Arch) -> StepResult {
 /// with the module built for it and the x86_64 guest binaries, and run the guest tests.
 pub fn vm_test_deb73(k: &crate::deb73::DebKernel) -> StepResult {
     let name = format!("vm-test {} (Debian's kernel package)", k.release);
-    let test = crate::deb73::build_module(k, Variant::Test)?;
-    let production = crate::deb73::build_module(k, Variant::Production)?;
+    let kos = Modules {
+        test: crate::deb73::build_module(k, Variant::Test)?,
+        production: crate::deb73::build_module(k, Variant::Production)?,
+    };
     let bins = guest_binaries(Arch::X86_64)?;
     let dir = workspace_root().join("target/vm/deb73");
-    let mut files: Vec<(&Path, String)> = vec![
-        (&test, Variant::Test.guest_name().to_owned()),
-        (&production, Variant::Production.guest_name().to_owned()),
-        (&bins.tests, "hdpflush-guest-tests".to_owned()),
-        (&bins.cli, "hdpflush".to_owned()),
-        (&bins.c_program, "flush_gpus".to_owned()),
-    ];
-    if let Some(compat32) = &bins.compat32 {
-        files.push((compat32, "compat32".to_owned()));
-    }
+    let mut files: Vec<(&Path, String)> = guest_files(&kos, &bins)
+        .into_iter()
+        .map(|(p, n)| (p, n.to_owned()))
+        .collect();
     for m in &k.test_modules {
         let name = m.file_name().unwrap_or_default().to_string_lossy();
         files.push((m, format!("lib/modules/{name}")));

@@ -388,17 +388,8 @@ fn the_c_program_flushes_two_devices_and_each_counts_its_own() -> TestResult {
             .env_remove("HDPFLUSH_STRATEGY")
             .output()
             .map_err(|e| format!("{C_PROGRAM}: {e}"))?;
+        echoed(C_PROGRAM, &out)?;
         let text = String::from_utf8_lossy(&out.stdout);
-        for line in text.lines() {
-            println!("  | {line}");
-        }
-        ensure(out.status.success(), || {
-            format!(
-                "exit {}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })?;
         let kind = if batched { "uring" } else { "ioctl" };
         for name in &names {
             ensure(text.contains(&format!("open {name}: 0 ok {kind}")), || {
@@ -1164,11 +1155,7 @@ fn no_coalesce_and_counter_reset_need_cap_sys_admin() -> TestResult {
         .arg(WITHOUT_SYS_ADMIN)
         .output()
         .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    for line in text.lines() {
-        println!("  | {line}");
-    }
-    ensure(out.status.success(), || format!("child: {}", out.status))
+    echoed("child", &out)
 }
 
 const WITHOUT_SYS_ADMIN: &str = "--without-cap-sys-admin";
@@ -1359,13 +1346,7 @@ fn hdpflush_bench_runs_ioctl_and_uring_in_the_guest() -> TestResult {
             "/tmp/bench",
         ],
     )?;
-    let table = String::from_utf8_lossy(&out.stdout);
-    for line in table.lines() {
-        println!("  | {line}");
-    }
-    ensure(out.status.success(), || {
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    })?;
+    echoed("hdpflush bench", &out)?;
     let json = std::fs::read_to_string("/tmp/bench/bench.json").map_err(|e| e.to_string())?;
     let report: serde_json::Value = serde_json::from_str(&json).map_err(|e| e.to_string())?;
     let results = report["results"].as_array().ok_or("no results")?;
@@ -1954,6 +1935,32 @@ macro_rules! tests {
     ($($f:ident),* $(,)?) => { [$((stringify!($f), $f as fn() -> TestResult)),*] };
 }
 
+/// End a child run of this binary (a test's helper process) with its verdict.
+fn exit_with(result: TestResult) -> ! {
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(why) => {
+            println!("FAILED {why}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Print a program's output under the test's line, and fail with its exit status and error
+/// output unless it succeeded.
+fn echoed(what: &str, out: &std::process::Output) -> TestResult {
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("  | {line}");
+    }
+    ensure(out.status.success(), || {
+        format!(
+            "{what}: {} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(worst_day::BLOCKED_FLUSHER) {
@@ -1962,25 +1969,13 @@ fn main() {
     }
     if args.get(1).map(String::as_str) == Some(nodes::AS_NOBODY) {
         let (mine, other) = (args.get(2), args.get(3));
-        match nodes::as_nobody_given(
+        exit_with(nodes::as_nobody_given(
             mine.map_or("", String::as_str),
             other.map_or("", String::as_str),
-        ) {
-            Ok(()) => std::process::exit(0),
-            Err(why) => {
-                println!("FAILED {why}");
-                std::process::exit(1);
-            }
-        }
+        ));
     }
     if std::env::args().nth(1).as_deref() == Some(WITHOUT_SYS_ADMIN) {
-        match without_cap_sys_admin() {
-            Ok(()) => std::process::exit(0),
-            Err(why) => {
-                println!("FAILED {why}");
-                std::process::exit(1);
-            }
-        }
+        exit_with(without_cap_sys_admin());
     }
     if std::env::args().nth(1).as_deref() == Some("evidence") {
         let (mut passed, mut failed) = evidence::run();
@@ -2089,15 +2084,5 @@ fn with_compat32(mut tests: Vec<Test>) -> Vec<Test> {
 /// input as a 64-bit caller gets.
 #[cfg(target_arch = "x86_64")]
 fn a_32_bit_program_gets_the_same_answers_through_compat_ioctl() -> TestResult {
-    let out = sh("/compat32", &[])?;
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        println!("  | {line}");
-    }
-    ensure(out.status.success(), || {
-        format!(
-            "compat32: {} {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    echoed("compat32", &sh("/compat32", &[])?)
 }

@@ -104,10 +104,7 @@ pub fn a_process_given_one_devices_node_reaches_that_device_alone() -> TestResul
             .args([AS_NOBODY, &pci.to_string(), &other.to_string()])
             .output()
             .map_err(|e| e.to_string())?;
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            println!("  | {line}");
-        }
-        ensure(out.status.success(), || format!("child: {}", out.status))
+        crate::echoed("child", &out)
     });
     std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o660))
         .map_err(|e| format!("{}: {e}", node.display()))?;
